@@ -1,0 +1,517 @@
+/*
+** embsqlite: SQL functions for embedding vectors stored as float32 blobs.
+**
+** An embedding is stored as a BLOB of little-endian IEEE-754 float32 values,
+** the format of the `llm` package's embeddings database. This extension adds:
+**
+**   cosine_similarity(A, B)      -> REAL   cosine similarity of two embeddings
+**   embedding_to_json(A)         -> TEXT   '[0.5,-1,...]' (shortest float32 text)
+**   embedding_from_json(J)       -> BLOB   JSON array of numbers -> float32 blob
+**   embedding_dimensions(A)      -> INT    number of float32 values in A
+**   embedding_norm(A)            -> REAL   L2 norm of A
+**   embsqlite_version()          -> TEXT   version of this extension, e.g. '0.1.0'
+**
+** Input rules, the same for every function:
+**   - a NULL argument gives NULL;
+**   - an embedding argument must be a BLOB whose length is a multiple of 4;
+**     anything else (TEXT, a number, a 7-byte blob) is an error;
+**   - cosine_similarity needs two blobs of the same length;
+**   - a NaN or infinite value, in a blob or in JSON, or a result that is not
+**     finite, is an error;
+**   - the zero vector (and the empty vector) has cosine similarity 0.0 with
+**     every vector: it has no direction, and 0.0 ranks it below any vector
+**     that points the same way as the query;
+**   - embedding_from_json accepts only a JSON array of JSON numbers, each
+**     finite as a float32.
+** Errors are SQL errors whose message starts with the function's name.
+**
+** Accuracy: the float32 products are exact in double precision and summed in
+** double, so cosine_similarity agrees with a float64 reference computed from
+** the same float32 values to about 1e-15 relative to |A||B|.
+**
+** Speed: in `ORDER BY cosine_similarity(embedding, :query)` the constant second
+** argument is checked, decoded and normalised once per statement and kept with
+** sqlite3_set_auxdata; each row then costs one pass over the row's blob.
+** The inner loop keeps several independent accumulators so the compiler can
+** vectorise it at -O3 without -ffast-math.
+**
+** The same source builds the loadable extension (`.load`, load_extension())
+** and, compiled into the cffi module, the functions that embsqlite registers
+** on Python's own sqlite3 connections.
+*/
+#include "sqlite3ext.h"
+SQLITE_EXTENSION_INIT1
+#include <assert.h>
+#include <locale.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef EMBSQLITE_VERSION
+# define EMBSQLITE_VERSION "0.1.0"
+#endif
+
+#ifndef SQLITE_INNOCUOUS
+# define SQLITE_INNOCUOUS 0   /* older SQLite headers: the flag does not exist */
+#endif
+
+#ifdef _WIN32
+# define EMBSQLITE_EXPORT __declspec(dllexport)
+#else
+# define EMBSQLITE_EXPORT
+#endif
+
+static double json_number_value(const char *z, int n);
+
+/* Largest float32 value; a JSON number above it is not representable. */
+#define EMBSQLITE_FLT_MAX 3.4028234663852886e38
+
+/*
+** Read the little-endian float32 at p. memcpy keeps the load legal for blobs
+** at any alignment; compilers turn it into a plain (vectorisable) load.
+*/
+static float load_f32(const unsigned char *p){
+  float f;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__==__ORDER_BIG_ENDIAN__
+  unsigned char b[4];
+  b[0] = p[3]; b[1] = p[2]; b[2] = p[1]; b[3] = p[0];
+  memcpy(&f, b, 4);
+#else
+  memcpy(&f, p, 4);
+#endif
+  return f;
+}
+
+/* Write f at p as little-endian float32. */
+static void store_f32(unsigned char *p, float f){
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__==__ORDER_BIG_ENDIAN__
+  unsigned char b[4];
+  memcpy(b, &f, 4);
+  p[0] = b[3]; p[1] = b[2]; p[2] = b[1]; p[3] = b[0];
+#else
+  memcpy(p, &f, 4);
+#endif
+}
+
+/*
+** Dot product of the float32 blob a with the float vector q, and the squared
+** norm of a, both over n values, summed in double. Four independent lanes
+** let the compiler use SIMD without reassociating a single sum.
+*/
+static void dot_and_norm2(
+  const unsigned char *a, const float *q, int n,
+  double *pDot, double *pNorm2
+){
+  double d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int i = 0;
+  for(; i+4<=n; i+=4){
+    double x0 = load_f32(a+4*i),   x1 = load_f32(a+4*i+4);
+    double x2 = load_f32(a+4*i+8), x3 = load_f32(a+4*i+12);
+    d0 += x0*q[i];   d1 += x1*q[i+1]; d2 += x2*q[i+2]; d3 += x3*q[i+3];
+    s0 += x0*x0;     s1 += x1*x1;     s2 += x2*x2;     s3 += x3*x3;
+  }
+  for(; i<n; i++){
+    double x = load_f32(a+4*i);
+    d0 += x*q[i];
+    s0 += x*x;
+  }
+  *pDot = (d0+d1)+(d2+d3);
+  *pNorm2 = (s0+s1)+(s2+s3);
+}
+
+/*
+** Cosine similarity of float32 blob a with the float vector q whose squared
+** norm is qNorm2. Zero vectors give 0.0. The result may be non-finite when
+** the inputs hold NaN or infinity; the caller checks.
+*/
+static double cosine_with(
+  const unsigned char *a, const float *q, double qNorm2, int n
+){
+  double dot, aNorm2;
+  dot_and_norm2(a, q, n, &dot, &aNorm2);
+  if( aNorm2==0.0 || qNorm2==0.0 ) return 0.0;
+  return dot / (sqrt(aNorm2) * sqrt(qNorm2));
+}
+
+/*
+** A decoded query vector: the floats in native order, their squared norm.
+** Kept as auxiliary data on a constant argument of cosine_similarity.
+*/
+typedef struct QueryVec QueryVec;
+struct QueryVec {
+  int n;           /* number of values */
+  double norm2;    /* sum of squares, in double */
+  float v[1];      /* n values (allocated to size) */
+};
+
+/*
+** Fetch argument iArg of a function as an embedding blob. On success set
+** *ppBlob and *pN (number of floats) and return 1. For NULL return 0 with
+** nothing set. For anything else set an error on ctx and return -1.
+*/
+static int embedding_arg(
+  sqlite3_context *ctx, const char *zFunc, sqlite3_value **argv, int iArg,
+  const unsigned char **ppBlob, int *pN
+){
+  sqlite3_value *v = argv[iArg];
+  int nByte;
+  switch( sqlite3_value_type(v) ){
+    case SQLITE_NULL:
+      return 0;
+    case SQLITE_BLOB:
+      break;
+    default: {
+      char *z = sqlite3_mprintf(
+        "%s: argument %d must be a float32 BLOB, not %s", zFunc, iArg+1,
+        sqlite3_value_type(v)==SQLITE_TEXT ? "TEXT" :
+        sqlite3_value_type(v)==SQLITE_INTEGER ? "INTEGER" : "REAL");
+      if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
+      else sqlite3_result_error_nomem(ctx);
+      return -1;
+    }
+  }
+  nByte = sqlite3_value_bytes(v);
+  if( nByte%4 ){
+    char *z = sqlite3_mprintf(
+      "%s: argument %d is a %d-byte blob; a float32 embedding's length "
+      "is a multiple of 4", zFunc, iArg+1, nByte);
+    if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
+    else sqlite3_result_error_nomem(ctx);
+    return -1;
+  }
+  *ppBlob = (const unsigned char*)sqlite3_value_blob(v);
+  *pN = nByte/4;
+  if( *ppBlob==0 && nByte>0 ){ sqlite3_result_error_nomem(ctx); return -1; }
+  return 1;
+}
+
+/* Report that zFunc met a NaN or infinity. */
+static void error_not_finite(sqlite3_context *ctx, const char *zFunc){
+  char *z = sqlite3_mprintf(
+      "%s: the result is not finite (an input holds NaN or infinity)", zFunc);
+  if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
+  else sqlite3_result_error_nomem(ctx);
+}
+
+/* Decode n float32 values at p into a new QueryVec; NULL on OOM. */
+static QueryVec *queryvec_new(const unsigned char *p, int n){
+  QueryVec *q = sqlite3_malloc64(sizeof(QueryVec) + sizeof(float)*(n>0?n:1));
+  int i;
+  double s = 0;
+  if( q==0 ) return 0;
+  q->n = n;
+  for(i=0; i<n; i++){
+    q->v[i] = load_f32(p+4*i);
+    s += (double)q->v[i]*q->v[i];
+  }
+  q->norm2 = s;
+  return q;
+}
+
+/*
+** cosine_similarity(A, B): see the header. Argument 2 is decoded once and
+** cached while it stays the same (a bound parameter or a literal).
+*/
+static void cosine_similarity_func(
+  sqlite3_context *ctx, int argc, sqlite3_value **argv
+){
+  const unsigned char *a, *b;
+  int na, nb, rc;
+  double r;
+  QueryVec *q;
+  (void)argc;
+  if( sqlite3_value_type(argv[0])==SQLITE_NULL
+   || sqlite3_value_type(argv[1])==SQLITE_NULL ) return;
+  rc = embedding_arg(ctx, "cosine_similarity", argv, 0, &a, &na);
+  if( rc<=0 ) return;
+  q = (QueryVec*)sqlite3_get_auxdata(ctx, 1);
+  if( q==0 ){
+    rc = embedding_arg(ctx, "cosine_similarity", argv, 1, &b, &nb);
+    if( rc<=0 ) return;
+    q = queryvec_new(b, nb);
+    if( q==0 ){ sqlite3_result_error_nomem(ctx); return; }
+    sqlite3_set_auxdata(ctx, 1, q, sqlite3_free);
+    q = (QueryVec*)sqlite3_get_auxdata(ctx, 1);
+    if( q==0 ){ sqlite3_result_error_nomem(ctx); return; }
+  }
+  if( q->n!=na ){
+    char *z = sqlite3_mprintf(
+      "cosine_similarity: the vectors have different dimensions (%d and %d)",
+      na, q->n);
+    if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
+    else sqlite3_result_error_nomem(ctx);
+    return;
+  }
+  r = cosine_with(a, q->v, q->norm2, na);
+  if( !isfinite(r) ){ error_not_finite(ctx, "cosine_similarity"); return; }
+  sqlite3_result_double(ctx, r);
+}
+
+/* embedding_dimensions(A): the number of float32 values in A. */
+static void embedding_dimensions_func(
+  sqlite3_context *ctx, int argc, sqlite3_value **argv
+){
+  const unsigned char *a;
+  int n;
+  (void)argc;
+  if( embedding_arg(ctx, "embedding_dimensions", argv, 0, &a, &n)<=0 ) return;
+  sqlite3_result_int(ctx, n);
+}
+
+/* embedding_norm(A): the L2 norm of A, summed in double. */
+static void embedding_norm_func(
+  sqlite3_context *ctx, int argc, sqlite3_value **argv
+){
+  const unsigned char *a;
+  int n, i;
+  double s = 0;
+  (void)argc;
+  if( embedding_arg(ctx, "embedding_norm", argv, 0, &a, &n)<=0 ) return;
+  for(i=0; i<n; i++){ double x = load_f32(a+4*i); s += x*x; }
+  s = sqrt(s);
+  if( !isfinite(s) ){ error_not_finite(ctx, "embedding_norm"); return; }
+  sqlite3_result_double(ctx, s);
+}
+
+/*
+** Append the shortest decimal text that reads back as the float32 f: try 6
+** to 9 significant digits (9 always round-trips a float32).
+*/
+static void append_f32(sqlite3_str *pStr, float f){
+  char zBuf[40];
+  int prec;
+  for(prec=6; prec<9; prec++){
+    sqlite3_snprintf(sizeof(zBuf), zBuf, "%.*g", prec, (double)f);
+    if( (float)json_number_value(zBuf, (int)strlen(zBuf))==f ) break;
+  }
+  if( prec==9 ) sqlite3_snprintf(sizeof(zBuf), zBuf, "%.9g", (double)f);
+  sqlite3_str_appendall(pStr, zBuf);
+}
+
+/* embedding_to_json(A): A as a JSON array of numbers. */
+static void embedding_to_json_func(
+  sqlite3_context *ctx, int argc, sqlite3_value **argv
+){
+  const unsigned char *a;
+  int n, i, rc;
+  sqlite3_str *pStr;
+  (void)argc;
+  if( embedding_arg(ctx, "embedding_to_json", argv, 0, &a, &n)<=0 ) return;
+  for(i=0; i<n; i++){
+    if( !isfinite(load_f32(a+4*i)) ){
+      sqlite3_result_error(ctx,
+          "embedding_to_json: the blob holds NaN or infinity, "
+          "which JSON cannot represent", -1);
+      return;
+    }
+  }
+  pStr = sqlite3_str_new(sqlite3_context_db_handle(ctx));
+  sqlite3_str_appendchar(pStr, 1, '[');
+  for(i=0; i<n; i++){
+    if( i ) sqlite3_str_appendchar(pStr, 1, ',');
+    append_f32(pStr, load_f32(a+4*i));
+  }
+  sqlite3_str_appendchar(pStr, 1, ']');
+  rc = sqlite3_str_errcode(pStr);
+  if( rc ){
+    sqlite3_free(sqlite3_str_finish(pStr));
+    if( rc==SQLITE_NOMEM ) sqlite3_result_error_nomem(ctx);
+    else sqlite3_result_error_toobig(ctx);
+    return;
+  }
+  sqlite3_result_text(ctx, sqlite3_str_finish(pStr), -1, sqlite3_free);
+}
+
+/* Skip JSON white space. */
+static const char *skip_ws(const char *z){
+  while( *z==' ' || *z=='\t' || *z=='\n' || *z=='\r' ) z++;
+  return z;
+}
+
+/*
+** If z starts with a JSON number (RFC 8259 grammar), return the length of
+** that number, else 0. strtod alone is too lax: it takes "nan", "inf", hex
+** and leading '+'.
+*/
+static int json_number_len(const char *z){
+  const char *p = z;
+  if( *p=='-' ) p++;
+  if( *p=='0' ){
+    p++;
+  }else if( *p>='1' && *p<='9' ){
+    while( *p>='0' && *p<='9' ) p++;
+  }else{
+    return 0;
+  }
+  if( *p=='.' ){
+    p++;
+    if( !(*p>='0' && *p<='9') ) return 0;
+    while( *p>='0' && *p<='9' ) p++;
+  }
+  if( *p=='e' || *p=='E' ){
+    p++;
+    if( *p=='+' || *p=='-' ) p++;
+    if( !(*p>='0' && *p<='9') ) return 0;
+    while( *p>='0' && *p<='9' ) p++;
+  }
+  return (int)(p-z);
+}
+
+/*
+** Convert the JSON number z[0..n-1] to a double, whatever the C locale's
+** decimal point is.
+*/
+static double json_number_value(const char *z, int n){
+  char zBuf[64];
+  char *zNum = n<(int)sizeof(zBuf) ? zBuf : sqlite3_malloc(n+1);
+  char cDot = localeconv()->decimal_point[0];
+  double r;
+  int i;
+  if( zNum==0 ) return NAN;
+  memcpy(zNum, z, n);
+  zNum[n] = 0;
+  if( cDot!='.' ){
+    for(i=0; i<n; i++) if( zNum[i]=='.' ) zNum[i] = cDot;
+  }
+  r = strtod(zNum, 0);
+  if( zNum!=zBuf ) sqlite3_free(zNum);
+  return r;
+}
+
+/* Report a JSON error for embedding_from_json at byte offset iOfst. */
+static void json_error(sqlite3_context *ctx, const char *zWhat, int iOfst){
+  char *z = sqlite3_mprintf(
+      "embedding_from_json: %s at character %d", zWhat, iOfst+1);
+  if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
+  else sqlite3_result_error_nomem(ctx);
+}
+
+/* embedding_from_json(J): a JSON array of numbers as a float32 blob. */
+static void embedding_from_json_func(
+  sqlite3_context *ctx, int argc, sqlite3_value **argv
+){
+  const char *zJson, *z;
+  unsigned char *aOut = 0;
+  sqlite3_int64 nAlloc = 0, n = 0;
+  (void)argc;
+  switch( sqlite3_value_type(argv[0]) ){
+    case SQLITE_NULL: return;
+    case SQLITE_TEXT: break;
+    default:
+      sqlite3_result_error(ctx,
+          "embedding_from_json: the argument must be TEXT holding a JSON array",
+          -1);
+      return;
+  }
+  zJson = (const char*)sqlite3_value_text(argv[0]);
+  if( zJson==0 ){ sqlite3_result_error_nomem(ctx); return; }
+  z = skip_ws(zJson);
+  if( *z!='[' ){ json_error(ctx, "expected '['", (int)(z-zJson)); return; }
+  z = skip_ws(z+1);
+  if( *z!=']' ){
+    for(;;){
+      int len = json_number_len(z);
+      double r;
+      if( len==0 ){
+        json_error(ctx, "expected a number", (int)(z-zJson));
+        goto fail;
+      }
+      r = json_number_value(z, len);
+      if( !(fabs(r)<=EMBSQLITE_FLT_MAX) ){
+        json_error(ctx, "number is not a finite float32", (int)(z-zJson));
+        goto fail;
+      }
+      if( n==nAlloc ){
+        unsigned char *aNew;
+        nAlloc = nAlloc ? nAlloc*2 : 64;
+        aNew = sqlite3_realloc64(aOut, nAlloc*4);
+        if( aNew==0 ){ sqlite3_result_error_nomem(ctx); goto fail; }
+        aOut = aNew;
+      }
+      store_f32(aOut+4*n, (float)r);
+      n++;
+      z = skip_ws(z+len);
+      if( *z==']' ) break;
+      if( *z!=',' ){
+        json_error(ctx, "expected ',' or ']'", (int)(z-zJson));
+        goto fail;
+      }
+      z = skip_ws(z+1);
+    }
+  }
+  z = skip_ws(z+1);
+  if( *z ){
+    json_error(ctx, "unexpected text after the array", (int)(z-zJson));
+    goto fail;
+  }
+  if( n==0 ){
+    sqlite3_result_zeroblob(ctx, 0);
+    return;
+  }
+  sqlite3_result_blob64(ctx, aOut, (sqlite3_uint64)n*4, sqlite3_free);
+  return;
+fail:
+  sqlite3_free(aOut);
+}
+
+/* embsqlite_version(): the version string of this extension. */
+static void embsqlite_version_func(
+  sqlite3_context *ctx, int argc, sqlite3_value **argv
+){
+  (void)argc; (void)argv;
+  sqlite3_result_text(ctx, EMBSQLITE_VERSION, -1, SQLITE_STATIC);
+}
+
+/*
+** Register every function on db. A copy of this extension binds to one
+** SQLite library (the API table it was first loaded with); loading the same
+** copy into a second, different SQLite library in one process would mix
+** them up, so that is refused with an error instead.
+*/
+EMBSQLITE_EXPORT int sqlite3_embsqlite_init(
+  sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi
+){
+  static const struct {
+    const char *zName;
+    int nArg;
+    void (*xFunc)(sqlite3_context*, int, sqlite3_value**);
+  } aFunc[] = {
+    { "cosine_similarity",    2, cosine_similarity_func },
+    { "embedding_to_json",    1, embedding_to_json_func },
+    { "embedding_from_json",  1, embedding_from_json_func },
+    { "embedding_dimensions", 1, embedding_dimensions_func },
+    { "embedding_norm",       1, embedding_norm_func },
+    { "embsqlite_version",    0, embsqlite_version_func },
+  };
+  const int flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS;
+  int rc = SQLITE_OK;
+  unsigned int i;
+#ifndef SQLITE_CORE
+  if( sqlite3_api!=0 && sqlite3_api!=pApi ){
+    if( pzErrMsg ){
+      *pzErrMsg = pApi->mprintf(
+          "embsqlite: this copy of the extension is already in use by another "
+          "SQLite library in this process; load it into one SQLite only");
+    }
+    return SQLITE_ERROR;
+  }
+#endif
+  SQLITE_EXTENSION_INIT2(pApi);
+  for(i=0; i<sizeof(aFunc)/sizeof(aFunc[0]) && rc==SQLITE_OK; i++){
+    rc = sqlite3_create_function(db, aFunc[i].zName, aFunc[i].nArg, flags,
+                                 0, aFunc[i].xFunc, 0, 0);
+  }
+  if( rc!=SQLITE_OK && pzErrMsg ){
+    *pzErrMsg = sqlite3_mprintf("embsqlite: cannot register %s: %s",
+                                aFunc[i-1].zName, sqlite3_errmsg(db));
+  }
+  return rc;
+}
+
+/* The generic entry point, for hosts that do not derive one from the name. */
+EMBSQLITE_EXPORT int sqlite3_extension_init(
+  sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi
+){
+  return sqlite3_embsqlite_init(db, pzErrMsg, pApi);
+}

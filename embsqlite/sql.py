@@ -1,0 +1,239 @@
+"""The C SQL functions on every kind of SQLite connection Python can hold.
+
+How the functions reach a connection, best first:
+- stdlib ``sqlite3``: at import, the cffi module's init is registered with
+  ``sqlite3_auto_extension`` on the SQLite library that ``_sqlite3`` links, so
+  every connection opened afterwards has the functions; a connection opened
+  earlier is registered directly through its ``sqlite3*`` handle;
+- ``pysqlite3``, ``sqlean``, ``apsw`` and stdlib builds that have
+  ``enable_load_extension``: the loadable extension (``loadable_path()``);
+- otherwise, a ``create_function`` fallback in Python that warns once: it is
+  correct but calls Python for every row.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import math
+import os
+import sqlite3
+import sys
+import warnings
+from typing import Any
+
+from . import vectors
+
+# SQL function names registered by the C extension (the list in csrc/embsqlite.c).
+FUNCTIONS = (
+    "cosine_similarity",
+    "embedding_to_json",
+    "embedding_from_json",
+    "embedding_dimensions",
+    "embedding_norm",
+    "embsqlite_version",
+)
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_auto_registered = False
+_fallback_warned = False
+
+
+def loadable_path() -> str:
+    """Path of the plain SQLite loadable extension, for `.load` and load_extension()."""
+    for pattern in ("embsqlite.*.so", "embsqlite.so", "embsqlite*.dylib", "embsqlite*.dll"):
+        found = sorted(glob.glob(os.path.join(_HERE, pattern)))
+        if found:
+            return found[0]
+    raise FileNotFoundError(
+        "embsqlite's loadable extension is not built; reinstall with "
+        "`pip install embsqlite` (building needs sqlite3ext.h: apt-get install libsqlite3-dev)"
+    )
+
+
+def _native():
+    """The cffi module, or None if it was not built."""
+    try:
+        from . import _native as native
+    except ImportError:
+        return None
+    return native
+
+
+def _register_auto_extension() -> bool:
+    """Register the C init with sqlite3_auto_extension in the library behind _sqlite3."""
+    global _auto_registered
+    if _auto_registered:
+        return True
+    native = _native()
+    if native is None or sys.implementation.name != "cpython":
+        return False
+    import _sqlite3
+
+    try:
+        auto_extension = ctypes.CDLL(_sqlite3.__file__).sqlite3_auto_extension
+    except (OSError, AttributeError):
+        return False  # SQLite linked statically with hidden symbols: no way in
+    auto_extension.argtypes = [ctypes.c_void_p]
+    auto_extension.restype = ctypes.c_int
+    init = native.ffi.addressof(native.lib, "sqlite3_embsqlite_init")
+    if auto_extension(int(native.ffi.cast("uintptr_t", init))) != 0:
+        return False
+    # Opening one connection binds the C code to this library's API table.
+    sqlite3.connect(":memory:").close()
+    _auto_registered = bool(native.lib.embsqlite_is_bound())
+    return _auto_registered
+
+
+def _has_functions(conn: Any) -> bool:
+    try:
+        conn.execute("select embsqlite_version()").fetchall()
+    except Exception:
+        return False
+    return True
+
+
+def _register_stdlib(conn: sqlite3.Connection) -> bool:
+    """Register the C functions on an already open stdlib connection."""
+    native = _native()
+    if not _register_auto_extension() or native is None:
+        return False
+    conn.execute("select 1")  # raises ProgrammingError if the connection is closed
+    # CPython's connection object holds its sqlite3* right after the object header.
+    db = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
+    if not db:
+        return False
+    return native.lib.embsqlite_register_on(native.ffi.cast("sqlite3 *", db)) == 0
+
+
+def _load_extension(conn: Any) -> bool:
+    """Load the loadable extension through the connection's own API, if it has one."""
+    path = loadable_path()
+    if hasattr(conn, "enable_load_extension") and hasattr(conn, "load_extension"):
+        conn.enable_load_extension(True)
+        try:
+            conn.load_extension(path)
+        except Exception:
+            return False
+        finally:
+            conn.enable_load_extension(False)
+        return True
+    return False
+
+
+def register(conn: Any) -> Any:
+    """Make the SQL functions available on `conn`, in C wherever possible.
+
+    Accepts a stdlib or pysqlite3/sqlean ``Connection``, an ``apsw.Connection`` or a
+    ``sqlite_utils.Database``. Returns `conn`.
+    """
+    target = getattr(conn, "conn", conn)  # sqlite_utils.Database wraps a connection
+    if _has_functions(target):
+        return conn
+    if isinstance(target, sqlite3.Connection) and _register_stdlib(target):
+        return conn
+    if _load_extension(target) and _has_functions(target):
+        return conn
+    _register_fallback(target)
+    return conn
+
+
+def connect(path: str | os.PathLike = ":memory:", **kwargs: Any) -> sqlite3.Connection:
+    """``sqlite3.connect(path, **kwargs)`` with the SQL functions registered."""
+    _register_auto_extension()
+    return register(sqlite3.connect(path, **kwargs))
+
+
+def uses_c(conn: Any) -> bool:
+    """True when `conn`'s functions are the C ones, not the Python fallback."""
+    target = getattr(conn, "conn", conn)
+    row = target.execute("select embsqlite_version()").fetchone()
+    return not str(row[0]).endswith("(python fallback)")
+
+
+# The fallback: the same functions, in Python, registered with create_function.
+
+
+def _fallback_vector(name: str, blob: Any, arg: int) -> list[float] | None:
+    if blob is None:
+        return None
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise ValueError(f"{name}: argument {arg} must be a float32 BLOB")
+    if len(blob) % 4:
+        raise ValueError(
+            f"{name}: argument {arg} is a {len(blob)}-byte blob; "
+            "a float32 embedding's length is a multiple of 4"
+        )
+    return vectors.decode(bytes(blob))
+
+
+def _fallback_finite(name: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: the result is not finite (an input holds NaN or infinity)")
+    return value
+
+
+def _cosine_similarity(a: Any, b: Any) -> float | None:
+    va = _fallback_vector("cosine_similarity", a, 1)
+    vb = _fallback_vector("cosine_similarity", b, 2)
+    if va is None or vb is None:
+        return None
+    if len(va) != len(vb):
+        raise ValueError(
+            f"cosine_similarity: the vectors have different dimensions ({len(va)} and {len(vb)})"
+        )
+    return _fallback_finite("cosine_similarity", vectors.cosine(va, vb))
+
+
+def _embedding_to_json(a: Any) -> str | None:
+    va = _fallback_vector("embedding_to_json", a, 1)
+    return None if va is None else vectors.to_json(va)
+
+
+def _embedding_from_json(text: Any) -> bytes | None:
+    if text is None:
+        return None
+    return vectors.encode(vectors.from_json(text))
+
+
+def _embedding_dimensions(a: Any) -> int | None:
+    va = _fallback_vector("embedding_dimensions", a, 1)
+    return None if va is None else len(va)
+
+
+def _embedding_norm(a: Any) -> float | None:
+    va = _fallback_vector("embedding_norm", a, 1)
+    if va is None:
+        return None
+    return _fallback_finite("embedding_norm", math.sqrt(math.fsum(x * x for x in va)))
+
+
+def _register_fallback(conn: Any) -> None:
+    """Register the Python versions; warns once per process that they are slow."""
+    global _fallback_warned
+    if not _fallback_warned:
+        warnings.warn(
+            "embsqlite: the C SQL functions cannot be loaded into this connection; "
+            "using slower Python functions (one Python call per row)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        _fallback_warned = True
+    from . import __version__
+
+    funcs = (
+        ("cosine_similarity", 2, _cosine_similarity),
+        ("embedding_to_json", 1, _embedding_to_json),
+        ("embedding_from_json", 1, _embedding_from_json),
+        ("embedding_dimensions", 1, _embedding_dimensions),
+        ("embedding_norm", 1, _embedding_norm),
+        ("embsqlite_version", 0, lambda: f"{__version__} (python fallback)"),
+    )
+    for name, nargs, func in funcs:
+        if hasattr(conn, "createscalarfunction"):  # apsw
+            conn.createscalarfunction(name, func, nargs, deterministic=True)
+        else:
+            conn.create_function(name, nargs, func, deterministic=True)
+
+
+# Connections opened after `import embsqlite` get the C functions automatically.
+_register_auto_extension()
