@@ -63,8 +63,12 @@ SQLITE_EXTENSION_INIT1
 
 static double json_number_value(const char *z, int n);
 
-/* Largest float32 value; a JSON number above it is not representable. */
-#define EMBSQLITE_FLT_MAX 3.4028234663852886e38
+/*
+** Doubles below this magnitude round to a finite float32 (it is FLT_MAX plus
+** half a unit in the last place, 2^128 - 2^103); from it on they round to
+** infinity.
+*/
+#define EMBSQLITE_F32_LIMIT 3.4028235677973366e38
 
 /*
 ** Read the little-endian float32 at p. memcpy keeps the load legal for blobs
@@ -281,6 +285,10 @@ static void embedding_norm_func(
 static void append_f32(sqlite3_str *pStr, float f){
   char zBuf[40];
   int prec;
+  if( f==0.0f ){  /* SQLite's printf drops the sign of -0.0 */
+    sqlite3_str_appendall(pStr, signbit(f) ? "-0" : "0");
+    return;
+  }
   for(prec=6; prec<9; prec++){
     sqlite3_snprintf(sizeof(zBuf), zBuf, "%.*g", prec, (double)f);
     if( (float)json_number_value(zBuf, (int)strlen(zBuf))==f ) break;
@@ -418,7 +426,7 @@ static void embedding_from_json_func(
         goto fail;
       }
       r = json_number_value(z, len);
-      if( !(fabs(r)<=EMBSQLITE_FLT_MAX) ){
+      if( !(fabs(r)<EMBSQLITE_F32_LIMIT) ){
         json_error(ctx, "number is not a finite float32", (int)(z-zJson));
         goto fail;
       }
