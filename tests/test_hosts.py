@@ -1,0 +1,280 @@
+"""The C functions reach every SQLite host: the sqlite3 shell, stdlib sqlite3 (without
+enable_load_extension), pysqlite3, apsw and sqlite-utils; the Python fallback is only a
+last resort, and says so."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+import sqlite_utils
+
+import embsqlite
+from embsqlite import sql
+
+VECTORS = np.random.default_rng(42).standard_normal((5, 8)).astype(np.float32)
+
+
+def expected_scores(query: np.ndarray) -> list[float]:
+    rows = VECTORS.astype(np.float64)
+    q = query.astype(np.float64)
+    return list(rows @ q / (np.linalg.norm(rows, axis=1) * np.linalg.norm(q)))
+
+
+def fill(conn) -> None:
+    conn.execute("create table t (id integer primary key, e blob)")
+    for i, v in enumerate(VECTORS):
+        conn.execute("insert into t values (?, ?)", (i, v.tobytes()))
+
+
+def scores(conn, query: np.ndarray) -> list[float]:
+    rows = conn.execute("select cosine_similarity(e, ?) from t order by id", (query.tobytes(),))
+    return [r[0] for r in rows]
+
+
+def run_python(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_loadable_has_no_python_symbols(loadable):
+    undefined = subprocess.run(
+        ["nm", "-D", "--undefined-only", loadable], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Py" not in undefined
+    defined = subprocess.run(
+        ["nm", "-D", "--defined-only", loadable], capture_output=True, text=True, check=True
+    ).stdout
+    assert "sqlite3_embsqlite_init" in defined and "sqlite3_extension_init" in defined
+
+
+def test_sqlite3_shell_loads_the_extension(sqlite3_shell, loadable, tmp_path):
+    db = tmp_path / "shell.db"
+    conn = embsqlite.connect(db)
+    fill(conn)
+    conn.commit()
+    conn.close()
+    query = VECTORS[0] + 0.5
+    hex_query = query.tobytes().hex()
+    result = subprocess.run(
+        [sqlite3_shell, str(db), f".load {loadable}",
+         f"select cosine_similarity(e, x'{hex_query}') from t order by id;",
+         "select embsqlite_version();",
+         "select embedding_to_json(embedding_from_json('[1.5, -2]'));"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split()
+    assert [float(x) for x in lines[:5]] == pytest.approx(expected_scores(query), rel=1e-9)
+    assert lines[5:] == [embsqlite.__version__, "[1.5,-2]"]
+
+
+def test_sqlite3_shell_reports_bad_input(sqlite3_shell, loadable):
+    result = subprocess.run(
+        [sqlite3_shell, ":memory:", f".load {loadable}", "select cosine_similarity(x'00', x'00');"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "cosine_similarity: argument 1 is a 1-byte blob" in result.stderr
+
+
+def test_stdlib_has_no_load_extension_yet_gets_c_functions(tmp_path):
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "a.db")  # opened after `import embsqlite`
+    assert sql.uses_c(conn)
+    fill(conn)
+    query = VECTORS[1]
+    assert scores(conn, query) == pytest.approx(expected_scores(query), rel=1e-9)
+
+
+def test_stdlib_connection_opened_before_import():
+    out = run_python(
+        """
+        import sqlite3
+        conn = sqlite3.connect(":memory:")
+        import embsqlite
+        from embsqlite import sql
+        assert not hasattr(conn, "enable_load_extension") or True
+        embsqlite.register(conn)
+        print(sql.uses_c(conn), conn.execute("select embsqlite_version()").fetchone()[0])
+        """
+    )
+    assert out.split() == ["True", embsqlite.__version__]
+
+
+def count_python_calls(conn, statement: str, params) -> tuple[int, object]:
+    """Run `statement` and count Python function calls made while SQLite steps it."""
+    calls = 0
+
+    def profile(frame, event, arg):
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    sys.setprofile(profile)
+    try:
+        result = conn.execute(statement, params).fetchone()
+    finally:
+        sys.setprofile(None)
+    return calls, result
+
+
+def big_table(conn, rows: int = 100_000, dim: int = 384) -> np.ndarray:
+    data = np.random.default_rng(1).standard_normal((rows, dim)).astype(np.float32)
+    conn.execute("create table big (id integer primary key, e blob)")
+    conn.executemany("insert into big values (?, ?)", ((i, r.tobytes()) for i, r in enumerate(data)))
+    return data
+
+
+@pytest.mark.slow
+def test_scan_of_100000_rows_makes_no_python_call(conn):
+    data = big_table(conn)
+    query = data[123]
+    calls, row = count_python_calls(
+        conn, "select max(cosine_similarity(e, ?)) from big", (query.tobytes(),)
+    )
+    assert row[0] == pytest.approx(1.0)
+    assert calls == 0
+
+
+@pytest.mark.slow
+def test_forced_fallback_calls_python_per_row_and_warns_once(tmp_path, monkeypatch):
+    """The same scan on the fallback: correct, but one Python call per row, and a warning."""
+    import sqlite3
+
+    monkeypatch.setattr(sql, "_has_functions", lambda conn: False)
+    monkeypatch.setattr(sql, "_register_stdlib", lambda conn: False)
+    monkeypatch.setattr(sql, "_load_extension", lambda conn: False)
+    monkeypatch.setattr(sql, "_fallback_warned", False)
+    conn = sqlite3.connect(tmp_path / "f.db")
+    with pytest.warns(RuntimeWarning, match="slower Python functions"):
+        embsqlite.register(conn)
+    other = sqlite3.connect(":memory:")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embsqlite.register(other)  # no second warning
+    assert not sql.uses_c(conn)
+    data = big_table(conn, rows=2_000, dim=16)
+    query = data[5]
+    calls, row = count_python_calls(
+        conn, "select max(cosine_similarity(e, ?)) from big", (query.tobytes(),)
+    )
+    assert row[0] == pytest.approx(1.0)
+    assert calls >= 2_000
+    # Same answers and the same error texts as the C functions.
+    fill(conn)
+    assert scores(conn, VECTORS[2]) == pytest.approx(expected_scores(VECTORS[2]), rel=1e-9)
+    assert conn.execute("select embedding_to_json(embedding_from_json('[0.1, -0.0, 3]'))").fetchone()[0] == "[0.1,-0,3]"
+    assert conn.execute("select cosine_similarity(x'00000000', x'00000000')").fetchone()[0] == 0.0
+    for bad, message in [
+        ("select cosine_similarity(x'00', x'00000000')", "argument 1 is a 1-byte blob"),
+        ("select cosine_similarity(x'0000803f', x'0000803f0000803f')", "different dimensions (1 and 2)"),
+        ("select cosine_similarity('a', x'00000000')", "must be a float32 BLOB"),
+        ("select embedding_from_json('[nan]')", "embedding_from_json"),
+    ]:
+        with pytest.raises(sqlite3.OperationalError, match="user-defined function raised exception"):
+            conn.execute(bad).fetchall()
+        del message  # stdlib hides the Python exception's text behind a generic message
+
+
+def test_pysqlite3_gets_c_functions_through_load_extension(tmp_path):
+    pysqlite3 = pytest.importorskip("pysqlite3.dbapi2", reason="pysqlite3-binary is a test dependency")
+    conn = pysqlite3.connect(str(tmp_path / "p.db"))
+    embsqlite.register(conn)
+    assert sql.uses_c(conn)
+    fill(conn)
+    assert scores(conn, VECTORS[3]) == pytest.approx(expected_scores(VECTORS[3]), rel=1e-9)
+
+
+def test_apsw_gets_c_functions():
+    # A separate process: one copy of the loadable binds to one SQLite library, and the
+    # test process has already bound it to pysqlite3's.
+    out = run_python(
+        """
+        import apsw, embsqlite
+        from embsqlite import sql
+        conn = apsw.Connection(":memory:")
+        embsqlite.register(conn)
+        print(sql.uses_c(conn))
+        a, b = embsqlite.encode([1, 0]), embsqlite.encode([1, 1])
+        print(next(conn.execute("select cosine_similarity(?, ?)", (a, b)))[0])
+        """
+    )
+    uses_c, score = out.split()
+    assert uses_c == "True"
+    assert float(score) == pytest.approx(0.5 ** 0.5, rel=1e-12)
+
+
+def test_sqlite_utils_database_on_path_and_on_stdlib_connection(tmp_path):
+    import sqlite3
+
+    for db in (
+        sqlite_utils.Database(tmp_path / "u.db"),  # uses pysqlite3 when installed
+        sqlite_utils.Database(sqlite3.connect(tmp_path / "s.db")),
+    ):
+        embsqlite.register(db)
+        assert sql.uses_c(db)
+        fill(db.conn)
+        row = db.execute("select embedding_dimensions(e) from t where id = 0").fetchone()
+        assert row[0] == 8
+
+
+def test_two_sqlite_libraries_in_one_process():
+    """stdlib (cffi copy) and pysqlite3 (loadable copy) work side by side."""
+    out = run_python(
+        """
+        import sqlite3, pysqlite3.dbapi2 as p3, embsqlite
+        from embsqlite import sql
+        a = sqlite3.connect(":memory:")
+        b = embsqlite.register(p3.connect(":memory:"))
+        print(sql.uses_c(a), sql.uses_c(b), a.execute("select sqlite_version()").fetchone()[0]
+              != b.execute("select sqlite_version()").fetchone()[0])
+        """
+    )
+    assert out.split()[:2] == ["True", "True"]
+
+
+def test_loading_into_a_second_library_fails_clearly_then_falls_back():
+    out = run_python(
+        """
+        import warnings, apsw, pysqlite3.dbapi2 as p3, embsqlite
+        from embsqlite import sql
+        first = embsqlite.register(p3.connect(":memory:"))  # kept open: closing unloads it
+        conn = apsw.Connection(":memory:")
+        conn.enable_load_extension(True)
+        try:
+            conn.load_extension(embsqlite.loadable_path())
+        except apsw.Error as error:
+            print("refused:", "already in use by another SQLite library" in str(error))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            embsqlite.register(conn)
+        print("fallback:", not sql.uses_c(conn), len(caught))
+        """
+    )
+    assert "refused: True" in out
+    assert "fallback: True 1" in out
+
+
+def test_connect_returns_stdlib_connection_with_functions(tmp_path):
+    import sqlite3
+
+    conn = embsqlite.connect(tmp_path / "c.db")
+    assert isinstance(conn, sqlite3.Connection)
+    assert sql.uses_c(conn)
+
+
+def test_register_on_closed_connection_is_an_error():
+    import sqlite3
+
+    conn = sqlite3.connect(":memory:")
+    conn.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        embsqlite.register(conn)
