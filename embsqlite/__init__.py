@@ -3,6 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .collection import Collection, Entry
 from .hookspecs import hookimpl
 from .models import (
     EmbeddingModel,
@@ -20,6 +21,8 @@ from .vectors import decode, encode
 
 __all__ = [
     "__version__",
+    "Collection",
+    "Entry",
     "EmbeddingModel",
     "ModelNotInstalledError",
     "UnknownModelError",

@@ -1,0 +1,428 @@
+"""Collections: named sets of embeddings in llm's SQLite schema, searched inside SQLite.
+
+A search is one SQL statement, ``ORDER BY cosine_similarity(embedding, :query) DESC, id
+LIMIT :number``, run by the C function; Python sees only the top rows. Ingestion hashes
+content first and sends the model only what the collection has never stored.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence, Union
+
+from . import schema, sql, vectors
+from .models import EmbeddingModel, UnknownModelError, get_embedding_model
+
+Value = Union[str, bytes]
+_MAX_CODE_POINT = sys.maxunicode
+_IN_CHUNK = 500  # bound parameters per IN (...) list; below every SQLite's limit
+
+
+@dataclass
+class Entry:
+    """One search result: `score` is the cosine similarity, higher is more similar."""
+
+    id: str
+    score: float
+    content: Optional[str] = None
+    metadata: Optional[dict] = None
+
+
+def _connection(db: Any) -> tuple[Any, bool]:
+    """The DB-API connection behind `db`, and whether we opened it ourselves."""
+    if db is None:
+        return sql.connect(":memory:"), True
+    if isinstance(db, (str, os.PathLike)):
+        return sql.connect(db, timeout=schema.BUSY_TIMEOUT_MS / 1000), True
+    conn = getattr(db, "conn", db)  # sqlite_utils.Database wraps its connection
+    if not hasattr(conn, "execute"):
+        raise TypeError(
+            "db must be a sqlite_utils.Database, a sqlite3 connection, a path or None, "
+            f"not {type(db).__name__}"
+        )
+    return conn, False
+
+
+def prefix_range(prefix: str) -> tuple[str, Optional[str]]:
+    """The ids starting with `prefix` are exactly those in [low, high) in code point
+    (= SQLite BINARY on UTF-8) order; `high` is None when no upper bound exists."""
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < _MAX_CODE_POINT:
+            successor = last + 1
+            if 0xD800 <= successor <= 0xDFFF:  # surrogates cannot occur in stored text
+                successor = 0xE000
+            return prefix, "".join(chars) + chr(successor)
+    return prefix, None
+
+
+class Collection:
+    """A named collection of embeddings made by one model, in llm's database schema."""
+
+    class DoesNotExist(Exception):
+        """The collection, or an id asked for, is not in the database."""
+
+    def __init__(
+        self,
+        name: str,
+        db: Any = None,
+        *,
+        model: Optional[EmbeddingModel] = None,
+        model_id: Optional[str] = None,
+        create: bool = True,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a collection name is a non-empty string, not {name!r}")
+        self.name = name
+        self._db = db if hasattr(db, "conn") else None
+        self.conn, self._owns_connection = _connection(db)
+        sql.register(self.conn)
+        schema.prepare_connection(self.conn, owned=self._owns_connection)
+        self._model = model
+        row = self._row() if schema.has_schema(self.conn) else None
+        if row is None and not create:
+            raise self.DoesNotExist(f"Collection {name!r} does not exist")
+        schema.ensure_schema(self.conn)
+        row = row or self._row()
+        if row is None:
+            if model is None and model_id is None:
+                raise ValueError(
+                    f"creating collection {name!r} needs model= or model_id="
+                )
+            chosen = self._resolve(model, model_id, None)
+            assert chosen is not None
+            with schema.transaction(self.conn):
+                self.conn.execute(
+                    "insert into collections (name, model) values (?, ?) "
+                    "on conflict (name) do nothing",
+                    (name, chosen.model_id),
+                )
+            row = self._row()
+            model, model_id = chosen, None
+        self.id, self.model_id = row
+        self._model = self._resolve(model, model_id, self.model_id)
+
+    def _row(self) -> Optional[tuple[int, str]]:
+        row = self.conn.execute(
+            "select id, model from collections where name = ?", (self.name,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def _resolve(
+        self, model: Optional[EmbeddingModel], model_id: Optional[str], stored: Optional[str]
+    ) -> Optional[EmbeddingModel]:
+        """The model given, else the one `model_id` names (None: load `stored` lazily),
+        refusing a `model_id` that names another model than `model`, or either differing
+        from the model the collection was made with (`stored`)."""
+        if model is None and model_id is not None and model_id == stored:
+            return None
+        named = None
+        if model_id is not None and (model is None or model_id != model.model_id):
+            try:
+                named = get_embedding_model(model_id)
+            except UnknownModelError:
+                if stored is None:
+                    raise
+                raise ValueError(
+                    f"collection {self.name!r} was made with model {stored!r}, "
+                    f"not {model_id!r}"
+                ) from None
+            if model is not None and named.model_id != model.model_id:
+                raise ValueError(
+                    f"model_id {model_id!r} names {named.model_id!r}, not {model.model_id!r}"
+                )
+        chosen = model if model is not None else named
+        if stored is not None and chosen is not None and chosen.model_id != stored:
+            raise ValueError(
+                f"collection {self.name!r} was made with model {stored!r}, "
+                f"not {chosen.model_id!r}: vectors of different models cannot be compared"
+            )
+        return chosen
+
+    @property
+    def db(self) -> Any:
+        """The database as a `sqlite_utils.Database` (the one passed in, if any)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
+    @classmethod
+    def exists(cls, db: Any, name: str) -> bool:
+        """Whether the collection `name` is in `db` (False when the tables are absent)."""
+        if isinstance(db, (str, os.PathLike)) and not os.path.exists(db):
+            return False
+        conn, owned = _connection(db)
+        try:
+            if not schema.has_schema(conn):
+                return False
+            row = conn.execute("select 1 from collections where name = ?", (name,)).fetchone()
+            return row is not None
+        finally:
+            if owned:
+                conn.close()
+
+    def model(self) -> EmbeddingModel:
+        """The collection's embedding model, looked up by `model_id` on first use."""
+        if self._model is None:
+            self._model = get_embedding_model(self.model_id)
+        return self._model
+
+    def count(self) -> int:
+        """Number of items in the collection."""
+        return self.conn.execute(
+            "select count(*) from embeddings where collection_id = ?", (self.id,)
+        ).fetchone()[0]
+
+    def delete(self) -> None:
+        """Delete the collection and all its embeddings, in one transaction."""
+        with schema.transaction(self.conn):
+            self.conn.execute("delete from embeddings where collection_id = ?", (self.id,))
+            self.conn.execute("delete from collections where id = ?", (self.id,))
+
+    def dimensions(self) -> Optional[int]:
+        """Dimension of the stored vectors (None while the collection is empty)."""
+        row = self.conn.execute(
+            "select length(embedding) from embeddings where collection_id = ? "
+            "and embedding is not null limit 1",
+            (self.id,),
+        ).fetchone()
+        return None if row is None else row[0] // 4
+
+    content_hash = staticmethod(schema.content_hash)
+
+    # Writing
+
+    def embed(
+        self, id: Any, value: Value, metadata: Optional[dict] = None, store: bool = False
+    ) -> None:
+        """Embed one `str` or `bytes` under `id` (deduplicated like `embed_multi`)."""
+        self.embed_multi_with_metadata([(id, value, metadata)], store=store, batch_size=1)
+
+    def embed_multi(
+        self, entries: Iterable[Sequence[Any]], store: bool = False, batch_size: int = 100
+    ) -> None:
+        """Embed `(id, value)` pairs from any iterable, one transaction per batch."""
+        self.embed_multi_with_metadata(
+            (_pair(entry) + (None,) for entry in entries), store=store, batch_size=batch_size
+        )
+
+    def embed_multi_with_metadata(
+        self, entries: Iterable[Sequence[Any]], store: bool = False, batch_size: int = 100
+    ) -> None:
+        """Embed `(id, value, metadata)` triples from any iterable, in constant memory.
+
+        Each batch is one transaction: on an error, earlier batches stay committed and
+        nothing of the failing batch is written. Content already stored in this collection
+        (same MD5) is never sent to the model again.
+        """
+        _check_count("batch_size", batch_size, minimum=1)
+        iterator = iter(entries)
+        while True:
+            batch = [_item(entry) for entry in itertools.islice(iterator, batch_size)]
+            if not batch:
+                return
+            self._write_batch(batch, store)
+
+    def _write_batch(self, batch: list[tuple[str, Value, Optional[str]]], store: bool) -> None:
+        items = {id_: (value, meta, schema.content_hash(value)) for id_, value, meta in batch}
+        known = self._stored_vectors({h for _, _, h in items.values()})
+        unchanged = self._unchanged_ids([i for i, (_, _, h) in items.items() if h in known], items)
+        to_embed: dict[bytes, Value] = {}
+        for value, _, digest in items.values():
+            if digest not in known:
+                to_embed.setdefault(digest, value)
+        fresh = self._embed_values(list(to_embed.values()))
+        blobs = {**known, **dict(zip(to_embed, fresh))}
+        now = int(time.time())
+        inserts, updates = [], []
+        for id_, (value, meta, digest) in items.items():
+            text = value if store and isinstance(value, str) else None
+            blob = value if store and isinstance(value, bytes) else None
+            if id_ not in unchanged:
+                inserts.append((self.id, id_, blobs[digest], text, blob, digest, meta, now))
+            elif meta is not None or store:
+                updates.append((meta is not None, meta, store, text, blob, now, self.id, id_))
+        with schema.transaction(self.conn):
+            if fresh:
+                self._check_dimensions(len(fresh[0]) // 4, "the model's vectors")
+            self.conn.executemany(
+                "insert or replace into embeddings (collection_id, id, embedding, content, "
+                "content_blob, content_hash, metadata, updated) values (?, ?, ?, ?, ?, ?, ?, ?)",
+                inserts,
+            )
+            self.conn.executemany(
+                "update embeddings set metadata = case when ?1 then ?2 else metadata end, "
+                "content = case when ?3 then ?4 else content end, "
+                "content_blob = case when ?3 then ?5 else content_blob end, updated = ?6 "
+                "where collection_id = ?7 and id = ?8",
+                updates,
+            )
+
+    def _stored_vectors(self, digests: set[bytes]) -> dict[bytes, bytes]:
+        """{content hash: a stored vector} for the hashes this collection already holds,
+        found through idx_embeddings_content_hash (one query per batch of up to 500)."""
+        found: dict[bytes, bytes] = {}
+        digests_list = list(digests)
+        for start in range(0, len(digests_list), _IN_CHUNK):
+            chunk = digests_list[start : start + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"select content_hash, embedding from embeddings indexed by "
+                f"{schema.CONTENT_HASH_INDEX} where content_hash in ({marks}) "
+                "and collection_id = ? and embedding is not null group by content_hash",
+                (*chunk, self.id),
+            ).fetchall()
+            found.update((bytes(digest), bytes(blob)) for digest, blob in rows)
+        return found
+
+    def _unchanged_ids(self, ids: list[str], items: dict) -> set[str]:
+        """Those of `ids` already stored in this collection with the same content hash."""
+        same: set[str] = set()
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            rows = self.conn.execute(
+                "select id, content_hash from embeddings where collection_id = ? "
+                f"and id in ({', '.join('?' * len(chunk))})",
+                (self.id, *chunk),
+            ).fetchall()
+            same.update(id_ for id_, digest in rows if digest is not None and bytes(digest) == items[id_][2])
+        return same
+
+    def _embed_values(self, values: list[Value]) -> list[bytes]:
+        """Embed `values` with the model and encode them, checking count and dimensions."""
+        if not values:
+            return []
+        model = self.model()
+        vectors_ = list(model.embed_multi(values))
+        if len(vectors_) != len(values):
+            raise RuntimeError(
+                f"model {model.model_id!r} returned {len(vectors_)} vectors for {len(values)} items"
+            )
+        blobs = [vectors.encode(vector) for vector in vectors_]
+        lengths = {len(blob) // 4 for blob in blobs}
+        if len(lengths) > 1 or 0 in lengths:
+            raise ValueError(
+                f"model {model.model_id!r} returned vectors of differing or zero dimensions "
+                f"{sorted(lengths)} in one batch"
+            )
+        return blobs
+
+    def _check_dimensions(self, dimensions: int, what: str) -> None:
+        stored = self.dimensions()
+        if stored is not None and stored != dimensions:
+            raise ValueError(
+                f"{what} have {dimensions} dimensions but collection {self.name!r} "
+                f"holds {stored}-dimension vectors"
+            )
+
+    # Searching
+
+    def similar(self, value: Value, number: int = 10, prefix: Optional[str] = None) -> list[Entry]:
+        """The `number` items most similar to `value` (embedded with the collection's model)."""
+        _check_count("number", number)
+        return self.similar_by_vector(self.model().embed(value), number, prefix=prefix)
+
+    def similar_by_id(self, id: Any, number: int = 10, prefix: Optional[str] = None) -> list[Entry]:
+        """The `number` items most similar to the stored item `id`, excluding it."""
+        _check_count("number", number)
+        row = self.conn.execute(
+            "select embedding from embeddings where collection_id = ? and id = ?",
+            (self.id, str(id)),
+        ).fetchone()
+        if row is None:
+            raise self.DoesNotExist(f"id {str(id)!r} is not in collection {self.name!r}")
+        return self._rank(bytes(row[0]), number, str(id), prefix)
+
+    def similar_by_vector(
+        self,
+        vector: Sequence[float],
+        number: int = 10,
+        skip_id: Optional[Any] = None,
+        prefix: Optional[str] = None,
+    ) -> list[Entry]:
+        """The `number` items most similar to `vector`, best first, ties broken by id."""
+        _check_count("number", number)
+        blob = vectors.encode(vector)
+        if not blob:
+            raise ValueError("the query vector is empty")
+        self._check_dimensions(len(blob) // 4, "the query vector")
+        return self._rank(blob, number, None if skip_id is None else str(skip_id), prefix)
+
+    def _rank(
+        self, query: bytes, number: int, skip_id: Optional[str], prefix: Optional[str]
+    ) -> list[Entry]:
+        """One SQL statement: the C cosine_similarity orders the rows, LIMIT keeps the top."""
+        where, params = "collection_id = ?", [self.id]
+        if prefix:
+            if not isinstance(prefix, str):
+                raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+            low, high = prefix_range(prefix)
+            where += " and id >= ?" + ("" if high is None else " and id < ?")
+            params += [low] if high is None else [low, high]
+        if skip_id is not None:
+            where += " and id != ?"
+            params.append(skip_id)
+        rows = self.conn.execute(
+            "select e.id, r.score, e.content, e.metadata from ("
+            " select id, cosine_similarity(embedding, ?) as score from embeddings"
+            f" where {where} order by score desc, id limit ?"
+            ") as r join embeddings as e on e.collection_id = ? and e.id = r.id"
+            " order by r.score desc, r.id",
+            [query, *params, number, self.id],
+        ).fetchall()
+        return [
+            Entry(id_, score, content, None if meta is None else json.loads(meta))
+            for id_, score, content, meta in rows
+        ]
+
+    def close(self) -> None:
+        """Close the connection if this collection opened it (a path or None)."""
+        if self._owns_connection:
+            self.conn.close()
+
+    def __repr__(self) -> str:
+        return f"<Collection {self.name!r} model={self.model_id!r} id={self.id}>"
+
+
+def _check_count(what: str, value: Any, minimum: int = 0) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, not {value}")
+
+
+def _pair(entry: Any) -> tuple[Any, Any]:
+    if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+        raise ValueError(f"embed_multi takes (id, value) pairs, not {entry!r:.80}")
+    return tuple(entry)  # type: ignore[return-value]
+
+
+def _item(entry: Any) -> tuple[str, Value, Optional[str]]:
+    """Check one (id, value, metadata) triple; returns (str id, value, metadata JSON)."""
+    if not isinstance(entry, (tuple, list)) or len(entry) != 3:
+        raise ValueError(f"expected an (id, value, metadata) triple, not {entry!r:.80}")
+    id_, value, metadata = entry
+    if id_ is None:
+        raise TypeError("an item's id cannot be None")
+    id_ = id_ if isinstance(id_, str) else str(id_)
+    if not id_:
+        raise ValueError("an item's id cannot be empty")
+    if isinstance(value, (bytearray, memoryview)):
+        value = bytes(value)
+    if not isinstance(value, (str, bytes)):
+        raise TypeError(f"item {id_!r}: the value must be str or bytes, not {type(value).__name__}")
+    if metadata is None:
+        return id_, value, None
+    if not isinstance(metadata, dict):
+        raise TypeError(f"item {id_!r}: metadata must be a dict, not {type(metadata).__name__}")
+    try:
+        return id_, value, json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"item {id_!r}: metadata is not JSON-serialisable: {error}") from None

@@ -1,0 +1,264 @@
+"""The embeddings database schema, exactly as the `llm` package (0.36) leaves it.
+
+llm creates its tables through a chain of sqlite-utils migrations and records each
+one in ``_sqlite_migrations`` under the migration set ``llm.embeddings``. We create
+the same final tables (same column order, same index names, same SQL text) and
+record the same migration names, so llm finds nothing to migrate in a database we
+made. A database left by an older llm (before ``content_hash`` or ``content_blob``)
+is brought to the final shape with the data effects llm's own migrations have:
+``updated`` filled with the current time where missing, ``content_hash`` set to the
+MD5 of ``content`` (a random digest where there is no content).
+
+Everything here speaks plain DB-API (``execute``/``fetchall``), so it works on
+stdlib sqlite3, pysqlite3 and apsw connections alike.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+MIGRATION_SET = "llm.embeddings"
+MIGRATIONS_TABLE = "_sqlite_migrations"
+
+# llm's migrations, in order (llm/embeddings_migrations.py).
+MIGRATION_NAMES = (
+    "m001_create_tables",
+    "m002_foreign_key",
+    "m003_add_updated",
+    "m004_store_content_hash",
+    "m005_add_content_blob",
+)
+
+# The SQL text sqlite-utils writes for these tables, so sqlite_master reads the same.
+MIGRATIONS_TABLE_SQL = """CREATE TABLE "_sqlite_migrations" (
+   "id" INTEGER PRIMARY KEY,
+   "migration_set" TEXT,
+   "name" TEXT,
+   "applied_at" TEXT
+)"""
+MIGRATIONS_INDEX_SQL = """CREATE UNIQUE INDEX "idx__sqlite_migrations_migration_set_name"
+    ON "_sqlite_migrations" ("migration_set", "name")"""
+
+COLLECTIONS_SQL = """CREATE TABLE "collections" (
+   "id" INTEGER PRIMARY KEY,
+   "name" TEXT,
+   "model" TEXT
+)"""
+COLLECTIONS_INDEX_SQL = """CREATE UNIQUE INDEX "idx_collections_name"
+    ON "collections" ("name")"""
+
+EMBEDDINGS_COLUMNS = (
+    "collection_id",
+    "id",
+    "embedding",
+    "content",
+    "content_blob",
+    "content_hash",
+    "metadata",
+    "updated",
+)
+EMBEDDINGS_SQL = """CREATE TABLE "embeddings" (
+   "collection_id" INTEGER REFERENCES "collections"("id"),
+   "id" TEXT,
+   "embedding" BLOB,
+   "content" TEXT,
+   "content_blob" BLOB,
+   "content_hash" BLOB,
+   "metadata" TEXT,
+   "updated" INTEGER,
+   PRIMARY KEY ("collection_id", "id")
+)"""
+CONTENT_HASH_INDEX = "idx_embeddings_content_hash"
+EMBEDDINGS_INDEX_SQL = """CREATE INDEX "idx_embeddings_content_hash"
+    ON "embeddings" ("content_hash")"""
+
+# Busy timeout set on connections that have none (milliseconds).
+BUSY_TIMEOUT_MS = 5000
+
+
+def content_hash(value: str | bytes) -> bytes:
+    """The 16-byte MD5 digest llm stores: of the UTF-8 text, or of the bytes."""
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    return hashlib.md5(value).digest()
+
+
+def in_transaction(conn: Any) -> bool:
+    """Whether `conn` (stdlib/pysqlite3 or apsw) has a transaction open."""
+    state = getattr(conn, "in_transaction", None)
+    if isinstance(state, bool):
+        return state
+    return not conn.getautocommit()  # older apsw
+
+
+@contextmanager
+def transaction(conn: Any) -> Iterator[None]:
+    """One transaction: BEGIN/COMMIT, or a savepoint inside the caller's own transaction.
+
+    On any exception everything done inside is rolled back and the exception re-raised.
+    """
+    if in_transaction(conn):
+        conn.execute("SAVEPOINT embsqlite")
+        try:
+            yield
+        except BaseException:
+            if in_transaction(conn):
+                conn.execute("ROLLBACK TO SAVEPOINT embsqlite")
+                conn.execute("RELEASE SAVEPOINT embsqlite")
+            raise
+        conn.execute("RELEASE SAVEPOINT embsqlite")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if in_transaction(conn):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def table_exists(conn: Any, name: str) -> bool:
+    row = conn.execute(
+        "select count(*) from sqlite_master where type = 'table' and name = ?", (name,)
+    ).fetchone()
+    return bool(row[0])
+
+
+def has_schema(conn: Any) -> bool:
+    """True when both llm tables exist (read-only check)."""
+    return table_exists(conn, "collections") and table_exists(conn, "embeddings")
+
+
+def _columns(conn: Any, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f'pragma table_info("{table}")').fetchall()]
+
+
+def _is_file_database(conn: Any) -> bool:
+    for row in conn.execute("pragma database_list").fetchall():
+        if row[1] == "main":
+            return bool(row[2])
+    return False
+
+
+def prepare_connection(conn: Any, owned: bool = False) -> None:
+    """Give `conn` a busy timeout if it has none, and WAL mode if it is a new file.
+
+    On a connection we opened ourselves (`owned`) to a WAL database, synchronous=NORMAL:
+    a commit survives a crash of the process (not necessarily of the machine) without an
+    fsync per transaction.
+    """
+    if conn.execute("pragma busy_timeout").fetchone()[0] == 0:
+        conn.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
+    if in_transaction(conn) or not _is_file_database(conn):
+        return
+    if conn.execute("select count(*) from sqlite_master").fetchone()[0] == 0:
+        conn.execute("pragma journal_mode = wal").fetchall()
+    if owned and conn.execute("pragma journal_mode").fetchone()[0] == "wal":
+        conn.execute("pragma synchronous = normal")
+
+
+def applied_migrations(conn: Any) -> list[str]:
+    if not table_exists(conn, MIGRATIONS_TABLE):
+        return []
+    return [
+        row[0]
+        for row in conn.execute(
+            f"select name from {MIGRATIONS_TABLE} where migration_set = ? order by rowid",
+            (MIGRATION_SET,),
+        ).fetchall()
+    ]
+
+
+def pending_migrations(conn: Any) -> list[str]:
+    applied = set(applied_migrations(conn))
+    return [name for name in MIGRATION_NAMES if name not in applied]
+
+
+def ensure_schema(conn: Any) -> None:
+    """Create or upgrade the llm schema on `conn`; does nothing (no write) when current."""
+    migrations_ok = table_exists(conn, MIGRATIONS_TABLE) and _columns(
+        conn, MIGRATIONS_TABLE
+    ) == ["id", "migration_set", "name", "applied_at"]
+    if migrations_ok and not pending_migrations(conn):
+        return
+    with transaction(conn):
+        _ensure_migrations_table(conn)
+        pending = pending_migrations(conn)
+        if not pending:
+            return
+        if not table_exists(conn, "embeddings"):
+            if not table_exists(conn, "collections"):
+                conn.execute(COLLECTIONS_SQL)
+                conn.execute(COLLECTIONS_INDEX_SQL)
+            conn.execute(EMBEDDINGS_SQL)
+            conn.execute(EMBEDDINGS_INDEX_SQL)
+        else:
+            _upgrade_embeddings(conn, pending)
+        now = str(datetime.datetime.now(datetime.timezone.utc))
+        for name in pending:
+            conn.execute(
+                f"insert into {MIGRATIONS_TABLE} (migration_set, name, applied_at) "
+                "values (?, ?, ?)",
+                (MIGRATION_SET, name, now),
+            )
+
+
+def _ensure_migrations_table(conn: Any) -> None:
+    """sqlite-utils 4's table, converting the older (migration_set, name) key to an id."""
+    if not table_exists(conn, MIGRATIONS_TABLE):
+        conn.execute(MIGRATIONS_TABLE_SQL)
+        conn.execute(MIGRATIONS_INDEX_SQL)
+        return
+    if _columns(conn, MIGRATIONS_TABLE) == ["id", "migration_set", "name", "applied_at"]:
+        return
+    conn.execute(f"alter table {MIGRATIONS_TABLE} rename to _embsqlite_old_migrations")
+    conn.execute(MIGRATIONS_TABLE_SQL)
+    conn.execute(
+        f"insert into {MIGRATIONS_TABLE} (id, migration_set, name, applied_at) "
+        "select rowid, migration_set, name, applied_at from _embsqlite_old_migrations "
+        "order by rowid"
+    )
+    conn.execute("drop table _embsqlite_old_migrations")
+    conn.execute(MIGRATIONS_INDEX_SQL)
+
+
+def _upgrade_embeddings(conn: Any, pending: list[str]) -> None:
+    """Rebuild an older llm `embeddings` table into the final one, keeping every row."""
+    existing = _columns(conn, "embeddings")
+    select = ", ".join(
+        f'"{column}"' if column in existing else "NULL" for column in EMBEDDINGS_COLUMNS
+    )
+    conn.execute('alter table "embeddings" rename to "_embsqlite_old_embeddings"')
+    conn.execute(f'drop index if exists "{CONTENT_HASH_INDEX}"')
+    conn.execute(EMBEDDINGS_SQL)
+    conn.execute(
+        f'insert into "embeddings" ({", ".join(EMBEDDINGS_COLUMNS)}) '
+        f'select {select} from "_embsqlite_old_embeddings" order by rowid'
+    )
+    conn.execute('drop table "_embsqlite_old_embeddings"')
+    conn.execute(EMBEDDINGS_INDEX_SQL)
+    if "m003_add_updated" in pending:
+        conn.execute(
+            "update embeddings set updated = ? where updated is null", (int(time.time()),)
+        )
+    if "m004_store_content_hash" in pending:
+        # llm: MD5 of the content, or a random digest where there is no content.
+        rows = conn.execute(
+            "select collection_id, id, content from embeddings where content_hash is null"
+        ).fetchall()
+        conn.executemany(
+            "update embeddings set content_hash = ? where collection_id = ? and id = ?",
+            [
+                (
+                    content_hash(content) if content is not None else content_hash(os.urandom(16)),
+                    collection_id,
+                    id_,
+                )
+                for collection_id, id_, content in rows
+            ],
+        )
