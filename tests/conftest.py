@@ -36,3 +36,32 @@ def sqlite3_shell() -> str:
     path = shutil.which("sqlite3")
     assert path, "the sqlite3 shell is required: apt-get install sqlite3"
     return path
+
+
+class CountingModel(embsqlite.EmbeddingModel):
+    """The hashing model's vectors under another id, recording every batch it is sent."""
+
+    supports_binary = True
+
+    def __init__(self, model_id: str = "counting", dimensions: int = 64):
+        from embsqlite.hashing import HashingModel
+
+        self.model_id = model_id
+        self.inner = HashingModel(dimensions)
+        self.batches: list[list] = []
+
+    @property
+    def items(self) -> list:
+        """Every item sent to the model, in order."""
+        return [item for batch in self.batches for item in batch]
+
+    def embed_batch(self, items):
+        batch = list(items)
+        self.batches.append(batch)
+        return self.inner.embed_batch(batch)
+
+
+@pytest.fixture
+def counting_model() -> CountingModel:
+    """A fresh CountingModel (64 dimensions) for collection tests."""
+    return CountingModel()
