@@ -1,0 +1,139 @@
+/*
+** native.c: the C half of the embsqlite Python module (compiled only into the
+** cffi module embsqlite._native, right after embsqlite.c, whose static helpers
+** it uses). Nothing here is an SQL function.
+**
+**   embsqlite_is_bound()       1 once an auto-extension call has bound this copy
+**                              of the extension to a SQLite library
+**   embsqlite_register_on(db)  register the SQL functions on an open connection
+**                              of that library
+**   embsqlite_cosine(a, b, n)  cosine_similarity of two blobs, without SQLite
+**   embsqlite_topk(...)        best k rows of an in-memory matrix of float32
+**                              embeddings, for embsqlite's per-process cache
+**
+** embsqlite_topk scores each row with cosine_with(), the very code behind the
+** SQL function, so a cached search returns the same scores, to the bit, as
+** `ORDER BY cosine_similarity(embedding, :q) DESC, id`.
+*/
+
+static int embsqlite_is_bound(void){ return sqlite3_api!=0; }
+
+static int embsqlite_register_on(sqlite3 *db){
+  if( sqlite3_api==0 ) return SQLITE_MISUSE;
+  return sqlite3_embsqlite_init(db, 0, sqlite3_api);
+}
+
+/* Decode n float32 values at p into a malloc'd QueryVec (SQLite-free). */
+static QueryVec *queryvec_malloc(const unsigned char *p, int n){
+  QueryVec *q = (QueryVec*)malloc(sizeof(QueryVec) + sizeof(float)*(n>0?n:1));
+  int i;
+  double s = 0;
+  if( q==0 ) return 0;
+  q->n = n;
+  for(i=0; i<n; i++){
+    q->v[i] = load_f32(p+4*i);
+    s += (double)q->v[i]*q->v[i];
+  }
+  q->norm2 = s;
+  return q;
+}
+
+static double embsqlite_cosine(
+  const unsigned char *a, const unsigned char *b, int n
+){
+  QueryVec *q = queryvec_malloc(b, n);
+  double r;
+  if( q==0 ) return NAN;
+  r = cosine_with(a, q->v, q->norm2, n);
+  free(q);
+  return r;
+}
+
+/* One candidate of a top-k search: its score and its row number. */
+typedef struct Hit Hit;
+struct Hit {
+  double score;
+  long long row;
+};
+
+/*
+** 1 if a ranks below b: a lower score, or the same score and a later row.
+** Rows are kept in id order, so this is `ORDER BY score DESC, id`.
+*/
+static int hit_below(const Hit *a, const Hit *b){
+  return a->score<b->score || (a->score==b->score && a->row>b->row);
+}
+
+static void hit_swap(Hit *a, Hit *b){ Hit t = *a; *a = *b; *b = t; }
+
+/* Restore the heap below i; the root of the heap is its lowest-ranked hit. */
+static void heap_down(Hit *aHeap, int n, int i){
+  for(;;){
+    int l = 2*i+1, r = l+1, m = i;
+    if( l<n && hit_below(&aHeap[l], &aHeap[m]) ) m = l;
+    if( r<n && hit_below(&aHeap[r], &aHeap[m]) ) m = r;
+    if( m==i ) return;
+    hit_swap(&aHeap[i], &aHeap[m]);
+    i = m;
+  }
+}
+
+/* Restore the heap above i after appending a hit there. */
+static void heap_up(Hit *aHeap, int i){
+  while( i>0 ){
+    int p = (i-1)/2;
+    if( !hit_below(&aHeap[i], &aHeap[p]) ) return;
+    hit_swap(&aHeap[i], &aHeap[p]);
+    i = p;
+  }
+}
+
+/*
+** Score rows lo..hi-1 (all but row `skip`; -1 skips none) of the row-major
+** matrix of nRow embeddings of nDim float32 values against the float32 blob
+** `query` of nDim values, and write the best k, best first, to aRow/aScore.
+** Returns how many were written, -1 when out of memory, -2 when a score is
+** not finite (a NaN or infinity in the data) or the arguments are out of range.
+*/
+static long long embsqlite_topk(
+  const unsigned char *matrix, long long nRow, int nDim,
+  const unsigned char *query, long long lo, long long hi, long long skip,
+  int k, long long *aRow, double *aScore
+){
+  QueryVec *q;
+  Hit *aHeap;
+  int nHeap = 0;
+  long long i;
+  if( lo<0 || hi>nRow || lo>hi || nDim<0 || k<0 ) return -2;
+  if( k==0 || lo==hi ) return 0;
+  q = queryvec_malloc(query, nDim);
+  aHeap = (Hit*)malloc(sizeof(Hit)*(size_t)k);
+  if( q==0 || aHeap==0 ){ free(q); free(aHeap); return -1; }
+  for(i=lo; i<hi; i++){
+    Hit h;
+    if( i==skip ) continue;
+    h.score = cosine_with(matrix + (size_t)i*nDim*4, q->v, q->norm2, nDim);
+    h.row = i;
+    if( !isfinite(h.score) ){ nHeap = -2; break; }
+    if( nHeap<k ){
+      aHeap[nHeap] = h;
+      heap_up(aHeap, nHeap++);
+    }else if( hit_below(&aHeap[0], &h) ){
+      aHeap[0] = h;
+      heap_down(aHeap, nHeap, 0);
+    }
+  }
+  if( nHeap>0 ){
+    /* Pop the lowest-ranked hit into the last free slot until empty. */
+    int n = nHeap;
+    while( n>0 ){
+      aRow[n-1] = aHeap[0].row;
+      aScore[n-1] = aHeap[0].score;
+      aHeap[0] = aHeap[--n];
+      heap_down(aHeap, n, 0);
+    }
+  }
+  free(q);
+  free(aHeap);
+  return nHeap;
+}
