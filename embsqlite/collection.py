@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from . import schema, sql, vectors
+from . import cache, schema, sql, vectors
 from .models import EmbeddingModel, UnknownModelError, get_embedding_model
 
 Value = Union[str, bytes]
@@ -106,6 +106,7 @@ class Collection:
             model, model_id = chosen, None
         self.id, self.model_id = row
         self._model = self._resolve(model, model_id, self.model_id)
+        self._cache = cache.VectorCache(self.conn, self.id)
 
     def _row(self) -> Optional[tuple[int, str]]:
         row = self.conn.execute(
@@ -358,12 +359,21 @@ class Collection:
     def _rank(
         self, query: bytes, number: int, skip_id: Optional[str], prefix: Optional[str]
     ) -> list[Entry]:
-        """One SQL statement: the C cosine_similarity orders the rows, LIMIT keeps the top."""
-        where, params = "collection_id = ?", [self.id]
+        """The top `number` rows: from the vector cache when the database is unchanged
+        since the previous search, else one SQL statement where the C cosine_similarity
+        orders the rows and LIMIT keeps the top. Both give the same ids and scores."""
+        low = high = None
         if prefix:
             if not isinstance(prefix, str):
                 raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
             low, high = prefix_range(prefix)
+        if number == 0:
+            return []
+        cached = self._cache.search(query, number, low, high, skip_id)
+        if cached is not None:
+            return self._entries(cached)
+        where, params = "collection_id = ?", [self.id]
+        if low is not None:
             where += " and id >= ?" + ("" if high is None else " and id < ?")
             params += [low] if high is None else [low, high]
         if skip_id is not None:
@@ -381,6 +391,24 @@ class Collection:
             Entry(id_, score, content, None if meta is None else json.loads(meta))
             for id_, score, content, meta in rows
         ]
+
+    def _entries(self, ranked: list[tuple[str, float]]) -> list[Entry]:
+        """Entries for (id, score) pairs, with their stored content and metadata."""
+        stored: dict[str, tuple[Optional[str], Optional[str]]] = {}
+        ids = [id_ for id_, _ in ranked]
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            rows = self.conn.execute(
+                "select id, content, metadata from embeddings where collection_id = ? "
+                f"and id in ({', '.join('?' * len(chunk))})",
+                (self.id, *chunk),
+            )
+            stored.update((id_, (content, meta)) for id_, content, meta in rows)
+        entries = []
+        for id_, score in ranked:
+            content, meta = stored.get(id_, (None, None))
+            entries.append(Entry(id_, score, content, None if meta is None else json.loads(meta)))
+        return entries
 
     def close(self) -> None:
         """Close the connection if this collection opened it (a path or None)."""

@@ -1,0 +1,175 @@
+"""The per-process vector cache: same answers as SQLite, invalidated by any write."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import embsqlite
+from embsqlite import cache
+
+
+class VectorModel(embsqlite.EmbeddingModel):
+    """Embeds 'x,y,z' text as that vector, so tests choose their vectors."""
+
+    model_id = "test-literal-vectors"
+
+    def embed_batch(self, items):
+        for item in items:
+            yield [float(v) for v in item.split(",")]
+
+
+@pytest.fixture(autouse=True)
+def default_budget():
+    cache.configure(max_mb=64)
+    yield
+    cache.configure(max_mb=64)
+
+
+def filled(path, rows=200, dim=8, name="c", seed=0):
+    gen = np.random.default_rng(seed)
+    collection = embsqlite.Collection(name, path, model=VectorModel())
+    data = gen.standard_normal((rows, dim)).astype(np.float32)
+    collection.embed_multi(
+        ((f"{'ab'[i % 2]}{i:04d}", ",".join(map(str, row))) for i, row in enumerate(data)),
+        store=True,
+    )
+    return collection, data
+
+
+def sql_answer(collection, query, number=10, skip_id=None, prefix=None):
+    """What the SQL path returns, with the cache switched off."""
+    budget = cache.budget_bytes()
+    cache.configure(enabled=False)
+    try:
+        return collection.similar_by_vector(query, number, skip_id=skip_id, prefix=prefix)
+    finally:
+        cache.configure(max_mb=budget / 2**20)
+
+
+def test_second_search_loads_the_cache_and_answers_identically(tmp_path):
+    collection, data = filled(tmp_path / "a.db")
+    query = data[3].tolist()
+    first = collection.similar_by_vector(query)
+    assert collection._cache.token is None  # first search ran in SQLite
+    second = collection.similar_by_vector(query)
+    assert collection._cache.token is not None and collection._cache.nbytes == 200 * 8 * 4
+    assert second == first  # ids, scores (exactly), content and metadata
+    for kwargs in ({"prefix": "a"}, {"prefix": "b00"}, {"skip_id": "b0003"}, {"number": 1000},
+                   {"prefix": "zz"}, {"prefix": "a", "skip_id": "a0002", "number": 3}):
+        collection.similar_by_vector(query)  # reloads after sql_answer() dropped it
+        got = collection.similar_by_vector(query, **kwargs)
+        assert collection._cache.token is not None
+        assert got == sql_answer(collection, query, **kwargs), kwargs
+    collection.similar_by_vector(query)
+    by_id = collection.similar_by_id("a0010")
+    assert collection._cache.token is not None
+    assert by_id == sql_answer(collection, data[10].tolist(), skip_id="a0010")
+
+
+def test_write_through_the_collection_invalidates(tmp_path):
+    collection, data = filled(tmp_path / "a.db")
+    query = data[0].tolist()
+    collection.similar_by_vector(query)
+    collection.similar_by_vector(query)
+    assert collection._cache.token is not None
+    collection.embed("new", ",".join(map(str, data[0])))  # a copy of the best match
+    got = collection.similar_by_vector(query, 3)
+    assert "new" in [e.id for e in got]
+    assert got == sql_answer(collection, query, 3)
+
+
+def test_write_through_another_connection_invalidates(tmp_path):
+    collection, data = filled(tmp_path / "a.db")
+    query = data[0].tolist()
+    collection.similar_by_vector(query)
+    collection.similar_by_vector(query)
+    other = embsqlite.connect(tmp_path / "a.db")
+    with other:
+        other.execute("delete from embeddings where id = 'a0000'")
+    other.close()
+    got = collection.similar_by_vector(query, 3)
+    assert "a0000" not in [e.id for e in got]
+    assert got == sql_answer(collection, query, 3)
+
+
+def test_write_by_another_process_invalidates(tmp_path):
+    collection, data = filled(tmp_path / "a.db")
+    query = data[5].tolist()
+    collection.similar_by_vector(query)
+    before = collection.similar_by_vector(query, 1)
+    assert before[0].id == "b0005" and collection._cache.token is not None
+    script = (
+        "import sys, embsqlite\n"
+        "c = embsqlite.Collection('c', sys.argv[1])\n"
+        "c.conn.execute('update embeddings set embedding = ? where id = ?',"
+        " (embsqlite.encode([-v for v in map(float, sys.argv[2].split(','))]), 'b0005'))\n"
+        "c.conn.commit()\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "a.db"),
+                    ",".join(map(str, data[5]))], check=True)
+    after = collection.similar_by_vector(query, 1)
+    assert after[0].id != "b0005"
+    assert after == sql_answer(collection, query, 1)
+
+
+def test_off_switch_and_budget(tmp_path):
+    collection, data = filled(tmp_path / "a.db")
+    cache.configure(enabled=False)
+    for _ in range(3):
+        collection.similar_by_vector(data[0].tolist())
+    assert collection._cache.token is None
+    cache.configure(max_mb=(200 * 8 * 4 - 1) / 2**20)  # one byte too small
+    for _ in range(3):
+        collection.similar_by_vector(data[0].tolist())
+    assert collection._cache.token is None
+    cache.configure(max_mb=1)
+    for _ in range(2):
+        collection.similar_by_vector(data[0].tolist())
+    assert collection._cache.nbytes == cache.loaded_bytes() == 200 * 8 * 4
+
+
+def test_least_recently_used_cache_is_evicted(tmp_path):
+    cache.configure(max_mb=(200 * 8 * 4 * 1.5) / 2**20)  # room for one collection
+    one, data = filled(tmp_path / "a.db", name="one")
+    two, _ = filled(tmp_path / "a.db", name="two")
+    for _ in range(2):
+        one.similar_by_vector(data[0].tolist())
+    assert one._cache.token is not None
+    for _ in range(2):
+        two.similar_by_vector(data[0].tolist())
+    assert two._cache.token is not None and one._cache.token is None
+    assert cache.loaded_bytes() <= cache.budget_bytes()
+
+
+def test_collections_the_cache_cannot_hold_fall_back_to_sql(tmp_path):
+    collection, data = filled(tmp_path / "a.db")
+    collection.conn.execute("update embeddings set embedding = null where id = 'a0000'")
+    collection.conn.commit()
+    query = data[1].tolist()
+    for _ in range(3):
+        got = collection.similar_by_vector(query, 300)
+    assert collection._cache.token is None
+    assert got[-1].id == "a0000" and got[-1].score is None  # SQLite's NULL sorts last
+
+
+def test_cached_search_makes_no_python_call_per_row(tmp_path):
+    collection, data = filled(tmp_path / "a.db", rows=5000)
+    query = data[0].tolist()
+    collection.similar_by_vector(query)
+    collection.similar_by_vector(query)
+    calls = 0
+
+    def profile(frame, event, arg):
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(profile)
+    try:
+        collection.similar_by_vector(query)
+    finally:
+        sys.setprofile(None)
+    assert collection._cache.token is not None
+    assert calls < 200  # a fixed amount of Python per search, none per row (5,000 rows)
