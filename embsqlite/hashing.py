@@ -1,8 +1,10 @@
 """The built-in hashing model: feature hashing of words, standard library only.
 
 Each lowercased word token (for `bytes`, each overlapping 4-byte shingle) is hashed with
-BLAKE2b to a bucket and a sign; the bucket counts are L2-normalised. Same input, same vector
-on every run and machine (no `hash()`), and texts sharing words score above texts sharing none.
+BLAKE2b to a bucket; the bucket counts are L2-normalised. Same input, same vector on every
+run and machine (no `hash()`), and texts sharing words score above texts sharing none.
+Buckets are not signed: with signs, two words colliding with opposite signs cancel, and a
+two-word text could become the zero vector, similar to nothing, not even itself.
 """
 from __future__ import annotations
 
@@ -19,13 +21,13 @@ SHINGLE = 4  # bytes per shingle for binary items
 _WORD = re.compile(r"\w+")
 
 
-def _bucketer(dimensions: int) -> Callable[[bytes], tuple[int, float]]:
-    """A cached function mapping a token to (bucket index, +1.0 or -1.0)."""
+def _bucketer(dimensions: int) -> Callable[[bytes], int]:
+    """A cached function mapping a token to its bucket index."""
 
     @lru_cache(maxsize=1 << 16)
-    def bucket(token: bytes) -> tuple[int, float]:
-        value = int.from_bytes(hashlib.blake2b(token, digest_size=8).digest(), "little")
-        return (value >> 1) % dimensions, (1.0 if value & 1 else -1.0)
+    def bucket(token: bytes) -> int:
+        digest = hashlib.blake2b(token, digest_size=8).digest()
+        return int.from_bytes(digest, "little") % dimensions
 
     return bucket
 
@@ -54,8 +56,8 @@ class HashingModel(EmbeddingModel):
         counts: dict[int, float] = {}
         bucket = self._bucket
         for token in tokens:
-            index, sign = bucket(token)
-            counts[index] = counts.get(index, 0.0) + sign
+            index = bucket(token)
+            counts[index] = counts.get(index, 0.0) + 1.0
         vector = [0.0] * self.dimensions
         norm = math.sqrt(math.fsum(c * c for c in counts.values()))
         if norm:

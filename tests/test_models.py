@@ -292,7 +292,7 @@ def test_hashing_buckets_follow_blake2b_of_each_word():
     expected = [0.0] * 256
     for word in ["hello", "world", "hello"]:
         value = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-        expected[(value >> 1) % 256] += 1.0 if value & 1 else -1.0
+        expected[value % 256] += 1.0
     norm = math.sqrt(sum(v * v for v in expected))
     assert HashingModel().embed("Hello, WORLD! hello") == [v / norm for v in expected]
 
@@ -395,6 +395,41 @@ def test_minilm_semantics_offline(minilm, monkeypatch):
     near, far = cosine(hound, dog), cosine(hound, crash)
     assert near > far + 0.3
     assert 0.6 < near < 0.75 and -0.1 < far < 0.15  # SPEC: about 0.67 and 0.05
+
+
+def test_minilm_runs_with_network_unreachable():
+    """In a fresh process where every socket connection fails, MiniLM still loads and works."""
+    code = (
+        "import socket, json\n"
+        "def refuse(*args, **kwargs):\n"
+        "    raise OSError('network is unreachable in this test')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.create_connection = refuse\n"
+        "import embsqlite\n"
+        "m = embsqlite.get_embedding_model('minilm')\n"
+        "a, b, c = m.embed_multi(['my happy hound', 'a joyful dog', 'stock market crash'])\n"
+        "dot = lambda x, y: sum(p * q for p, q in zip(x, y))\n"
+        "print(json.dumps([dot(a, b), dot(a, c)]))\n"
+    )
+    near, far = json.loads(run_python(code, HF_HUB_OFFLINE="1").stdout)
+    assert near > 0.6 and far < 0.15
+
+
+def test_minilm_embeds_the_batch_it_is_given_in_one_call(minilm, monkeypatch):
+    sizes = []
+    run = type(minilm)._run
+
+    def spy(self, texts):
+        sizes.append(len(texts))
+        return run(self, texts)
+
+    monkeypatch.setattr(type(minilm), "_run", spy)
+    texts = [f"sentence number {i}" for i in range(140)]
+    assert len(list(minilm.embed_multi(texts, batch_size=128))) == 140
+    assert sizes == [128, 12]
+    sizes.clear()
+    list(minilm.embed_multi(texts))
+    assert sizes == [32, 32, 32, 32, 12]  # the model's own batch_size
 
 
 def test_minilm_matches_reference_vectors(minilm):
