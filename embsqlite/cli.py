@@ -1,0 +1,554 @@
+"""The `embsqlite` command line (also `python -m embsqlite`).
+
+Commands and options follow llm's embedding commands: `embed`, `embed-multi`, `similar`,
+`collections list|delete|path`, `models list|default`, plus `demo`, the main job.
+The database is `-d/--database`, else `$EMBSQLITE_DATABASE`, else `embeddings.db` in the
+user's data directory. Every error is one line on stderr and a non-zero exit status;
+`EMBSQLITE_DEBUG=1` shows the traceback of an unexpected one.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import itertools
+import json
+import os
+import sqlite3
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import click
+
+from . import inputs, vectors
+from .collection import Collection
+from .models import (
+    ModelNotInstalledError,
+    UnknownModelError,
+    get_default_embedding_model,
+    get_embedding_model,
+    get_embedding_models_with_aliases,
+    set_default_embedding_model,
+)
+from .sql import connect
+
+DATABASE_ENV = "EMBSQLITE_DATABASE"
+DEBUG_ENV = "EMBSQLITE_DEBUG"
+DATABASE_FILE = "embeddings.db"
+
+# Exceptions whose message is already a clear sentence for the user.
+_USER_ERRORS = (
+    Collection.DoesNotExist,
+    UnknownModelError,
+    ModelNotInstalledError,
+    inputs.InputError,
+    ValueError,
+    TypeError,
+    OSError,
+    sqlite3.Error,
+)
+
+
+def default_database() -> Path:
+    """`embeddings.db` in the user's data directory (e.g. ~/.local/share/embsqlite)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("embsqlite")) / DATABASE_FILE
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+class _Group(click.Group):
+    """A click group whose errors are one line on stderr, never a traceback."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as done:  # pragma: no cover - click handles it itself
+            result = done.exit_code
+        except click.UsageError as error:
+            hint = ""
+            if error.ctx is not None:
+                hint = f" (see '{error.ctx.command_path} --help')"
+            return self._fail(f"{error.format_message()}{hint}", error.exit_code, standalone_mode)
+        except click.ClickException as error:
+            return self._fail(error.format_message(), error.exit_code, standalone_mode)
+        except click.Abort:
+            return self._fail("aborted", 1, standalone_mode)
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, as other Unix tools do.
+            try:
+                sys.stdout = open(os.devnull, "w")
+            except OSError:  # pragma: no cover
+                pass
+            return self._exit(1, standalone_mode)
+        except KeyboardInterrupt:
+            return self._fail("interrupted", 130, standalone_mode)
+        except _USER_ERRORS as error:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            return self._fail(_describe(error), 1, standalone_mode)
+        except Exception as error:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            return self._fail(
+                f"unexpected {type(error).__name__}: {error} (set {DEBUG_ENV}=1 for details)",
+                1,
+                standalone_mode,
+            )
+        return self._exit(result if isinstance(result, int) else 0, standalone_mode)
+
+    def _fail(self, message: str, code: int, standalone: bool) -> Any:
+        click.echo(f"Error: {_one_line(message)}", err=True)
+        return self._exit(code, standalone)
+
+    @staticmethod
+    def _exit(code: int, standalone: bool) -> Any:
+        if standalone:
+            sys.exit(code)
+        return code
+
+
+def _describe(error: BaseException) -> str:
+    """A user error's message; OSError and sqlite3 errors get their context added."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"cannot use {error.filename}: {error.strerror or error}"
+    if isinstance(error, sqlite3.Error):
+        return f"database error: {error}"
+    return str(error) or type(error).__name__
+
+
+def _database_option(func: Any) -> Any:
+    return click.option(
+        "-d",
+        "--database",
+        type=click.Path(dir_okay=False, allow_dash=False),
+        envvar=DATABASE_ENV,
+        help=f"Database file [default: embeddings.db in the user data directory; env {DATABASE_ENV}]",
+    )(func)
+
+
+def _open(database: Optional[str], create: bool) -> sqlite3.Connection:
+    """A connection to the database, with the SQL functions. `create=False` refuses a
+    database file that does not exist rather than making an empty one."""
+    path = Path(database) if database else default_database()
+    if not path.exists():
+        if not create:
+            raise click.ClickException(f"no database at {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif path.is_dir():
+        raise click.ClickException(f"{path} is a directory, not a database file")
+    conn = connect(str(path))
+    conn.execute("select count(*) from sqlite_master").fetchone()  # fails early if not SQLite
+    return conn
+
+
+def _existing_collection(conn: sqlite3.Connection, name: str, database: Optional[str]) -> Collection:
+    try:
+        return Collection(name, conn, create=False)
+    except Collection.DoesNotExist:
+        where = database or default_database()
+        raise click.ClickException(f"collection {name!r} does not exist in {where}") from None
+
+
+def _collection(conn: sqlite3.Connection, name: str, model: Optional[str]) -> Collection:
+    """The collection `name`, created with `model` (else the default model) if missing.
+    An existing one is opened with its own model; `model` must then name that model."""
+    if Collection.exists(conn, name):
+        return Collection(name, conn, model_id=model)
+    return Collection(name, conn, model_id=model or get_default_embedding_model())
+
+
+def _metadata_option(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[dict]:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise click.BadParameter(f"not valid JSON: {error}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(f"must be a JSON object, not {type(parsed).__name__}")
+    return parsed
+
+
+def _read_content(content: Optional[str], input: Optional[str], binary: bool) -> Any:
+    """The value to embed: `-c` text, else the `-i` file (`-` or none: stdin)."""
+    if content is not None:
+        value: Any = content.encode("utf-8") if binary else content
+    else:
+        if input is None or input == "-":
+            data = click.get_binary_stream("stdin").read()
+            where = "standard input"
+        else:
+            try:
+                with open(input, "rb") as stream:
+                    data = stream.read()
+            except OSError as error:
+                raise click.ClickException(f"cannot read {input}: {error.strerror or error}") from None
+            where = input
+        value = data if binary else _decode(data, where)
+    if not value:
+        raise click.ClickException("no content to embed (use -c TEXT, -i FILE or standard input)")
+    return value
+
+
+def _decode(data: bytes, where: str) -> str:
+    """Text in UTF-8 (a BOM is dropped), else Latin-1, like `embed-multi --files`."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="embsqlite", prog_name="embsqlite")
+def cli() -> None:
+    """Embeddings in SQLite: store them, then search by cosine similarity, computed in C.
+
+    The database is -d/--database, else $EMBSQLITE_DATABASE, else embeddings.db in
+    the user data directory (see `embsqlite collections path`).
+    """
+
+
+@cli.command()
+@click.argument("collection", required=False)
+@click.argument("id", required=False)
+@click.option("-i", "--input", type=click.Path(dir_okay=False, allow_dash=True),
+              help="File to embed ('-' for standard input)")
+@click.option("-m", "--model", help="Embedding model (id or alias) [default: the default model]")
+@click.option("--store", is_flag=True, help="Store the text itself in the database")
+@_database_option
+@click.option("-c", "--content", help="Content to embed")
+@click.option("--binary", is_flag=True, help="Treat the input as binary data")
+@click.option("--metadata", callback=_metadata_option, help="JSON object metadata to store")
+@click.option("format_", "-f", "--format", type=click.Choice(["json", "blob", "base64", "hex"]),
+              help="Print the vector in this format [default: json when no collection]")
+def embed(collection: Optional[str], id: Optional[str], input: Optional[str], model: Optional[str],
+          store: bool, database: Optional[str], content: Optional[str], binary: bool,
+          metadata: Optional[dict], format_: Optional[str]) -> None:
+    """Embed one text (or file) and store it in COLLECTION under ID, or print its vector.
+
+    \b
+        embsqlite embed phrases hound -c "my happy hound" --store
+        embsqlite embed -c "my happy hound" -f hex     # no collection: print the vector
+    """
+    if collection and not id:
+        raise click.UsageError("give both COLLECTION and ID, or neither to print the vector")
+    if not collection and (store or metadata is not None):
+        raise click.UsageError("--store and --metadata need a COLLECTION and ID")
+    if collection is None:
+        model_obj = get_embedding_model(model or get_default_embedding_model())
+        vector = model_obj.embed(_read_content(content, input, binary))
+        _print_vector(vector, format_ or "json")
+        return
+    conn = _open(database, create=True)
+    collection_obj = _collection(conn, collection, model)
+    collection_obj.embed(id, _read_content(content, input, binary), metadata=metadata, store=store)
+    if format_:
+        row = conn.execute(
+            "select embedding from embeddings where collection_id = ? and id = ?",
+            (collection_obj.id, id),
+        ).fetchone()
+        _print_vector(vectors.decode(row[0]), format_)
+    conn.close()
+
+
+def _print_vector(vector: list[float], format_: str) -> None:
+    blob = vectors.encode(vector)
+    if format_ == "json":
+        click.echo(json.dumps(vector))
+    elif format_ == "blob":
+        click.get_binary_stream("stdout").write(blob)
+    elif format_ == "base64":
+        click.echo(base64.b64encode(blob).decode("ascii"))
+    else:
+        click.echo(blob.hex())
+
+
+@cli.command(name="embed-multi")
+@click.argument("collection")
+@click.argument("input_path", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--format", "format_", type=click.Choice(list(inputs.FORMATS)),
+              help="Format of INPUT_PATH [default: detected from its first bytes]")
+@click.option("--files", type=(str, str), multiple=True, metavar="DIR GLOB",
+              help="Embed each file in DIR matching GLOB (repeatable); ids are relative paths")
+@click.option("encodings", "--encoding", multiple=True,
+              help="Encodings to try for --files, in order [default: utf-8, then latin-1]; "
+                   "for INPUT_PATH, the first one")
+@click.option("--binary", is_flag=True, help="Embed --files (or a --sql BLOB column) as bytes")
+@click.option("--sql", help="Read items from this SQL query (first column or `id` is the id)")
+@click.option("--attach", type=(str, click.Path(dir_okay=False)), multiple=True,
+              metavar="ALIAS PATH", help="Attach this database for --sql (repeatable)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Items written per transaction")
+@click.option("--prefix", default="", help="Prefix added to each id")
+@click.option("-m", "--model", help="Embedding model for a new collection [default: the default model]")
+@click.option("--prepend", default="", help="Text added before each text item before embedding")
+@click.option("--store", is_flag=True, help="Store the text (or bytes) in the database")
+@_database_option
+def embed_multi(collection: str, input_path: Optional[str], format_: Optional[str],
+                files: tuple, encodings: tuple, binary: bool, sql: Optional[str],
+                attach: tuple, batch_size: int, prefix: str, model: Optional[str],
+                prepend: str, store: bool, database: Optional[str]) -> None:
+    """Embed many items into COLLECTION, from INPUT_PATH ('-' for standard input), --files or --sql.
+
+    \b
+    INPUT_PATH holds CSV, TSV, a JSON array or newline-delimited JSON: the column or key
+    `id` (else the first) is the id, a `metadata` column or key (a JSON object) is the
+    metadata, the other values are joined with spaces as the content.
+
+    \b
+        embsqlite embed-multi docs items.csv --store
+        embsqlite embed-multi docs --files notes '**/*.md'
+        embsqlite embed-multi docs --attach blog blog.db --sql 'select id, title, body from blog.posts'
+    """
+    sources = sum(bool(s) for s in (input_path, files, sql))
+    if sources != 1:
+        raise click.UsageError("give exactly one of INPUT_PATH, --files or --sql")
+    if binary and not (files or sql):
+        raise click.UsageError("--binary works with --files or --sql")
+    if binary and encodings:
+        raise click.UsageError("--binary and --encoding exclude each other")
+    if format_ and not input_path:
+        raise click.UsageError("--format applies to INPUT_PATH only")
+    if attach and not sql:
+        raise click.UsageError("--attach is for --sql")
+    if files:
+        inputs.check_directories(files)
+    conn = _open(database, create=True)
+    for alias, path in attach:
+        if not Path(path).is_file():
+            raise click.ClickException(f"--attach {alias}: no database at {path}")
+        conn.execute("attach database ? as " + _quote(alias), (path,))
+    collection_obj = _collection(conn, collection, model)
+    total: Optional[int] = None
+    warn = lambda message: click.echo(f"Warning: {message}", err=True)  # noqa: E731
+    if files:
+        total = inputs.count_files(files)
+        items: Iterable[inputs.Item] = inputs.read_files(
+            files, binary, encodings or inputs.DEFAULT_ENCODINGS, warn
+        )
+    elif sql:
+        total = inputs.count_sql(conn, sql)
+        items = inputs.read_sql(conn, sql, binary)
+    else:
+        encoding = encodings[0] if encodings else "utf-8-sig"
+        if input_path == "-":
+            items = inputs.read_stream(click.get_binary_stream("stdin"), format_, "standard input", encoding)
+        else:
+            total = sum(1 for _ in inputs.read_path(input_path, format_, encoding))
+            items = inputs.read_path(input_path, format_, encoding)
+    embed_items(collection_obj, inputs.with_prefix(items, prefix, prepend), store, batch_size, total)
+    conn.close()
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def progress_bar(total: Optional[int], description: str = "Embedding") -> Any:
+    """A tqdm bar on stderr (items/s, and ETA when `total` is known), silent when stderr is
+    not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=description,
+        unit=" items",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
+
+
+def embed_items(collection: Collection, items: Iterable[inputs.Item], store: bool,
+                batch_size: int, total: Optional[int]) -> int:
+    """Write `items` in batches of `batch_size`, advancing a progress bar after each batch."""
+    iterator = iter(items)
+    written = 0
+    with progress_bar(total) as bar:
+        while True:
+            batch = list(itertools.islice(iterator, batch_size))
+            if not batch:
+                return written
+            collection.embed_multi_with_metadata(batch, store=store, batch_size=len(batch))
+            written += len(batch)
+            bar.update(len(batch))
+
+
+@cli.command()
+@click.argument("collection")
+@click.argument("id", required=False)
+@click.option("-i", "--input", type=click.Path(dir_okay=False, allow_dash=True),
+              help="File to embed for comparison ('-' for standard input)")
+@click.option("-c", "--content", help="Content to embed for comparison")
+@click.option("--binary", is_flag=True, help="Treat the input as binary data")
+@click.option("-n", "--number", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Number of results")
+@click.option("-p", "--plain", is_flag=True, help="Plain text instead of JSON lines")
+@_database_option
+@click.option("--prefix", default="", help="Only ids that start with this (literally)")
+def similar(collection: str, id: Optional[str], input: Optional[str], content: Optional[str],
+            binary: bool, number: int, plain: bool, database: Optional[str], prefix: str) -> None:
+    """The items of COLLECTION most similar to ID, or to -c/-i content; best first.
+
+    \b
+        embsqlite similar phrases -c "a joyful dog"
+        embsqlite similar phrases hound -n 3 --plain
+    """
+    if id is not None and (content is not None or input is not None):
+        raise click.UsageError("give an ID or content (-c/-i), not both")
+    conn = _open(database, create=False)
+    collection_obj = _existing_collection(conn, collection, database)
+    if id is not None:
+        try:
+            results = collection_obj.similar_by_id(id, number, prefix=prefix or None)
+        except Collection.DoesNotExist:
+            raise click.ClickException(f"id {id!r} is not in collection {collection!r}") from None
+    else:
+        if content is None and input is None and sys.stdin.isatty():
+            raise click.UsageError("give an ID, -c TEXT, -i FILE or content on standard input")
+        value = _read_content(content, input, binary)
+        results = collection_obj.similar(value, number, prefix=prefix or None)
+    for entry in results:
+        if plain:
+            click.echo(f"{entry.id} ({entry.score:.4f})")
+            if entry.content:
+                click.echo(textwrap.indent(entry.content, "    "))
+            if entry.metadata:
+                click.echo(textwrap.indent(json.dumps(entry.metadata), "    "))
+        else:
+            click.echo(json.dumps(dataclasses.asdict(entry), ensure_ascii=False))
+    conn.close()
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def collections(ctx: click.Context) -> None:
+    """List, delete and locate collections (default: list)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(collections_list)
+
+
+@collections.command(name="list")
+@_database_option
+@click.option("json_", "--json", is_flag=True, help="Output as JSON")
+def collections_list(database: Optional[str] = None, json_: bool = False) -> None:
+    """The collections, each with its model and number of items."""
+    from . import schema
+
+    conn = _open(database, create=False)
+
+    rows: list[dict] = []
+    if schema.has_schema(conn):
+        rows = [
+            {"name": name, "model": model, "num_embeddings": count}
+            for name, model, count in conn.execute(
+                "select c.name, c.model, count(e.id) from collections c "
+                "left join embeddings e on e.collection_id = c.id "
+                "group by c.id order by c.name"
+            )
+        ]
+    conn.close()
+    if json_:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        count = row["num_embeddings"]
+        click.echo(f"{row['name']}: {row['model']}\n  {count} embedding{'' if count == 1 else 's'}")
+
+
+@collections.command(name="delete")
+@click.argument("collection")
+@_database_option
+def collections_delete(collection: str, database: Optional[str]) -> None:
+    """Delete COLLECTION and all its embeddings."""
+    conn = _open(database, create=False)
+    _existing_collection(conn, collection, database).delete()
+    conn.close()
+
+
+@collections.command(name="path")
+def collections_path() -> None:
+    """The database used when -d is not given."""
+    click.echo(os.environ.get(DATABASE_ENV) or default_database())
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def models(ctx: click.Context) -> None:
+    """List embedding models and set the default one (default: list)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(models_list)
+
+
+@models.command(name="list")
+@click.option("json_", "--json", is_flag=True, help="Output as JSON")
+@click.option("--llm", "include_llm", is_flag=True, help="Include the models of an installed llm")
+def models_list(json_: bool = False, include_llm: bool = False) -> None:
+    """The embedding models, with their aliases; the default is marked."""
+    default = get_default_embedding_model()
+    try:
+        default_id: Optional[str] = get_embedding_model(default).model_id
+    except (UnknownModelError, ModelNotInstalledError):
+        default_id = None
+    found = get_embedding_models_with_aliases(include_llm=include_llm)
+    if json_:
+        click.echo(json.dumps([
+            {"model_id": m.model.model_id, "aliases": m.aliases,
+             "supports_text": m.model.supports_text, "supports_binary": m.model.supports_binary,
+             "default": m.model.model_id == default_id}
+            for m in found
+        ], indent=2))
+        return
+    for m in found:
+        line = m.model.model_id
+        if m.aliases:
+            line += f" (aliases: {', '.join(m.aliases)})"
+        if m.model.model_id == default_id:
+            line += " [default]"
+        click.echo(line)
+
+
+@models.command(name="default")
+@click.argument("model", required=False)
+@click.option("--remove", is_flag=True, help="Forget the saved default")
+def models_default(model: Optional[str], remove: bool) -> None:
+    """Show the default model, or save MODEL as the default."""
+    if remove:
+        set_default_embedding_model(None)
+    elif model:
+        set_default_embedding_model(model)
+    else:
+        click.echo(get_default_embedding_model())
+
+
+@cli.command()
+@click.option("-m", "--model", help="Embedding model [default: the default model]")
+@_database_option
+@click.option("--collection", "collection_name", default="python-stdlib", show_default=True,
+              help="Collection to fill")
+@click.option("-n", "--limit", type=click.IntRange(min=0), default=1500, show_default=True,
+              help="Embed at most this many docstrings (0: all of them)")
+@click.option("--fresh", is_flag=True, help="Delete the collection first")
+@click.option("-q", "--query", "queries", multiple=True, help="Search for this (repeatable)")
+def demo(model: Optional[str], database: Optional[str], collection_name: str,
+         limit: Optional[int], fresh: bool, queries: tuple) -> None:
+    """The main job: embed the Python standard library's docstrings, then search them."""
+    from . import demo as demo_module
+
+    demo_module.run(
+        database=Path(database) if database else default_database(),
+        model=model,
+        collection_name=collection_name,
+        limit=limit or None,
+        fresh=fresh,
+        queries=list(queries) or None,
+        echo=click.echo,
+    )
+
