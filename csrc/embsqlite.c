@@ -469,7 +469,8 @@ static void embedding_from_json_func(
     }
   }
   z = skip_ws(z+1);
-  if( *z ){
+  /* (z-zJson) short of the length: a NUL byte, then more text, follows */
+  if( *z || (z-zJson)<sqlite3_value_bytes(argv[0]) ){
     json_error(ctx, "unexpected text after the array", (int)(z-zJson));
     goto fail;
   }
