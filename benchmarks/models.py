@@ -3,10 +3,13 @@ hashing-model texts/s. Run: python benchmarks/models.py [--threads N] [--sentenc
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import random
 import resource
 import sys
 import time
+from pathlib import Path
 
 import embsqlite
 from embsqlite.hashing import HashingModel
@@ -71,6 +74,14 @@ def main() -> None:
     dot = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731 (unit vectors)
     print(f"  'my happy hound' vs 'a joyful dog': {dot(hound, dog):.3f}, "
           f"vs 'stock market crash': {dot(hound, crash):.3f}")
+    reference = Path(__file__).parent.parent / "tests" / "data" / "minilm_reference.json"
+    if reference.exists():
+        entries = json.loads(reference.read_text(encoding="utf-8"))["sentences"]
+        ours = minilm.embed_multi([e["text"] for e in entries])
+        scores = [dot(v, e["vector"]) / math.sqrt(dot(e["vector"], e["vector"]))
+                  for v, e in zip(ours, entries)]
+        print(f"  cosine vs full-precision reference ({len(scores)} sentences): "
+              f"min {min(scores):.5f}, mean {sum(scores) / len(scores):.5f}")
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
 
 
