@@ -89,17 +89,25 @@ def stdlib_docstrings(root: Optional[Path] = None) -> Iterator[tuple[str, str, d
                 yield f"{module}.{node.name}", text, {"kind": kind, "module": module}
 
 
+def _spaced(indices: list[int], count: int) -> list[int]:
+    """`count` of `indices`, evenly spaced."""
+    if count >= len(indices):
+        return indices
+    step = len(indices) / count if count else 0
+    return [indices[int(k * step)] for k in range(count)]
+
+
 def select(items: list, limit: Optional[int]) -> list:
-    """At most `limit` items: every module's docstring first, then classes and functions
-    evenly spaced over the rest (so every part of the library shows up), in list order."""
+    """At most `limit` items: modules' docstrings first, then classes and functions, each
+    evenly spaced over the library (so every part of it shows up), in list order."""
     if limit is None or limit >= len(items):
         return items
-    modules = [i for i, item in enumerate(items) if item[2]["kind"] == "module"][:limit]
+    modules = [i for i, item in enumerate(items) if item[2]["kind"] == "module"]
     others = [i for i, item in enumerate(items) if item[2]["kind"] != "module"]
-    room = limit - len(modules)
-    step = len(others) / room if room else 0
-    chosen = set(modules) | {others[int(k * step)] for k in range(room)}
-    return [item for i, item in enumerate(items) if i in chosen]
+    chosen = _spaced(modules, limit)
+    chosen += _spaced(others, limit - len(chosen))
+    keep = set(chosen)
+    return [item for i, item in enumerate(items) if i in keep]
 
 
 def run(
