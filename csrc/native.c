@@ -8,11 +8,15 @@
 **   embsqlite_register_on(db)  register the SQL functions on an open connection
 **                              of that library
 **   embsqlite_cosine(a, b, n)  cosine_similarity of two blobs, without SQLite
+**   embsqlite_norms(...)       squared L2 norm of each row of such a matrix
 **   embsqlite_topk(...)        best k rows of an in-memory matrix of float32
 **                              embeddings, for embsqlite's per-process cache
 **
-** embsqlite_topk scores each row with cosine_with(), the very code behind the
-** SQL function, so a cached search returns the same scores, to the bit, as
+** The cache keeps each row's squared norm, so a search computes only dot
+** products: half the arithmetic of cosine_similarity(), which must compute
+** both. dot_f32() and norm2_f32() keep exactly the lanes and the order of
+** additions of dot_and_norm2(), and the score is the same expression as
+** cosine_with()'s, so a cached search returns the same scores, to the bit, as
 ** `ORDER BY cosine_similarity(embedding, :q) DESC, id`.
 */
 
@@ -47,6 +51,45 @@ static double embsqlite_cosine(
   r = cosine_with(a, q->v, q->norm2, n);
   free(q);
   return r;
+}
+
+/* The dot product of dot_and_norm2(), alone (same lanes, same sums). */
+EMBSQLITE_HOT static double dot_f32(const unsigned char *a, const float *q, int n){
+  double d[EMBSQLITE_LANES] = {0};
+  int i = 0, k, w;
+  for(; i+EMBSQLITE_LANES<=n; i+=EMBSQLITE_LANES){
+    for(k=0; k<EMBSQLITE_LANES; k++) d[k] += (double)load_f32(a+4*(i+k))*q[i+k];
+  }
+  for(; i<n; i++) d[0] += (double)load_f32(a+4*i)*q[i];
+  for(w=EMBSQLITE_LANES/2; w>0; w/=2){
+    for(k=0; k<w; k++) d[k] += d[k+w];
+  }
+  return d[0];
+}
+
+/* The squared norm of dot_and_norm2(), alone (same lanes, same sums). */
+static double norm2_f32(const unsigned char *a, int n){
+  double s[EMBSQLITE_LANES] = {0};
+  int i = 0, k, w;
+  for(; i+EMBSQLITE_LANES<=n; i+=EMBSQLITE_LANES){
+    for(k=0; k<EMBSQLITE_LANES; k++){
+      double x = load_f32(a+4*(i+k));
+      s[k] += x*x;
+    }
+  }
+  for(; i<n; i++){ double x = load_f32(a+4*i); s[0] += x*x; }
+  for(w=EMBSQLITE_LANES/2; w>0; w/=2){
+    for(k=0; k<w; k++) s[k] += s[k+w];
+  }
+  return s[0];
+}
+
+/* Write the squared norm of each of the nRow rows of matrix to aNorm2. */
+static void embsqlite_norms(
+  const unsigned char *matrix, long long nRow, int nDim, double *aNorm2
+){
+  long long i;
+  for(i=0; i<nRow; i++) aNorm2[i] = norm2_f32(matrix + (size_t)i*nDim*4, nDim);
 }
 
 /* One candidate of a top-k search: its score and its row number. */
@@ -90,13 +133,14 @@ static void heap_up(Hit *aHeap, int i){
 
 /*
 ** Score rows lo..hi-1 (all but row `skip`; -1 skips none) of the row-major
-** matrix of nRow embeddings of nDim float32 values against the float32 blob
-** `query` of nDim values, and write the best k, best first, to aRow/aScore.
+** matrix of nRow embeddings of nDim float32 values, whose squared norms are
+** aNorm2 (from embsqlite_norms), against the float32 blob `query` of nDim
+** values, and write the best k, best first, to aRow/aScore.
 ** Returns how many were written, -1 when out of memory, -2 when a score is
 ** not finite (a NaN or infinity in the data) or the arguments are out of range.
 */
 static long long embsqlite_topk(
-  const unsigned char *matrix, long long nRow, int nDim,
+  const unsigned char *matrix, const double *aNorm2, long long nRow, int nDim,
   const unsigned char *query, long long lo, long long hi, long long skip,
   int k, long long *aRow, double *aScore
 ){
@@ -112,7 +156,12 @@ static long long embsqlite_topk(
   for(i=lo; i<hi; i++){
     Hit h;
     if( i==skip ) continue;
-    h.score = cosine_with(matrix + (size_t)i*nDim*4, q->v, q->norm2, nDim);
+    if( aNorm2[i]==0.0 || q->norm2==0.0 ){
+      h.score = 0.0;   /* as cosine_with() */
+    }else{
+      h.score = dot_f32(matrix + (size_t)i*nDim*4, q->v, nDim)
+                / (sqrt(aNorm2[i]) * sqrt(q->norm2));
+    }
     h.row = i;
     if( !isfinite(h.score) ){ nHeap = -2; break; }
     if( nHeap<k ){

@@ -23,7 +23,10 @@ ffibuilder.cdef(
     int embsqlite_is_bound(void);
     int embsqlite_register_on(sqlite3 *db);
     double embsqlite_cosine(const unsigned char *a, const unsigned char *b, int n);
-    long long embsqlite_topk(const unsigned char *matrix, long long nRow, int nDim,
+    void embsqlite_norms(const unsigned char *matrix, long long nRow, int nDim,
+                         double *aNorm2);
+    long long embsqlite_topk(const unsigned char *matrix, const double *aNorm2,
+                             long long nRow, int nDim,
                              const unsigned char *query, long long lo, long long hi,
                              long long skip, int k, long long *aRow, double *aScore);
     """

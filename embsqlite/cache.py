@@ -81,16 +81,18 @@ class VectorCache:
         self.collection_id = collection_id
         self.ids: list[str] = []
         self.matrix: Optional[bytearray] = None
+        self.norms: Any = None  # cffi double[]: each row's squared L2 norm
         self.dimensions = 0
         self.token: Optional[tuple[int, int]] = None  # of the loaded matrix
         self._last_seen: Optional[tuple[int, int]] = None  # token at the previous search
 
     @property
     def nbytes(self) -> int:
-        return 0 if self.matrix is None else len(self.matrix)
+        """Memory held: the matrix and one double per row for its norm."""
+        return 0 if self.matrix is None else len(self.matrix) + 8 * len(self.ids)
 
     def _drop(self) -> None:
-        self.matrix, self.ids, self.token = None, [], None
+        self.matrix, self.norms, self.ids, self.token = None, None, [], None
 
     def search(
         self, query: bytes, number: int, low: Optional[str], high: Optional[str],
@@ -116,34 +118,51 @@ class VectorCache:
 
     def _load(self, token: tuple[int, int]) -> bool:
         """Read every vector of the collection in id order; False if it cannot be cached."""
-        rows, with_vector, shortest, longest = self.conn.execute(
-            "select count(*), count(embedding), min(length(embedding)), max(length(embedding)) "
-            "from embeddings where collection_id = ?",
+        # count(*) reads only the primary-key index; the first row gives the dimension
+        (rows,) = self.conn.execute(
+            "select count(*) from embeddings where collection_id = ?", (self.collection_id,)
+        ).fetchone()
+        first = self.conn.execute(
+            "select length(embedding) from embeddings where collection_id = ? limit 1",
             (self.collection_id,),
         ).fetchone()
-        if not rows or rows != with_vector or shortest != longest or shortest % 4:
-            return False  # empty, NULL vectors or mixed dimensions: SQLite handles those
+        shortest = first[0] if first else None
+        if not rows or not shortest or shortest % 4:
+            return False  # empty, or NULL vectors: SQLite handles those
         nbytes = rows * shortest
-        if nbytes > _budget_bytes:
+        if nbytes + 8 * rows > _budget_bytes:
             return False
-        _evict(nbytes)
+        _evict(nbytes + 8 * rows)
         matrix = bytearray(nbytes)
-        view = memoryview(matrix)
         ids: list[str] = []
         offset = 0
         cursor = self.conn.execute(
             "select id, embedding from embeddings where collection_id = ? order by id",
             (self.collection_id,),
         )
-        for id_, blob in cursor:
-            if offset + shortest > nbytes or len(blob) != shortest:
-                return False  # changed while loading
-            view[offset : offset + shortest] = blob
-            offset += shortest
-            ids.append(id_)
+        while True:
+            chunk = cursor.fetchmany(4096)
+            if not chunk:
+                break
+            blobs = [row[1] for row in chunk]
+            if offset + len(blobs) * shortest > nbytes or not all(
+                type(blob) is bytes and len(blob) == shortest for blob in blobs
+            ):
+                return False  # NULL vectors, mixed dimensions, or changed while loading
+            block = b"".join(blobs)
+            matrix[offset : offset + len(block)] = block
+            offset += len(block)
+            ids.extend([row[0] for row in chunk])
         if offset != nbytes or change_token(self.conn) != token:
             return False
-        self.matrix, self.ids, self.dimensions, self.token = matrix, ids, shortest // 4, token
+        if not all(type(id_) is str for id_ in ids):
+            return False  # ids must compare in Python as in SQLite
+        from . import _native
+
+        norms = _native.ffi.new("double[]", rows)
+        _native.lib.embsqlite_norms(_native.ffi.from_buffer(matrix), rows, shortest // 4, norms)
+        self.matrix, self.norms, self.ids = matrix, norms, ids
+        self.dimensions, self.token = shortest // 4, token
         with _lock:
             _loaded[id(self)] = weakref.ref(self)
         return True
@@ -166,7 +185,7 @@ class VectorCache:
         out_rows = ffi.new("long long[]", max(k, 1))
         out_scores = ffi.new("double[]", max(k, 1))
         found = lib.embsqlite_topk(
-            ffi.from_buffer(self.matrix), len(self.ids), self.dimensions, query,
+            ffi.from_buffer(self.matrix), self.norms, len(self.ids), self.dimensions, query,
             lo, hi, skip, k, out_rows, out_scores,
         )
         if found < 0:

@@ -55,7 +55,7 @@ def test_second_search_loads_the_cache_and_answers_identically(tmp_path):
     first = collection.similar_by_vector(query)
     assert collection._cache.token is None  # first search ran in SQLite
     second = collection.similar_by_vector(query)
-    assert collection._cache.token is not None and collection._cache.nbytes == 200 * 8 * 4
+    assert collection._cache.token is not None and collection._cache.nbytes == 200 * (8 * 4 + 8)
     assert second == first  # ids, scores (exactly), content and metadata
     for kwargs in ({"prefix": "a"}, {"prefix": "b00"}, {"skip_id": "b0003"}, {"number": 1000},
                    {"prefix": "zz"}, {"prefix": "a", "skip_id": "a0002", "number": 3}):
@@ -121,18 +121,18 @@ def test_off_switch_and_budget(tmp_path):
     for _ in range(3):
         collection.similar_by_vector(data[0].tolist())
     assert collection._cache.token is None
-    cache.configure(max_mb=(200 * 8 * 4 - 1) / 2**20)  # one byte too small
+    cache.configure(max_mb=(200 * (8 * 4 + 8) - 1) / 2**20)  # one byte too small
     for _ in range(3):
         collection.similar_by_vector(data[0].tolist())
     assert collection._cache.token is None
     cache.configure(max_mb=1)
     for _ in range(2):
         collection.similar_by_vector(data[0].tolist())
-    assert collection._cache.nbytes == cache.loaded_bytes() == 200 * 8 * 4
+    assert collection._cache.nbytes == cache.loaded_bytes() == 200 * (8 * 4 + 8)
 
 
 def test_least_recently_used_cache_is_evicted(tmp_path):
-    cache.configure(max_mb=(200 * 8 * 4 * 1.5) / 2**20)  # room for one collection
+    cache.configure(max_mb=(200 * (8 * 4 + 8) * 1.5) / 2**20)  # room for one collection
     one, data = filled(tmp_path / "a.db", name="one")
     two, _ = filled(tmp_path / "a.db", name="two")
     for _ in range(2):
@@ -173,3 +173,17 @@ def test_cached_search_makes_no_python_call_per_row(tmp_path):
         sys.setprofile(None)
     assert collection._cache.token is not None
     assert calls < 200  # a fixed amount of Python per search, none per row (5,000 rows)
+
+
+def test_mixed_dimensions_are_never_cached(tmp_path):
+    """Rows of 2, 3 and 1 values average 2, the first row's: each row must be checked."""
+    collection = embsqlite.Collection("m", tmp_path / "m.db", model=VectorModel())
+    collection.embed_multi([("a", "1,0"), ("b", "0,1"), ("c", "1,1")])
+    conn = collection.conn
+    conn.execute("update embeddings set embedding = ? where id = 'b'", (embsqlite.encode([1, 0, 0]),))
+    conn.execute("update embeddings set embedding = ? where id = 'c'", (embsqlite.encode([1]),))
+    conn.commit()
+    for _ in range(3):
+        with pytest.raises(Exception, match="different dimensions"):
+            collection.similar_by_vector([1.0, 0.0])
+    assert collection._cache.token is None

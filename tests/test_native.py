@@ -15,8 +15,10 @@ def topk(matrix: np.ndarray, query: np.ndarray, k: int, lo=0, hi=None, skip=-1):
     out_rows = ffi.new("long long[]", max(k, 1))
     out_scores = ffi.new("double[]", max(k, 1))
     blob = matrix.astype("<f4").tobytes()
-    n = lib.embsqlite_topk(blob, rows, dim, query.astype("<f4").tobytes(), lo, hi, skip, k,
-                           out_rows, out_scores)
+    norms = ffi.new("double[]", max(rows, 1))
+    lib.embsqlite_norms(blob, rows, dim, norms)
+    n = lib.embsqlite_topk(blob, norms, rows, dim, query.astype("<f4").tobytes(), lo, hi, skip,
+                           k, out_rows, out_scores)
     if n < 0:
         return n
     return list(out_rows)[:n], list(out_scores)[:n]
