@@ -167,6 +167,7 @@ def register_lazy_embedding_model(
     """Register a model built by `factory` on first lookup (keeps heavy imports out of
     `import embsqlite`); `available()` says whether its dependencies are installed."""
     with _lock:
+        _ensure_loaded()  # so a built-in of the same id cannot replace this one later
         _add(_Entry(model_id, list(aliases), factory=factory, available=available))
 
 
