@@ -8,6 +8,9 @@ need=()
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 [ -f /usr/include/sqlite3ext.h ] || need+=(libsqlite3-dev)
 command -v valgrind >/dev/null || need+=(valgrind)
+command -v clang >/dev/null || need+=(clang)
+# libFuzzer and the sanitizer runtimes of Debian's default clang (tests/test_c_safety.py)
+[ -f "$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ] || need+=(libclang-rt-dev)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update -qq
