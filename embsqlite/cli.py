@@ -181,7 +181,7 @@ def _read_content(content: Optional[str], input: Optional[str], binary: bool) ->
         value: Any = content.encode("utf-8") if binary else content
     else:
         if input is None or input == "-":
-            data = click.get_binary_stream("stdin").read()
+            data = sys.stdin.buffer.read()
             where = "standard input"
         else:
             try:
@@ -204,7 +204,7 @@ def _decode(data: bytes, where: str) -> str:
         return data.decode("latin-1")
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, name="embsqlite")
 @click.version_option(package_name="embsqlite", prog_name="embsqlite")
 def cli() -> None:
     """Embeddings in SQLite: store them, then search by cosine similarity, computed in C.
@@ -217,7 +217,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("collection", required=False)
 @click.argument("id", required=False)
-@click.option("-i", "--input", type=click.Path(dir_okay=False, allow_dash=True),
+@click.option("-i", "--input", type=click.Path(allow_dash=True),
               help="File to embed ('-' for standard input)")
 @click.option("-m", "--model", help="Embedding model (id or alias) [default: the default model]")
 @click.option("--store", is_flag=True, help="Store the text itself in the database")
@@ -262,7 +262,7 @@ def _print_vector(vector: list[float], format_: str) -> None:
     if format_ == "json":
         click.echo(json.dumps(vector))
     elif format_ == "blob":
-        click.get_binary_stream("stdout").write(blob)
+        sys.stdout.buffer.write(blob)
     elif format_ == "base64":
         click.echo(base64.b64encode(blob).decode("ascii"))
     else:
@@ -271,7 +271,7 @@ def _print_vector(vector: list[float], format_: str) -> None:
 
 @cli.command(name="embed-multi")
 @click.argument("collection")
-@click.argument("input_path", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("input_path", required=False, type=click.Path(allow_dash=True))
 @click.option("--format", "format_", type=click.Choice(list(inputs.FORMATS)),
               help="Format of INPUT_PATH [default: detected from its first bytes]")
 @click.option("--files", type=(str, str), multiple=True, metavar="DIR GLOB",
@@ -338,7 +338,7 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
     else:
         encoding = encodings[0] if encodings else "utf-8-sig"
         if input_path == "-":
-            items = inputs.read_stream(click.get_binary_stream("stdin"), format_, "standard input", encoding)
+            items = inputs.read_stream(sys.stdin.buffer, format_, "standard input", encoding)
         else:
             total = sum(1 for _ in inputs.read_path(input_path, format_, encoding))
             items = inputs.read_path(input_path, format_, encoding)
@@ -384,7 +384,7 @@ def embed_items(collection: Collection, items: Iterable[inputs.Item], store: boo
 @cli.command()
 @click.argument("collection")
 @click.argument("id", required=False)
-@click.option("-i", "--input", type=click.Path(dir_okay=False, allow_dash=True),
+@click.option("-i", "--input", type=click.Path(allow_dash=True),
               help="File to embed for comparison ('-' for standard input)")
 @click.option("-c", "--content", help="Content to embed for comparison")
 @click.option("--binary", is_flag=True, help="Treat the input as binary data")

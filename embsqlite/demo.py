@@ -8,6 +8,7 @@ and function's. Nothing is downloaded; every Python installation has it.
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 import sysconfig
 import time
@@ -63,10 +64,19 @@ def _module_name(root: Path, path: Path) -> Optional[str]:
     return ".".join(parts)
 
 
-def stdlib_docstrings(root: Optional[Path] = None) -> Iterator[tuple[str, str, dict]]:
+def stdlib_docstrings(root: Optional[Path] = None) -> list[tuple[str, str, dict]]:
     """`(id, text, metadata)` for each public module, class and function docstring of the
     standard library at `root`, in a stable order (by file path, then source order)."""
-    root = root or stdlib_root()
+    return [(id_, text, dict(meta)) for id_, text, meta in _docstrings(root or stdlib_root())]
+
+
+@functools.lru_cache(maxsize=2)
+def _docstrings(root: Path) -> tuple:
+    """Parsed once per process (a few seconds of `ast.parse`)."""
+    return tuple(_read_docstrings(root))
+
+
+def _read_docstrings(root: Path) -> Iterator[tuple[str, str, dict]]:
     for path in sorted(root.rglob("*.py")):
         module = _module_name(root, path)
         if module is None:
@@ -125,7 +135,7 @@ def run(
 
     started = time.perf_counter()
     root = stdlib_root()
-    corpus = select(list(stdlib_docstrings(root)), limit)
+    corpus = select(stdlib_docstrings(root), limit)
     if not corpus:
         raise ValueError(f"found no docstrings under {root}")
     version = ".".join(map(str, sys.version_info[:3]))
