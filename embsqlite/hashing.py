@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections import Counter
 from functools import lru_cache
 from typing import Callable, Iterable, Iterator, Union
 
@@ -21,12 +22,13 @@ SHINGLE = 4  # bytes per shingle for binary items
 _WORD = re.compile(r"\w+")
 
 
-def _bucketer(dimensions: int) -> Callable[[bytes], int]:
-    """A cached function mapping a token to its bucket index."""
+def _bucketer(dimensions: int) -> Callable[[Union[str, bytes]], int]:
+    """A cached function mapping a token (a word, or a byte shingle) to its bucket index."""
 
     @lru_cache(maxsize=1 << 16)
-    def bucket(token: bytes) -> int:
-        digest = hashlib.blake2b(token, digest_size=8).digest()
+    def bucket(token: Union[str, bytes]) -> int:
+        data = token.encode("utf-8") if isinstance(token, str) else b"\x00" + token
+        digest = hashlib.blake2b(data, digest_size=8).digest()
         return int.from_bytes(digest, "little") % dimensions
 
     return bucket
@@ -52,25 +54,21 @@ class HashingModel(EmbeddingModel):
         for item in items:
             yield self._vector(_tokens(item))
 
-    def _vector(self, tokens: Iterable[bytes]) -> list[float]:
-        counts: dict[int, float] = {}
-        bucket = self._bucket
-        for token in tokens:
-            index = bucket(token)
-            counts[index] = counts.get(index, 0.0) + 1.0
+    def _vector(self, tokens: Iterable[Union[str, bytes]]) -> list[float]:
+        counts = Counter(map(self._bucket, tokens))
         vector = [0.0] * self.dimensions
-        norm = math.sqrt(math.fsum(c * c for c in counts.values()))
-        if norm:
+        if counts:
+            norm = math.sqrt(sum(c * c for c in counts.values()))  # integers: exact
             for index, count in counts.items():
                 vector[index] = count / norm
         return vector
 
 
-def _tokens(item: Union[str, bytes]) -> Iterable[bytes]:
-    """Word tokens of a text (as UTF-8 bytes), or overlapping shingles of bytes."""
+def _tokens(item: Union[str, bytes]) -> Iterable[Union[str, bytes]]:
+    """Lowercased word tokens of a text, or overlapping 4-byte shingles of bytes (hashed
+    with a \\x00 prefix, which keeps them apart from words of the same letters)."""
     if isinstance(item, str):
-        return [word.encode("utf-8") for word in _WORD.findall(item.lower())]
+        return _WORD.findall(item.lower())
     if len(item) <= SHINGLE:
-        return [b"\x00" + item] if item else []
-    # The \x00 prefix keeps byte shingles apart from words with the same letters.
-    return [b"\x00" + item[i : i + SHINGLE] for i in range(len(item) - SHINGLE + 1)]
+        return [item] if item else []
+    return [item[i : i + SHINGLE] for i in range(len(item) - SHINGLE + 1)]
