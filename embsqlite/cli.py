@@ -432,7 +432,7 @@ def similar(collection: str, id: Optional[str], input: Optional[str], content: O
 def collections(ctx: click.Context) -> None:
     """List, delete and locate collections (default: list)."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(collections_list)
+        ctx.invoke(collections_list, database=os.environ.get(DATABASE_ENV))
 
 
 @collections.command(name="list")

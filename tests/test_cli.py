@@ -130,6 +130,7 @@ def test_embed_uses_the_database_from_the_environment(tmp_path, monkeypatch):
     ok("embed", "items", "a", "-c", "alpha")
     assert rows(str(path))["a"]["dims"] == 256
     assert ok("collections", "path").stdout.strip() == str(path)
+    assert ok("collections").stdout == "items: hashing\n  1 embedding\n"
 
 
 def test_embed_defaults_to_the_user_data_directory(tmp_path):
