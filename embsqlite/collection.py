@@ -339,7 +339,9 @@ class Collection:
         ).fetchone()
         if row is None:
             raise self.DoesNotExist(f"id {str(id)!r} is not in collection {self.name!r}")
-        return self._rank(bytes(row[0]), number, str(id), prefix)
+        if not isinstance(row[0], bytes) or not row[0] or len(row[0]) % 4:
+            raise ValueError(f"id {str(id)!r} has no valid stored embedding")
+        return self._rank(row[0], number, str(id), prefix)
 
     def similar_by_vector(
         self,

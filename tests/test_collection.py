@@ -745,3 +745,38 @@ def test_a_write_inside_the_callers_transaction_uses_a_savepoint(tmp_path, count
     assert conn.in_transaction  # still the caller's to commit
     conn.rollback()
     assert collection.count() == 0
+
+
+# Databases that cannot be used
+
+
+def test_a_file_that_is_not_sqlite_is_refused_clearly(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"this is not a database, just some text\n" * 200)
+    with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+        Collection("docs", str(path), model_id="hashing")
+    assert path.read_bytes() == b"this is not a database, just some text\n" * 200
+
+
+def test_a_read_only_database_searches_but_refuses_writes(tmp_path, counting_model):
+    path = tmp_path / "c.db"
+    make(tmp_path, counting_model).embed_multi([("a", "red apple"), ("b", "blue sky")])
+    readonly = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    collection = Collection("docs", readonly, model=counting_model)
+    assert collection.similar("apple", number=1)[0].id == "a"
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        collection.embed("c", "green grass")
+    assert collection.count() == 2
+
+
+def test_an_id_without_a_valid_stored_embedding(tmp_path, counting_model):
+    collection = make(tmp_path, counting_model)
+    collection.embed("a", "text")
+    collection.conn.execute(
+        "insert into embeddings (collection_id, id, embedding) values (?, 'broken', NULL)",
+        (collection.id,),
+    )
+    with pytest.raises(ValueError, match="no valid stored embedding"):
+        collection.similar_by_id("broken")
+    got = collection.similar("text")  # a row with no vector sorts last, with no score
+    assert [(e.id, e.score) for e in got][1:] == [("broken", None)] and got[0].id == "a"
