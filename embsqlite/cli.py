@@ -113,6 +113,15 @@ class _Group(click.Group):
         return code
 
 
+class _ListByDefault(click.Group):
+    """A group that runs its `list` command when given no command (options go to `list`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0].startswith("-") and args[0] != "--help"):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
 def _describe(error: BaseException) -> str:
     """A user error's message; OSError and sqlite3 errors get their context added."""
     if isinstance(error, OSError) and error.filename is not None:
@@ -427,12 +436,9 @@ def similar(collection: str, id: Optional[str], input: Optional[str], content: O
     conn.close()
 
 
-@cli.group(invoke_without_command=True)
-@click.pass_context
-def collections(ctx: click.Context) -> None:
+@cli.group(cls=_ListByDefault)
+def collections() -> None:
     """List, delete and locate collections (default: list)."""
-    if ctx.invoked_subcommand is None:
-        ctx.invoke(collections_list, database=os.environ.get(DATABASE_ENV))
 
 
 @collections.command(name="list")
@@ -479,12 +485,9 @@ def collections_path() -> None:
     click.echo(os.environ.get(DATABASE_ENV) or default_database())
 
 
-@cli.group(invoke_without_command=True)
-@click.pass_context
-def models(ctx: click.Context) -> None:
+@cli.group(cls=_ListByDefault)
+def models() -> None:
     """List embedding models and set the default one (default: list)."""
-    if ctx.invoked_subcommand is None:
-        ctx.invoke(models_list)
 
 
 @models.command(name="list")

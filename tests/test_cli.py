@@ -310,6 +310,7 @@ def test_similar_by_id_number_prefix_and_plain(filled):
 
 def test_collections_list_json_and_delete(filled):
     assert ok("collections", "list", "-d", filled).stdout == "items: hashing\n  4 embeddings\n"
+    assert ok("collections", "-d", filled).stdout == "items: hashing\n  4 embeddings\n"
     listed = json.loads(ok("collections", "list", "--json", "-d", filled).stdout)
     assert listed == [{"name": "items", "model": "hashing", "num_embeddings": 4}]
     ok("collections", "delete", "items", "-d", filled)
@@ -319,6 +320,7 @@ def test_collections_list_json_and_delete(filled):
 
 def test_models_list_and_default(monkeypatch):
     listed = ok("models", "list").stdout.splitlines()
+    assert ok("models").stdout.splitlines() == listed
     assert "hashing (aliases: hash, hashing-256) [default]" in listed
     as_json = json.loads(ok("models", "list", "--json").stdout)
     hashing = next(m for m in as_json if m["model_id"] == "hashing")
