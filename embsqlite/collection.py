@@ -6,20 +6,21 @@ content first and sends the model only what the collection has never stored.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
 import sys
-import time
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from . import cache, schema, sql, vectors
+from . import cache, ingest, schema, sql, vectors
 from .models import EmbeddingModel, UnknownModelError, get_embedding_model
 
 Value = Union[str, bytes]
 _MAX_CODE_POINT = sys.maxunicode
-_IN_CHUNK = 500  # bound parameters per IN (...) list; below every SQLite's limit
+_IN_CHUNK = ingest.IN_CHUNK
 
 
 @dataclass
@@ -61,8 +62,26 @@ def prefix_range(prefix: str) -> tuple[str, Optional[str]]:
     return prefix, None
 
 
+def _one_thread_at_a_time(method):
+    """Run `method` holding the collection's lock. A connection opened with
+    check_same_thread=False may be shared by threads; they then take turns, so one
+    thread's COMMIT can never end another thread's batch half-way."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class Collection:
-    """A named collection of embeddings made by one model, in llm's database schema."""
+    """A named collection of embeddings made by one model, in llm's database schema.
+
+    A Collection is used by the thread that opened it; from another thread, stdlib
+    connections raise sqlite3.ProgrammingError. A connection opened with
+    check_same_thread=False can be shared: each batch and each search holds a lock.
+    """
 
     class DoesNotExist(Exception):
         """The collection, or an id asked for, is not in the database."""
@@ -79,6 +98,7 @@ class Collection:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a collection name is a non-empty string, not {name!r}")
         self.name = name
+        self._lock = threading.RLock()
         self._db = db if hasattr(db, "conn") else None
         self.conn, self._owns_connection = _connection(db)
         sql.register(self.conn)
@@ -175,18 +195,21 @@ class Collection:
             self._model = get_embedding_model(self.model_id)
         return self._model
 
+    @_one_thread_at_a_time
     def count(self) -> int:
         """Number of items in the collection."""
         return self.conn.execute(
             "select count(*) from embeddings where collection_id = ?", (self.id,)
         ).fetchone()[0]
 
+    @_one_thread_at_a_time
     def delete(self) -> None:
         """Delete the collection and all its embeddings, in one transaction."""
         with schema.transaction(self.conn):
             self.conn.execute("delete from embeddings where collection_id = ?", (self.id,))
             self.conn.execute("delete from collections where id = ?", (self.id,))
 
+    @_one_thread_at_a_time
     def dimensions(self) -> Optional[int]:
         """Dimension of the stored vectors (None while the collection is empty)."""
         row = self.conn.execute(
@@ -211,7 +234,7 @@ class Collection:
     ) -> None:
         """Embed `(id, value)` pairs from any iterable, one transaction per batch."""
         self.embed_multi_with_metadata(
-            (_pair(entry) + (None,) for entry in entries), store=store, batch_size=batch_size
+            (ingest.check_pair(entry) + (None,) for entry in entries), store=store, batch_size=batch_size
         )
 
     def embed_multi_with_metadata(
@@ -223,97 +246,14 @@ class Collection:
         nothing of the failing batch is written. Content already stored in this collection
         (same MD5) is never sent to the model again.
         """
-        _check_count("batch_size", batch_size, minimum=1)
+        ingest.check_count("batch_size", batch_size, minimum=1)
         iterator = iter(entries)
         while True:
-            batch = [_item(entry) for entry in itertools.islice(iterator, batch_size)]
+            batch = [ingest.check_item(entry) for entry in itertools.islice(iterator, batch_size)]
             if not batch:
                 return
-            self._write_batch(batch, store)
-
-    def _write_batch(self, batch: list[tuple[str, Value, Optional[str]]], store: bool) -> None:
-        items = {id_: (value, meta, schema.content_hash(value)) for id_, value, meta in batch}
-        known = self._stored_vectors({h for _, _, h in items.values()})
-        unchanged = self._unchanged_ids([i for i, (_, _, h) in items.items() if h in known], items)
-        to_embed: dict[bytes, Value] = {}
-        for value, _, digest in items.values():
-            if digest not in known:
-                to_embed.setdefault(digest, value)
-        fresh = self._embed_values(list(to_embed.values()))
-        blobs = {**known, **dict(zip(to_embed, fresh))}
-        now = int(time.time())
-        inserts, updates = [], []
-        for id_, (value, meta, digest) in items.items():
-            text = value if store and isinstance(value, str) else None
-            blob = value if store and isinstance(value, bytes) else None
-            if id_ not in unchanged:
-                inserts.append((self.id, id_, blobs[digest], text, blob, digest, meta, now))
-            elif meta is not None or store:
-                updates.append((meta is not None, meta, store, text, blob, now, self.id, id_))
-        with schema.transaction(self.conn):
-            if fresh:
-                self._check_dimensions(len(fresh[0]) // 4, "the model's vectors")
-            self.conn.executemany(
-                "insert or replace into embeddings (collection_id, id, embedding, content, "
-                "content_blob, content_hash, metadata, updated) values (?, ?, ?, ?, ?, ?, ?, ?)",
-                inserts,
-            )
-            self.conn.executemany(
-                "update embeddings set metadata = case when ?1 then ?2 else metadata end, "
-                "content = case when ?3 then ?4 else content end, "
-                "content_blob = case when ?3 then ?5 else content_blob end, updated = ?6 "
-                "where collection_id = ?7 and id = ?8",
-                updates,
-            )
-
-    def _stored_vectors(self, digests: set[bytes]) -> dict[bytes, bytes]:
-        """{content hash: a stored vector} for the hashes this collection already holds,
-        found through idx_embeddings_content_hash (one query per batch of up to 500)."""
-        found: dict[bytes, bytes] = {}
-        digests_list = list(digests)
-        for start in range(0, len(digests_list), _IN_CHUNK):
-            chunk = digests_list[start : start + _IN_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            rows = self.conn.execute(
-                f"select content_hash, embedding from embeddings indexed by "
-                f"{schema.CONTENT_HASH_INDEX} where content_hash in ({marks}) "
-                "and collection_id = ? and embedding is not null group by content_hash",
-                (*chunk, self.id),
-            ).fetchall()
-            found.update((bytes(digest), bytes(blob)) for digest, blob in rows)
-        return found
-
-    def _unchanged_ids(self, ids: list[str], items: dict) -> set[str]:
-        """Those of `ids` already stored in this collection with the same content hash."""
-        same: set[str] = set()
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            rows = self.conn.execute(
-                "select id, content_hash from embeddings where collection_id = ? "
-                f"and id in ({', '.join('?' * len(chunk))})",
-                (self.id, *chunk),
-            ).fetchall()
-            same.update(id_ for id_, digest in rows if digest is not None and bytes(digest) == items[id_][2])
-        return same
-
-    def _embed_values(self, values: list[Value]) -> list[bytes]:
-        """Embed `values` with the model and encode them, checking count and dimensions."""
-        if not values:
-            return []
-        model = self.model()
-        vectors_ = list(model.embed_multi(values))
-        if len(vectors_) != len(values):
-            raise RuntimeError(
-                f"model {model.model_id!r} returned {len(vectors_)} vectors for {len(values)} items"
-            )
-        blobs = [vectors.encode(vector) for vector in vectors_]
-        lengths = {len(blob) // 4 for blob in blobs}
-        if len(lengths) > 1 or 0 in lengths:
-            raise ValueError(
-                f"model {model.model_id!r} returned vectors of differing or zero dimensions "
-                f"{sorted(lengths)} in one batch"
-            )
-        return blobs
+            with self._lock:  # see _one_thread_at_a_time
+                ingest.write_batch(self, batch, store)
 
     def _check_dimensions(self, dimensions: int, what: str) -> None:
         stored = self.dimensions()
@@ -327,12 +267,13 @@ class Collection:
 
     def similar(self, value: Value, number: int = 10, prefix: Optional[str] = None) -> list[Entry]:
         """The `number` items most similar to `value` (embedded with the collection's model)."""
-        _check_count("number", number)
+        ingest.check_count("number", number)
         return self.similar_by_vector(self.model().embed(value), number, prefix=prefix)
 
+    @_one_thread_at_a_time
     def similar_by_id(self, id: Any, number: int = 10, prefix: Optional[str] = None) -> list[Entry]:
         """The `number` items most similar to the stored item `id`, excluding it."""
-        _check_count("number", number)
+        ingest.check_count("number", number)
         row = self.conn.execute(
             "select embedding from embeddings where collection_id = ? and id = ?",
             (self.id, str(id)),
@@ -351,13 +292,14 @@ class Collection:
         prefix: Optional[str] = None,
     ) -> list[Entry]:
         """The `number` items most similar to `vector`, best first, ties broken by id."""
-        _check_count("number", number)
+        ingest.check_count("number", number)
         blob = vectors.encode(vector)
         if not blob:
             raise ValueError("the query vector is empty")
         self._check_dimensions(len(blob) // 4, "the query vector")
         return self._rank(blob, number, None if skip_id is None else str(skip_id), prefix)
 
+    @_one_thread_at_a_time
     def _rank(
         self, query: bytes, number: int, skip_id: Optional[str], prefix: Optional[str]
     ) -> list[Entry]:
@@ -419,40 +361,3 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r} model={self.model_id!r} id={self.id}>"
-
-
-def _check_count(what: str, value: Any, minimum: int = 0) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{what} must be at least {minimum}, not {value}")
-
-
-def _pair(entry: Any) -> tuple[Any, Any]:
-    if not isinstance(entry, (tuple, list)) or len(entry) != 2:
-        raise ValueError(f"embed_multi takes (id, value) pairs, not {entry!r:.80}")
-    return tuple(entry)  # type: ignore[return-value]
-
-
-def _item(entry: Any) -> tuple[str, Value, Optional[str]]:
-    """Check one (id, value, metadata) triple; returns (str id, value, metadata JSON)."""
-    if not isinstance(entry, (tuple, list)) or len(entry) != 3:
-        raise ValueError(f"expected an (id, value, metadata) triple, not {entry!r:.80}")
-    id_, value, metadata = entry
-    if id_ is None:
-        raise TypeError("an item's id cannot be None")
-    id_ = id_ if isinstance(id_, str) else str(id_)
-    if not id_:
-        raise ValueError("an item's id cannot be empty")
-    if isinstance(value, (bytearray, memoryview)):
-        value = bytes(value)
-    if not isinstance(value, (str, bytes)):
-        raise TypeError(f"item {id_!r}: the value must be str or bytes, not {type(value).__name__}")
-    if metadata is None:
-        return id_, value, None
-    if not isinstance(metadata, dict):
-        raise TypeError(f"item {id_!r}: metadata must be a dict, not {type(metadata).__name__}")
-    try:
-        return id_, value, json.dumps(metadata, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"item {id_!r}: metadata is not JSON-serialisable: {error}") from None

@@ -1,0 +1,140 @@
+"""Writing items into a collection: input checks, deduplication by content hash, and one
+transaction per batch.
+
+`write_batch` hashes the batch first, asks which hashes the collection already holds (one
+query through idx_embeddings_content_hash), sends the model only content never stored,
+copies stored vectors to new ids with known content, and writes the batch with
+`executemany` in one transaction, so a failing batch leaves nothing behind.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Optional, Union
+
+from . import schema, vectors
+
+Value = Union[str, bytes]
+IN_CHUNK = 500  # bound parameters per IN (...) list; below every SQLite's limit
+
+
+def write_batch(collection: Any, batch: list[tuple[str, Value, Optional[str]]], store: bool) -> None:
+    items = {id_: (value, meta, schema.content_hash(value)) for id_, value, meta in batch}
+    known = _stored_vectors(collection, {h for _, _, h in items.values()})
+    unchanged = _unchanged_ids(collection, [i for i, (_, _, h) in items.items() if h in known], items)
+    to_embed: dict[bytes, Value] = {}
+    for value, _, digest in items.values():
+        if digest not in known:
+            to_embed.setdefault(digest, value)
+    fresh = _embed_values(collection, list(to_embed.values()))
+    blobs = {**known, **dict(zip(to_embed, fresh))}
+    now = int(time.time())
+    inserts, updates = [], []
+    for id_, (value, meta, digest) in items.items():
+        text = value if store and isinstance(value, str) else None
+        blob = value if store and isinstance(value, bytes) else None
+        if id_ not in unchanged:
+            inserts.append((collection.id, id_, blobs[digest], text, blob, digest, meta, now))
+        elif meta is not None or store:
+            updates.append((meta is not None, meta, store, text, blob, now, collection.id, id_))
+    with schema.transaction(collection.conn):
+        if fresh:
+            collection._check_dimensions(len(fresh[0]) // 4, "the model's vectors")
+        collection.conn.executemany(
+            "insert or replace into embeddings (collection_id, id, embedding, content, "
+            "content_blob, content_hash, metadata, updated) values (?, ?, ?, ?, ?, ?, ?, ?)",
+            inserts,
+        )
+        collection.conn.executemany(
+            "update embeddings set metadata = case when ?1 then ?2 else metadata end, "
+            "content = case when ?3 then ?4 else content end, "
+            "content_blob = case when ?3 then ?5 else content_blob end, updated = ?6 "
+            "where collection_id = ?7 and id = ?8",
+            updates,
+        )
+
+def _stored_vectors(collection: Any, digests: set[bytes]) -> dict[bytes, bytes]:
+    """{content hash: a stored vector} for the hashes this collection already holds,
+    found through idx_embeddings_content_hash (one query per batch of up to 500)."""
+    found: dict[bytes, bytes] = {}
+    digests_list = list(digests)
+    for start in range(0, len(digests_list), IN_CHUNK):
+        chunk = digests_list[start : start + IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        rows = collection.conn.execute(
+            f"select content_hash, embedding from embeddings indexed by "
+            f"{schema.CONTENT_HASH_INDEX} where content_hash in ({marks}) "
+            "and collection_id = ? and embedding is not null group by content_hash",
+            (*chunk, collection.id),
+        ).fetchall()
+        found.update((bytes(digest), bytes(blob)) for digest, blob in rows)
+    return found
+
+def _unchanged_ids(collection: Any, ids: list[str], items: dict) -> set[str]:
+    """Those of `ids` already stored in this collection with the same content hash."""
+    same: set[str] = set()
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = ids[start : start + IN_CHUNK]
+        rows = collection.conn.execute(
+            "select id, content_hash from embeddings where collection_id = ? "
+            f"and id in ({', '.join('?' * len(chunk))})",
+            (collection.id, *chunk),
+        ).fetchall()
+        same.update(id_ for id_, digest in rows if digest is not None and bytes(digest) == items[id_][2])
+    return same
+
+def _embed_values(collection: Any, values: list[Value]) -> list[bytes]:
+    """Embed `values` with the model and encode them, checking count and dimensions."""
+    if not values:
+        return []
+    model = collection.model()
+    vectors_ = list(model.embed_multi(values))
+    if len(vectors_) != len(values):
+        raise RuntimeError(
+            f"model {model.model_id!r} returned {len(vectors_)} vectors for {len(values)} items"
+        )
+    blobs = [vectors.encode(vector) for vector in vectors_]
+    lengths = {len(blob) // 4 for blob in blobs}
+    if len(lengths) > 1 or 0 in lengths:
+        raise ValueError(
+            f"model {model.model_id!r} returned vectors of differing or zero dimensions "
+            f"{sorted(lengths)} in one batch"
+        )
+    return blobs
+
+
+def check_count(what: str, value: Any, minimum: int = 0) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, not {value}")
+
+
+def check_pair(entry: Any) -> tuple[Any, Any]:
+    if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+        raise ValueError(f"embed_multi takes (id, value) pairs, not {entry!r:.80}")
+    return tuple(entry)  # type: ignore[return-value]
+
+
+def check_item(entry: Any) -> tuple[str, Value, Optional[str]]:
+    """Check one (id, value, metadata) triple; returns (str id, value, metadata JSON)."""
+    if not isinstance(entry, (tuple, list)) or len(entry) != 3:
+        raise ValueError(f"expected an (id, value, metadata) triple, not {entry!r:.80}")
+    id_, value, metadata = entry
+    if id_ is None:
+        raise TypeError("an item's id cannot be None")
+    id_ = id_ if isinstance(id_, str) else str(id_)
+    if not id_:
+        raise ValueError("an item's id cannot be empty")
+    if isinstance(value, (bytearray, memoryview)):
+        value = bytes(value)
+    if not isinstance(value, (str, bytes)):
+        raise TypeError(f"item {id_!r}: the value must be str or bytes, not {type(value).__name__}")
+    if metadata is None:
+        return id_, value, None
+    if not isinstance(metadata, dict):
+        raise TypeError(f"item {id_!r}: metadata must be a dict, not {type(metadata).__name__}")
+    try:
+        return id_, value, json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"item {id_!r}: metadata is not JSON-serialisable: {error}") from None
