@@ -8,6 +8,7 @@
 **   embsqlite_register_on(db)  register the SQL functions on an open connection
 **                              of that library
 **   embsqlite_cosine(a, b, n)  cosine_similarity of two blobs, without SQLite
+**   embsqlite_all_finite(a, n) 1 if the n float32 values of a are all finite
 **   embsqlite_norms(...)       squared L2 norm of each row of such a matrix
 **   embsqlite_topk(...)        best k rows of an in-memory matrix of float32
 **                              embeddings, for embsqlite's per-process cache
@@ -90,6 +91,12 @@ static void embsqlite_norms(
 ){
   long long i;
   for(i=0; i<nRow; i++) aNorm2[i] = norm2_f32(matrix + (size_t)i*nDim*4, nDim);
+}
+
+static int embsqlite_all_finite(const unsigned char *a, long long n){
+  long long i;
+  for(i=0; i<n; i++) if( !isfinite(load_f32(a+4*i)) ) return 0;
+  return 1;
 }
 
 /* One candidate of a top-k search: its score and its row number. */

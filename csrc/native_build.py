@@ -23,6 +23,7 @@ ffibuilder.cdef(
     int embsqlite_is_bound(void);
     int embsqlite_register_on(sqlite3 *db);
     double embsqlite_cosine(const unsigned char *a, const unsigned char *b, int n);
+    int embsqlite_all_finite(const unsigned char *a, long long n);
     void embsqlite_norms(const unsigned char *matrix, long long nRow, int nDim,
                          double *aNorm2);
     long long embsqlite_topk(const unsigned char *matrix, const double *aNorm2,

@@ -20,12 +20,22 @@ def encode(values: Iterable[float]) -> bytes:
         packed = array.array("f", values)
     except TypeError as error:
         raise ValueError(f"an embedding must be a sequence of numbers: {error}") from None
-    # A sum of float32 values in double is finite exactly when every value is.
-    if not math.isfinite(sum(packed)):
-        raise ValueError("an embedding must hold finite float32 values, not NaN or infinity")
     if _BIG_ENDIAN:
         packed.byteswap()
-    return packed.tobytes()
+    blob = packed.tobytes()
+    if not _all_finite(blob):
+        raise ValueError("an embedding must hold finite float32 values, not NaN or infinity")
+    return blob
+
+
+def _all_finite(blob: bytes) -> bool:
+    """True if every float32 in `blob` is finite (in C when the cffi module is built)."""
+    try:
+        from ._native import lib
+    except ImportError:
+        # A sum of float32 values in double is finite exactly when every value is.
+        return math.isfinite(sum(decode(blob)))
+    return bool(lib.embsqlite_all_finite(blob, len(blob) // 4))
 
 
 def decode(blob: bytes) -> list[float]:
