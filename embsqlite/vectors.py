@@ -20,6 +20,8 @@ def encode(values: Iterable[float]) -> bytes:
         packed = array.array("f", values)
     except TypeError as error:
         raise ValueError(f"an embedding must be a sequence of numbers: {error}") from None
+    except OverflowError:  # an int beyond a double: beyond float32 too
+        raise ValueError("an embedding must hold finite float32 values, not overflow") from None
     if _BIG_ENDIAN:
         packed.byteswap()
     blob = packed.tobytes()

@@ -1,0 +1,152 @@
+"""Property-based tests (hypothesis): encode/decode, and similar_by_vector against a
+numpy float64 reference with ties decided exactly."""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import embsqlite
+from embsqlite import Collection
+from conftest import CountingModel
+
+float32s = st.floats(width=32, allow_nan=False, allow_infinity=False)
+
+
+def _bits(values) -> bytes:
+    return np.asarray(values, dtype="<f4").tobytes()
+
+
+# encode / decode
+
+
+@given(st.lists(float32s, max_size=64))
+def test_float32_values_round_trip_bit_for_bit(values):
+    blob = embsqlite.encode(values)
+    assert blob == _bits(values)  # little-endian float32, 4 bytes each
+    back = embsqlite.decode(blob)
+    assert back == values
+    assert [math.copysign(1, x) for x in back] == [math.copysign(1, x) for x in values]
+
+
+numbers = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),  # any double, rounded to float32
+    st.integers(-(10**400), 10**400),
+)
+
+
+@given(st.lists(numbers, min_size=1, max_size=16))
+def test_any_number_is_rounded_like_numpy_or_refused_if_float32_cannot_hold_it(values):
+    with np.errstate(over="ignore"):
+        try:
+            want = np.array([float(v) for v in values], dtype=np.float64).astype("<f4")
+        except OverflowError:  # an int too large even for a double
+            want = None
+    if want is None or not np.isfinite(want).all():
+        with pytest.raises(ValueError, match="finite"):
+            embsqlite.encode(values)
+    else:
+        assert embsqlite.encode(values) == want.tobytes()
+
+
+@given(
+    st.lists(float32s, max_size=20),
+    st.sampled_from([math.nan, math.inf, -math.inf, -math.nan]),
+    st.data(),
+)
+def test_a_non_finite_value_anywhere_is_refused(values, bad, data):
+    at = data.draw(st.integers(0, len(values)))
+    with pytest.raises(ValueError, match="finite"):
+        embsqlite.encode(values[:at] + [bad] + values[at:])
+
+
+@given(st.binary(max_size=256))
+def test_decode_reads_every_blob_of_whole_floats_and_refuses_the_rest(blob):
+    if len(blob) % 4:
+        with pytest.raises(ValueError, match="multiple of 4"):
+            embsqlite.decode(blob)
+        return
+    values = embsqlite.decode(blob)
+    reference = np.frombuffer(blob, dtype="<f4")
+    assert len(values) == len(reference)
+    if np.isfinite(reference).all():
+        assert embsqlite.encode(values) == blob  # -0.0 and subnormals included
+        assert values == reference.astype(np.float64).tolist()
+    else:
+        with pytest.raises(ValueError, match="finite"):
+            embsqlite.encode(values)
+
+
+# similar_by_vector against numpy
+
+# Small integer components make exact ties common: repeated vectors, multiples of one
+# direction, zero vectors (score 0.0), and a zero query.
+small_vectors = st.lists(st.integers(-2, 2), min_size=3, max_size=3)
+
+
+def _exact_key(row, query) -> Fraction:
+    """A number ordered exactly like the cosine of integer vectors `row` and `query`:
+    sign(dot) * dot^2 / |row|^2 (0 for a zero vector)."""
+    dot = sum(a * b for a, b in zip(row, query))
+    norm = sum(a * a for a in row)
+    return Fraction(0) if norm == 0 or dot == 0 else Fraction(dot * abs(dot), norm)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(small_vectors, min_size=1, max_size=25),
+    query=small_vectors,
+    number=st.integers(0, 30),
+    skip=st.one_of(st.none(), st.integers(0, 30)),
+)
+def test_similar_by_vector_ranks_like_numpy_with_ties_by_id(rows, query, number, skip):
+    collection = Collection("p", None, model=CountingModel("property-3", 3))
+    # ids whose string order differs from insertion order
+    ids = [f"{(i * 7) % 31:02d}" for i in range(len(rows))]
+    collection.conn.executemany(
+        "insert into embeddings (collection_id, id, embedding) values (?, ?, ?)",
+        [(collection.id, i, embsqlite.encode(r)) for i, r in zip(ids, rows)],
+    )
+    skip_id = None if skip is None else f"{skip:02d}"
+
+    matrix = np.array(rows, dtype=np.float64)
+    q = np.array(query, dtype=np.float64)
+    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(q)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = np.where(norms == 0, 0.0, matrix @ q / np.where(norms == 0, 1, norms))
+    reference = {i: float(s) for i, s in zip(ids, scores)}
+    keys = {i: _exact_key(r, query) for i, r in zip(ids, rows)}
+    vector_of = {i: tuple(r) for i, r in zip(ids, rows)}
+    kept = sorted((i for i in ids if i != skip_id), key=lambda i: (-keys[i], i))
+
+    first = collection.similar_by_vector(query, number=number, skip_id=skip_id)
+    # repeated searches of an unchanged database come from the vector cache: same answer
+    assert collection.similar_by_vector(query, number=number, skip_id=skip_id) == first
+    assert collection.similar_by_vector(query, number=number, skip_id=skip_id) == first
+
+    got = [e.id for e in first]
+    assert len(got) == min(number, len(kept))
+    for entry in first:
+        assert abs(entry.score - reference[entry.id]) <= 1e-9
+    # best first; equal scores by id
+    assert got == sorted(got, key=lambda i: (-next(e.score for e in first if e.id == i), i))
+    # the same exact scores as the reference's top, group by group
+    want = kept[: len(got)]
+    assert [keys[i] for i in got] == [keys[i] for i in want]
+    for key in set(keys[i] for i in got):
+        chosen = {i for i in got if keys[i] == key}
+        group = {i for i in kept if keys[i] == key}
+        assert chosen <= group
+        if len(chosen) < len(group):  # the group straddles the cut
+            for left_out in group - chosen:
+                # an identical vector has an identical score: the smaller id wins
+                twins = [i for i in chosen if vector_of[i] == vector_of[left_out]]
+                assert all(i < left_out for i in twins), (left_out, twins)
+        else:
+            assert chosen == group
+    if not any(query):
+        assert all(e.score == 0.0 for e in first)
