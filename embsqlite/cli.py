@@ -3,14 +3,13 @@
 Commands and options follow llm's embedding commands: `embed`, `embed-multi`, `similar`,
 `collections list|delete|path`, `models list|default`, plus `demo`, the main job.
 The database is `-d/--database`, else `$EMBSQLITE_DATABASE`, else `embeddings.db` in the
-user's data directory. Every error is one line on stderr and a non-zero exit status;
-`EMBSQLITE_DEBUG=1` shows the traceback of an unexpected one.
+user's data directory. Every error is one line on stderr and a non-zero exit status
+(see `cli_errors.py`).
 """
 from __future__ import annotations
 
 import base64
 import dataclasses
-import itertools
 import json
 import os
 import sqlite3
@@ -21,7 +20,8 @@ from typing import Any, Iterable, Optional
 
 import click
 
-from . import inputs, vectors
+from . import inputs, progress, vectors
+from .cli_errors import OneLineErrors
 from .collection import Collection
 from .models import (
     ModelNotInstalledError,
@@ -34,20 +34,7 @@ from .models import (
 from .sql import connect
 
 DATABASE_ENV = "EMBSQLITE_DATABASE"
-DEBUG_ENV = "EMBSQLITE_DEBUG"
 DATABASE_FILE = "embeddings.db"
-
-# Exceptions whose message is already a clear sentence for the user.
-_USER_ERRORS = (
-    Collection.DoesNotExist,
-    UnknownModelError,
-    ModelNotInstalledError,
-    inputs.InputError,
-    ValueError,
-    TypeError,
-    OSError,
-    sqlite3.Error,
-)
 
 
 def default_database() -> Path:
@@ -57,62 +44,6 @@ def default_database() -> Path:
     return Path(platformdirs.user_data_dir("embsqlite")) / DATABASE_FILE
 
 
-def _one_line(message: str) -> str:
-    return " ".join(str(message).split())
-
-
-class _Group(click.Group):
-    """A click group whose errors are one line on stderr, never a traceback."""
-
-    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
-        try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.Exit as done:  # pragma: no cover - click handles it itself
-            result = done.exit_code
-        except click.UsageError as error:
-            hint = ""
-            if error.ctx is not None:
-                hint = f" (see '{error.ctx.command_path} --help')"
-            return self._fail(f"{error.format_message()}{hint}", error.exit_code, standalone_mode)
-        except click.ClickException as error:
-            return self._fail(error.format_message(), error.exit_code, standalone_mode)
-        except click.Abort:
-            return self._fail("aborted", 1, standalone_mode)
-        except BrokenPipeError:
-            # The reader went away (`| head`): stop quietly, as other Unix tools do.
-            try:
-                sys.stdout = open(os.devnull, "w")
-            except OSError:  # pragma: no cover
-                pass
-            return self._exit(1, standalone_mode)
-        except KeyboardInterrupt:
-            return self._fail("interrupted", 130, standalone_mode)
-        except _USER_ERRORS as error:
-            if os.environ.get(DEBUG_ENV):
-                raise
-            return self._fail(_describe(error), 1, standalone_mode)
-        except Exception as error:
-            if os.environ.get(DEBUG_ENV):
-                raise
-            return self._fail(
-                f"unexpected {type(error).__name__}: {error} (set {DEBUG_ENV}=1 for details)",
-                1,
-                standalone_mode,
-            )
-        return self._exit(result if isinstance(result, int) else 0, standalone_mode)
-
-    def _fail(self, message: str, code: int, standalone: bool) -> Any:
-        click.echo(f"Error: {_one_line(message)}", err=True)
-        return self._exit(code, standalone)
-
-    @staticmethod
-    def _exit(code: int, standalone: bool) -> Any:
-        if standalone:
-            sys.exit(code)
-        return code
-
-
 class _ListByDefault(click.Group):
     """A group that runs its `list` command when given no command (options go to `list`)."""
 
@@ -120,15 +51,6 @@ class _ListByDefault(click.Group):
         if not args or (args[0].startswith("-") and args[0] != "--help"):
             args = ["list", *args]
         return super().parse_args(ctx, args)
-
-
-def _describe(error: BaseException) -> str:
-    """A user error's message; OSError and sqlite3 errors get their context added."""
-    if isinstance(error, OSError) and error.filename is not None:
-        return f"cannot use {error.filename}: {error.strerror or error}"
-    if isinstance(error, sqlite3.Error):
-        return f"database error: {error}"
-    return str(error) or type(error).__name__
 
 
 def _database_option(func: Any) -> Any:
@@ -213,7 +135,7 @@ def _decode(data: bytes, where: str) -> str:
         return data.decode("latin-1")
 
 
-@click.group(cls=_Group, name="embsqlite")
+@click.group(cls=OneLineErrors, name="embsqlite")
 @click.version_option(package_name="embsqlite", prog_name="embsqlite")
 def cli() -> None:
     """Embeddings in SQLite: store them, then search by cosine similarity, computed in C.
@@ -351,43 +273,12 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
         else:
             total = sum(1 for _ in inputs.read_path(input_path, format_, encoding))
             items = inputs.read_path(input_path, format_, encoding)
-    embed_items(collection_obj, inputs.with_prefix(items, prefix, prepend), store, batch_size, total)
+    progress.embed_items(collection_obj, inputs.with_prefix(items, prefix, prepend), store, batch_size, total)
     conn.close()
 
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def progress_bar(total: Optional[int], description: str = "Embedding") -> Any:
-    """A tqdm bar on stderr (items/s, and ETA when `total` is known), silent when stderr is
-    not a terminal."""
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        desc=description,
-        unit=" items",
-        file=sys.stderr,
-        disable=not sys.stderr.isatty(),
-        dynamic_ncols=True,
-        smoothing=0.1,
-    )
-
-
-def embed_items(collection: Collection, items: Iterable[inputs.Item], store: bool,
-                batch_size: int, total: Optional[int]) -> int:
-    """Write `items` in batches of `batch_size`, advancing a progress bar after each batch."""
-    iterator = iter(items)
-    written = 0
-    with progress_bar(total) as bar:
-        while True:
-            batch = list(itertools.islice(iterator, batch_size))
-            if not batch:
-                return written
-            collection.embed_multi_with_metadata(batch, store=store, batch_size=len(batch))
-            written += len(batch)
-            bar.update(len(batch))
 
 
 @cli.command()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from .collection import Collection
+from .progress import embed_items
 from .models import get_default_embedding_model
 from .sql import connect
 
@@ -131,8 +132,6 @@ def run(
 ) -> Collection:
     """Embed the corpus into `collection_name` in `database`, then search it; returns the
     collection (its connection open)."""
-    from .cli import embed_items
-
     started = time.perf_counter()
     root = stdlib_root()
     corpus = select(stdlib_docstrings(root), limit)
