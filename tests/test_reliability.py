@@ -565,3 +565,36 @@ def test_a_bad_item_in_a_later_batch_keeps_earlier_batches_only(tmp_path, counti
         collection.embed_multi(entries, batch_size=10)
     assert collection.count() == 20  # the third batch (20-24 and the bad item) is not written
     assert counting_model.items == [f"text {i}" for i in range(20)]
+
+
+# A malformed row written by something else: every search says what is wrong
+
+
+@pytest.mark.parametrize(
+    "blob, message",
+    [
+        (b"\x00" * 5, "5-byte blob"),
+        (b"", "different dimensions \\(0 and 4\\)"),
+        (embsqlite.encode([1, 1, 1, 1]) + embsqlite.encode([1]), "different dimensions \\(5 and 4\\)"),
+        (b"\x00\x00\xc0\x7f" + b"\x00" * 12, "not finite"),  # a NaN
+        (b"\x00\x00\x80\x7f" + b"\x00" * 12, "not finite"),  # infinity
+        ("text!", "must be a float32 BLOB"),
+    ],
+)
+def test_a_malformed_stored_row_fails_every_search_clearly(tmp_path, blob, message):
+    collection = Collection("docs", str(tmp_path / "c.db"), model=CountingModel("m4", 4))
+    collection.embed_multi([("a", "red apple"), ("b", "blue sky")])
+    writer = sqlite3.connect(tmp_path / "c.db")
+    with writer:
+        writer.execute(
+            "insert into embeddings (collection_id, id, embedding) values (?, 'bad', ?)",
+            (collection.id, blob),
+        )
+    for _ in range(3):  # the SQL path, then the cache's turn: it never loads such rows
+        with pytest.raises(sqlite3.OperationalError, match=message):
+            collection.similar_by_vector([1.0, 0.0, 0.0, 1.0])
+        with pytest.raises(sqlite3.OperationalError, match=message):
+            collection.similar_by_id("a")
+    writer.execute("delete from embeddings where id = 'bad'")
+    writer.commit()
+    assert [e.id for e in collection.similar("red apple", number=1)] == ["a"]
