@@ -78,6 +78,10 @@ EMBEDDINGS_INDEX_SQL = """CREATE INDEX "idx_embeddings_content_hash"
 
 # Busy timeout set on connections that have none (milliseconds).
 BUSY_TIMEOUT_MS = 5000
+# On connections embsqlite opens to WAL files: checkpoint every this many pages, and
+# truncate the WAL back to this many bytes after a checkpoint.
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+WAL_SIZE_LIMIT = 64 * 2**20
 # Memory-mapped reads on file connections we open (SQLite caps it at its own maximum).
 MMAP_BYTES = int(float(os.environ.get("EMBSQLITE_MMAP_MB", "0")) * 2**20)
 
@@ -152,7 +156,9 @@ def prepare_connection(conn: Any, owned: bool = False) -> None:
 
     On a connection we opened ourselves (`owned`) to a WAL database, synchronous=NORMAL:
     a commit survives a crash of the process (not necessarily of the machine) without an
-    fsync per transaction. EMBSQLITE_MMAP_MB turns on memory-mapped reads for owned
+    fsync per transaction; and a checkpoint every ~40 MB of WAL instead of every 4 MB (the
+    random content_hash index makes each batch touch many pages; fewer checkpoints copy
+    each back fewer times: about 20% faster ingestion, measured). EMBSQLITE_MMAP_MB turns on memory-mapped reads for owned
     file connections: about 20% off a search that runs in SQLite, but the mapped file then
     counts in the process's RSS, so it is off by default.
     """
@@ -164,6 +170,8 @@ def prepare_connection(conn: Any, owned: bool = False) -> None:
         conn.execute("pragma journal_mode = wal").fetchall()
     if owned and conn.execute("pragma journal_mode").fetchone()[0] == "wal":
         conn.execute("pragma synchronous = normal")
+        conn.execute(f"pragma wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"pragma journal_size_limit = {WAL_SIZE_LIMIT}").fetchall()
     if owned and MMAP_BYTES:
         conn.execute(f"pragma mmap_size = {MMAP_BYTES}").fetchall()
 

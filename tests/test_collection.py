@@ -705,6 +705,11 @@ def test_new_file_database_uses_wal_and_a_busy_timeout(tmp_path, counting_model)
     collection = make(tmp_path, counting_model)
     assert collection.conn.execute("pragma journal_mode").fetchone()[0] == "wal"
     assert collection.conn.execute("pragma busy_timeout").fetchone()[0] > 0
+    # a connection embsqlite opened: no fsync per batch, fewer checkpoints
+    assert collection.conn.execute("pragma synchronous").fetchone()[0] == 1  # NORMAL
+    assert collection.conn.execute("pragma wal_autocheckpoint").fetchone()[0] == (
+        schema.WAL_AUTOCHECKPOINT_PAGES
+    )
     other = sqlite3.connect(tmp_path / "c.db")
     assert other.execute("pragma journal_mode").fetchone()[0] == "wal"  # persistent
     # an existing rollback-journal database is left in its mode
