@@ -83,7 +83,7 @@ def test_every_kind_of_db_works_and_ranks_in_c(tmp_path, counting_model, kind):
 
 
 def test_apsw_connection(counting_model):
-    apsw = pytest.importorskip("apsw")
+    import apsw  # a test extra: no skip, the test needs it
     conn = apsw.Connection(":memory:")
     collection = Collection("docs", conn, model=counting_model)
     collection.embed_multi([("a", "red apple"), ("b", "blue sky")], store=True)

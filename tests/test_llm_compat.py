@@ -7,16 +7,15 @@ import random
 import shutil
 import sqlite3
 
+import llm  # the real llm 0.36, a test extra (`pip install -e .[test]`); never skipped
 import pytest
 import sqlite_utils
+from llm.embeddings_migrations import embeddings_migrations
 
 import embsqlite
 from embsqlite import Collection, schema
 from embsqlite.hashing import HashingModel
 from conftest import CountingModel
-
-llm = pytest.importorskip("llm")  # a test extra: `pip install embsqlite[test]`
-from llm.embeddings_migrations import embeddings_migrations  # noqa: E402
 
 WRITES = ("CREATE", "ALTER", "INSERT", "UPDATE", "DELETE", "DROP", "REPLACE", "BEGIN")
 
