@@ -218,18 +218,27 @@ static void error_not_finite(sqlite3_context *ctx, const char *zFunc){
   else sqlite3_result_error_nomem(ctx);
 }
 
-/* Decode n float32 values at p into a new QueryVec; NULL on OOM. */
-static QueryVec *queryvec_new(const unsigned char *p, int n){
-  QueryVec *q = sqlite3_malloc64(sizeof(QueryVec) + sizeof(float)*(n>0?n:1));
+/* Bytes to allocate for a QueryVec of n values. */
+static size_t queryvec_size(int n){
+  return sizeof(QueryVec) + sizeof(float)*(size_t)(n>0 ? n : 1);
+}
+
+/* Decode the n float32 values at p into q, and sum their squares. */
+static void queryvec_fill(QueryVec *q, const unsigned char *p, int n){
   int i;
   double s = 0;
-  if( q==0 ) return 0;
   q->n = n;
   for(i=0; i<n; i++){
     q->v[i] = load_f32(p+4*i);
     s += (double)q->v[i]*q->v[i];
   }
   q->norm2 = s;
+}
+
+/* Decode n float32 values at p into a new QueryVec; NULL on OOM. */
+static QueryVec *queryvec_new(const unsigned char *p, int n){
+  QueryVec *q = sqlite3_malloc64(queryvec_size(n));
+  if( q ) queryvec_fill(q, p, n);
   return q;
 }
 

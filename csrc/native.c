@@ -28,18 +28,10 @@ static int embsqlite_register_on(sqlite3 *db){
   return sqlite3_embsqlite_init(db, 0, sqlite3_api);
 }
 
-/* Decode n float32 values at p into a malloc'd QueryVec (SQLite-free). */
+/* queryvec_new() with malloc: this copy may not be bound to a SQLite yet. */
 static QueryVec *queryvec_malloc(const unsigned char *p, int n){
-  QueryVec *q = (QueryVec*)malloc(sizeof(QueryVec) + sizeof(float)*(n>0?n:1));
-  int i;
-  double s = 0;
-  if( q==0 ) return 0;
-  q->n = n;
-  for(i=0; i<n; i++){
-    q->v[i] = load_f32(p+4*i);
-    s += (double)q->v[i]*q->v[i];
-  }
-  q->norm2 = s;
+  QueryVec *q = (QueryVec*)malloc(queryvec_size(n));
+  if( q ) queryvec_fill(q, p, n);
   return q;
 }
 
