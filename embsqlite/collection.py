@@ -234,7 +234,9 @@ class Collection:
     ) -> None:
         """Embed `(id, value)` pairs from any iterable, one transaction per batch."""
         self.embed_multi_with_metadata(
-            (ingest.check_pair(entry) + (None,) for entry in entries), store=store, batch_size=batch_size
+            (ingest.check_pair(entry) + (None,) for entry in entries),
+            store=store,
+            batch_size=batch_size,
         )
 
     def embed_multi_with_metadata(
@@ -271,7 +273,9 @@ class Collection:
         return self.similar_by_vector(self.model().embed(value), number, prefix=prefix)
 
     @_one_thread_at_a_time
-    def similar_by_id(self, id: Any, number: int = 10, prefix: Optional[str] = None) -> list[Entry]:
+    def similar_by_id(
+        self, id: Any, number: int = 10, prefix: Optional[str] = None
+    ) -> list[Entry]:
         """The `number` items most similar to the stored item `id`, excluding it."""
         ingest.check_count("number", number)
         row = self.conn.execute(

@@ -18,10 +18,20 @@ Value = Union[str, bytes]
 IN_CHUNK = 500  # bound parameters per IN (...) list; below every SQLite's limit
 
 
-def write_batch(collection: Any, batch: list[tuple[str, Value, Optional[str]]], store: bool) -> None:
+def write_batch(
+    collection: Any, batch: list[tuple[str, Value, Optional[str]]], store: bool
+) -> None:
+    """Write one checked batch of (id, value, metadata JSON) into `collection`.
+
+    Per id (the last occurrence in the batch wins): content this collection never stored
+    is embedded (once per distinct content) and inserted; content stored under another id
+    has that vector copied; the same id with the same content keeps its row, and only
+    metadata (when given) and the stored content (when `store`) are updated.
+    """
     items = {id_: (value, meta, schema.content_hash(value)) for id_, value, meta in batch}
     known = _stored_vectors(collection, {h for _, _, h in items.values()})
-    unchanged = _unchanged_ids(collection, [i for i, (_, _, h) in items.items() if h in known], items)
+    known_ids = [id_ for id_, (_, _, digest) in items.items() if digest in known]
+    unchanged = _unchanged_ids(collection, known_ids, items)
     to_embed: dict[bytes, Value] = {}
     for value, _, digest in items.values():
         if digest not in known:
@@ -53,6 +63,7 @@ def write_batch(collection: Any, batch: list[tuple[str, Value, Optional[str]]], 
             updates,
         )
 
+
 def _stored_vectors(collection: Any, digests: set[bytes]) -> dict[bytes, bytes]:
     """{content hash: a stored vector} for the hashes this collection already holds,
     found through idx_embeddings_content_hash (one query per batch of up to 500)."""
@@ -70,6 +81,7 @@ def _stored_vectors(collection: Any, digests: set[bytes]) -> dict[bytes, bytes]:
         found.update((bytes(digest), bytes(blob)) for digest, blob in rows)
     return found
 
+
 def _unchanged_ids(collection: Any, ids: list[str], items: dict) -> set[str]:
     """Those of `ids` already stored in this collection with the same content hash."""
     same: set[str] = set()
@@ -80,8 +92,11 @@ def _unchanged_ids(collection: Any, ids: list[str], items: dict) -> set[str]:
             f"and id in ({', '.join('?' * len(chunk))})",
             (collection.id, *chunk),
         ).fetchall()
-        same.update(id_ for id_, digest in rows if digest is not None and bytes(digest) == items[id_][2])
+        same.update(
+            id_ for id_, digest in rows if digest is not None and bytes(digest) == items[id_][2]
+        )
     return same
+
 
 def _embed_values(collection: Any, values: list[Value]) -> list[bytes]:
     """Embed `values` with the model and encode them, checking count and dimensions."""
@@ -104,6 +119,7 @@ def _embed_values(collection: Any, values: list[Value]) -> list[bytes]:
 
 
 def check_count(what: str, value: Any, minimum: int = 0) -> None:
+    """`value` must be an int (not a bool) of at least `minimum`."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
     if value < minimum:
@@ -111,6 +127,7 @@ def check_count(what: str, value: Any, minimum: int = 0) -> None:
 
 
 def check_pair(entry: Any) -> tuple[Any, Any]:
+    """An (id, value) pair of embed_multi, as a tuple."""
     if not isinstance(entry, (tuple, list)) or len(entry) != 2:
         raise ValueError(f"embed_multi takes (id, value) pairs, not {entry!r:.80}")
     return tuple(entry)  # type: ignore[return-value]
@@ -129,7 +146,9 @@ def check_item(entry: Any) -> tuple[str, Value, Optional[str]]:
     if isinstance(value, (bytearray, memoryview)):
         value = bytes(value)
     if not isinstance(value, (str, bytes)):
-        raise TypeError(f"item {id_!r}: the value must be str or bytes, not {type(value).__name__}")
+        raise TypeError(
+            f"item {id_!r}: the value must be str or bytes, not {type(value).__name__}"
+        )
     if metadata is None:
         return id_, value, None
     if not isinstance(metadata, dict):

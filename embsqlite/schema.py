@@ -158,9 +158,9 @@ def prepare_connection(conn: Any, owned: bool = False) -> None:
     a commit survives a crash of the process (not necessarily of the machine) without an
     fsync per transaction; and a checkpoint every ~40 MB of WAL instead of every 4 MB (the
     random content_hash index makes each batch touch many pages; fewer checkpoints copy
-    each back fewer times: about 20% faster ingestion, measured). EMBSQLITE_MMAP_MB turns on memory-mapped reads for owned
-    file connections: about 20% off a search that runs in SQLite, but the mapped file then
-    counts in the process's RSS, so it is off by default.
+    each back fewer times: about 20% faster ingestion, measured). EMBSQLITE_MMAP_MB turns
+    on memory-mapped reads for owned file connections: about 20% off a search that runs in
+    SQLite, but the mapped file then counts in the process's RSS, so it is off by default.
     """
     if conn.execute("pragma busy_timeout").fetchone()[0] == 0:
         conn.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
