@@ -320,7 +320,7 @@ class Collection:
         cached = self._cache.search(query, number, low, high, skip_id)
         if cached is not None:
             return self._entries(cached)
-        where, params = "collection_id = ?", [self.id]
+        where, params = "collection_id = ? and embedding is not null", [self.id]
         if low is not None:
             where += " and id >= ?" + ("" if high is None else " and id < ?")
             params += [low] if high is None else [low, high]
