@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 import shutil
 import sqlite3
+import sys
 
 import pytest
 
@@ -65,3 +66,25 @@ class CountingModel(embsqlite.EmbeddingModel):
 def counting_model() -> CountingModel:
     """A fresh CountingModel (64 dimensions) for collection tests."""
     return CountingModel()
+
+
+@pytest.fixture
+def python_calls():
+    """A function that runs `action()` and returns (Python function calls made, its result):
+    how the tests prove no Python function runs per row."""
+
+    def run(action):
+        calls = 0
+
+        def profile(frame, event, arg):
+            nonlocal calls
+            calls += event == "call"
+
+        sys.setprofile(profile)
+        try:
+            result = action()
+        finally:
+            sys.setprofile(None)
+        return calls, result
+
+    return run

@@ -155,22 +155,12 @@ def test_collections_the_cache_cannot_hold_fall_back_to_sql(tmp_path):
     assert len(got) == 199 and "a0000" not in [e.id for e in got]  # no vector: not ranked
 
 
-def test_cached_search_makes_no_python_call_per_row(tmp_path):
+def test_cached_search_makes_no_python_call_per_row(tmp_path, python_calls):
     collection, data = filled(tmp_path / "a.db", rows=5000)
     query = data[0].tolist()
     collection.similar_by_vector(query)
     collection.similar_by_vector(query)
-    calls = 0
-
-    def profile(frame, event, arg):
-        nonlocal calls
-        calls += event == "call"
-
-    sys.setprofile(profile)
-    try:
-        collection.similar_by_vector(query)
-    finally:
-        sys.setprofile(None)
+    calls, _ = python_calls(lambda: collection.similar_by_vector(query))
     assert collection._cache.token is not None
     assert calls < 200  # a fixed amount of Python per search, none per row (5,000 rows)
 

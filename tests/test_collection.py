@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
-import random
 import sqlite3
 import sys
 import time
@@ -656,24 +654,8 @@ def test_prefix_range_edges():
 # No Python function per row
 
 
-def _python_calls(action) -> int:
-    calls = 0
-
-    def profile(frame, event, arg):
-        nonlocal calls
-        if event == "call":
-            calls += 1
-
-    sys.setprofile(profile)
-    try:
-        action()
-    finally:
-        sys.setprofile(None)
-    return calls
-
-
 @pytest.mark.parametrize("kind", ["stdlib", "pysqlite3_sqlite_utils", "fallback"])
-def test_ranking_calls_no_python_per_row(tmp_path, kind):
+def test_ranking_calls_no_python_per_row(tmp_path, kind, python_calls):
     import warnings
 
     path = tmp_path / f"{kind}.db"
@@ -689,7 +671,7 @@ def test_ranking_calls_no_python_per_row(tmp_path, kind):
     collection = Collection("docs", db, model=model)
     collection.embed_multi((str(i), f"word{i} common") for i in range(2000))
     query = model.inner.embed("common")
-    calls = _python_calls(lambda: collection.similar_by_vector(query, number=5))
+    calls, _ = python_calls(lambda: collection.similar_by_vector(query, number=5))
     if kind == "fallback":
         assert not embsqlite.sql.uses_c(collection.conn)
         assert calls >= 2000
