@@ -125,10 +125,14 @@ EMBSQLITE_HOT static void dot_and_norm2(
 ){
   double d[EMBSQLITE_LANES] = {0}, s[EMBSQLITE_LANES] = {0};
   int i = 0, k, w;
+  /* Pointer steps, not a+4*(i+k): Python builds with -fwrapv, under which an
+  ** int index may wrap, and GCC then stops vectorising (2x slower). */
   for(; i+EMBSQLITE_LANES<=n; i+=EMBSQLITE_LANES){
+    const unsigned char *p = a + (size_t)i*4;
+    const float *r = q + i;
     for(k=0; k<EMBSQLITE_LANES; k++){
-      double x = load_f32(a+4*(i+k));
-      d[k] += x*q[i+k];
+      double x = load_f32(p+4*k);
+      d[k] += x*r[k];
       s[k] += x*x;
     }
   }

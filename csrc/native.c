@@ -50,8 +50,10 @@ static double embsqlite_cosine(
 EMBSQLITE_HOT static double dot_f32(const unsigned char *a, const float *q, int n){
   double d[EMBSQLITE_LANES] = {0};
   int i = 0, k, w;
-  for(; i+EMBSQLITE_LANES<=n; i+=EMBSQLITE_LANES){
-    for(k=0; k<EMBSQLITE_LANES; k++) d[k] += (double)load_f32(a+4*(i+k))*q[i+k];
+  for(; i+EMBSQLITE_LANES<=n; i+=EMBSQLITE_LANES){  /* pointer steps: see dot_and_norm2 */
+    const unsigned char *p = a + (size_t)i*4;
+    const float *r = q + i;
+    for(k=0; k<EMBSQLITE_LANES; k++) d[k] += (double)load_f32(p+4*k)*r[k];
   }
   for(; i<n; i++) d[0] += (double)load_f32(a+4*i)*q[i];
   for(w=EMBSQLITE_LANES/2; w>0; w/=2){
@@ -65,8 +67,9 @@ static double norm2_f32(const unsigned char *a, int n){
   double s[EMBSQLITE_LANES] = {0};
   int i = 0, k, w;
   for(; i+EMBSQLITE_LANES<=n; i+=EMBSQLITE_LANES){
+    const unsigned char *p = a + (size_t)i*4;
     for(k=0; k<EMBSQLITE_LANES; k++){
-      double x = load_f32(a+4*(i+k));
+      double x = load_f32(p+4*k);
       s[k] += x*x;
     }
   }
