@@ -98,14 +98,17 @@ static void store_f32(unsigned char *p, float f){
 }
 
 /*
-** On x86-64 Linux with GCC, compile the hot loop twice, for the baseline
-** (SSE2) and for AVX2+FMA, and let the loader pick one for the CPU it runs on.
-** The products of two floats are exact in double, so both versions return
-** the same bits.
+** On x86-64 Linux with GCC 12 or later, compile the hot loops twice, for the
+** baseline (SSE2) and for x86-64-v3 (AVX2, FMA), and let the loader pick one
+** for the CPU it runs on. ("arch=haswell" would be refused by CPUs that lack
+** one of Intel's extras, such as AMD's.) The products of two floats are exact
+** in double, so both versions return the same bits.
 */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) \
-    && defined(__linux__) && !defined(EMBSQLITE_NO_MULTIVERSION)
-# define EMBSQLITE_HOT __attribute__((target_clones("arch=haswell", "default")))
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__>=12 \
+    && defined(__x86_64__) && defined(__linux__) \
+    && !defined(EMBSQLITE_NO_MULTIVERSION)
+# define EMBSQLITE_HOT \
+    __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 # define EMBSQLITE_HOT
 #endif

@@ -63,7 +63,7 @@ EMBSQLITE_HOT static double dot_f32(const unsigned char *a, const float *q, int 
 }
 
 /* The squared norm of dot_and_norm2(), alone (same lanes, same sums). */
-static double norm2_f32(const unsigned char *a, int n){
+EMBSQLITE_HOT static double norm2_f32(const unsigned char *a, int n){
   double s[EMBSQLITE_LANES] = {0};
   int i = 0, k, w;
   for(; i+EMBSQLITE_LANES<=n; i+=EMBSQLITE_LANES){
