@@ -219,16 +219,24 @@ def print_table(rows: int, dim: int, results) -> None:
 
 
 RSS_SCRIPT = """
-import os, resource, sys, time
+import os, sys
 os.environ["EMBSQLITE_CACHE_MB"] = sys.argv[2]
 import embsqlite
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def status(field):  # kB, from /proc (ru_maxrss would include the parent's, from before exec)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
 c = embsqlite.Collection("bench", sys.argv[1])
+before = status("VmRSS")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak (VmHWM) to the current RSS
 q = [1.0] * int(sys.argv[3])
 for _ in range(3):
     c.similar_by_vector(q, 10)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((after - before) / 1024)
+print((status("VmHWM") - before) / 1024, c._cache.nbytes / 2**20)
 """
 
 
@@ -243,8 +251,8 @@ def rss_rows(rows: int, dim: int) -> None:
               f"(matrix = {rows * dim * 4 / 2**20:,.0f} MiB)")
         for label, budget in (("cache off", "0"), ("cache on", "4096")):
             out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, path, budget, str(dim)],
-                                 capture_output=True, text=True, check=True).stdout
-            print(f"  {label:10} {float(out):10,.0f} MiB")
+                                 capture_output=True, text=True, check=True).stdout.split()
+            print(f"  {label:10} {float(out[0]):8,.0f} MiB  (cache holds {float(out[1]):,.0f} MiB)")
 
 
 def main() -> None:
