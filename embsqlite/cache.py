@@ -17,6 +17,7 @@ budget is simply searched in SQLite. ``configure()`` changes both at run time.
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 import threading
 import weakref
@@ -141,7 +142,7 @@ class VectorCache:
             (self.collection_id,),
         )
         while True:
-            chunk = cursor.fetchmany(4096)
+            chunk = list(itertools.islice(cursor, 4096))  # apsw cursors lack fetchmany
             if not chunk:
                 break
             blobs = [row[1] for row in chunk]

@@ -177,3 +177,22 @@ def test_mixed_dimensions_are_never_cached(tmp_path):
         with pytest.raises(Exception, match="different dimensions"):
             collection.similar_by_vector([1.0, 0.0])
     assert collection._cache.token is None
+
+
+@pytest.mark.parametrize("kind", ["pysqlite3", "apsw"])
+def test_cache_on_other_connection_kinds(tmp_path, kind):
+    if kind == "apsw":
+        import apsw
+
+        conn = apsw.Connection(str(tmp_path / "k.db"))
+    else:
+        import pysqlite3.dbapi2
+
+        conn = pysqlite3.dbapi2.connect(str(tmp_path / "k.db"))
+    collection = embsqlite.Collection("k", conn, model=VectorModel())
+    data = np.random.default_rng(4).standard_normal((50, 4)).astype(np.float32)
+    collection.embed_multi((str(i), ",".join(map(str, row))) for i, row in enumerate(data))
+    first = collection.similar_by_vector(data[7].tolist(), 5)
+    cached = collection.similar_by_vector(data[7].tolist(), 5)
+    assert collection._cache.token is not None
+    assert cached == first and first[0].id == "7"
