@@ -9,6 +9,8 @@
 **                              of that library
 **   embsqlite_cosine(a, b, n)  cosine_similarity of two blobs, without SQLite
 **   embsqlite_all_finite(a, n) 1 if the n float32 values of a are all finite
+**   embsqlite_read_matrix(...) copy a collection's embeddings, in id order, from
+**                              a connection of the bound library into a matrix
 **   embsqlite_norms(...)       squared L2 norm of each row of such a matrix
 **   embsqlite_topk(...)        best k rows of an in-memory matrix of float32
 **                              embeddings, for embsqlite's per-process cache
@@ -92,6 +94,43 @@ static int embsqlite_all_finite(const unsigned char *a, long long n){
   long long i;
   for(i=0; i<n; i++) if( !isfinite(load_f32(a+4*i)) ) return 0;
   return 1;
+}
+
+/*
+** Copy the embeddings of collection iColl, in id order, into aOut: room for
+** nRow rows of nByte bytes (the caller counted them). Runs on db, an open
+** connection of the SQLite library this copy is bound to. Returns the number
+** of rows copied, or -1 when a row is NULL, not a blob, of another length,
+** or one too many (the caller then leaves the search to SQLite), or -2 on
+** an SQLite error or when this copy is not bound.
+*/
+static long long embsqlite_read_matrix(
+  sqlite3 *db, long long iColl, unsigned char *aOut, long long nRow, int nByte
+){
+  static const char zSql[] =
+    "SELECT embedding FROM embeddings WHERE collection_id=?1 ORDER BY id";
+  sqlite3_stmt *pStmt = 0;
+  long long n = 0;
+  int rc;
+  if( sqlite3_api==0 ) return -2;
+  if( sqlite3_prepare_v2(db, zSql, -1, &pStmt, 0)!=SQLITE_OK ) return -2;
+  sqlite3_bind_int64(pStmt, 1, iColl);
+  while( (rc = sqlite3_step(pStmt))==SQLITE_ROW ){
+    const void *pBlob;
+    if( n==nRow
+     || sqlite3_column_type(pStmt, 0)!=SQLITE_BLOB
+     || sqlite3_column_bytes(pStmt, 0)!=nByte ){
+      n = -1;
+      break;
+    }
+    pBlob = sqlite3_column_blob(pStmt, 0);
+    if( pBlob==0 ){ n = -2; break; }
+    memcpy(aOut + (size_t)n*nByte, pBlob, (size_t)nByte);
+    n++;
+  }
+  if( n>=0 && rc!=SQLITE_DONE ) n = -2;
+  sqlite3_finalize(pStmt);
+  return n;
 }
 
 /* One candidate of a top-k search: its score and its row number. */

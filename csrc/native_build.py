@@ -24,6 +24,8 @@ ffibuilder.cdef(
     int embsqlite_register_on(sqlite3 *db);
     double embsqlite_cosine(const unsigned char *a, const unsigned char *b, int n);
     int embsqlite_all_finite(const unsigned char *a, long long n);
+    long long embsqlite_read_matrix(sqlite3 *db, long long iColl, unsigned char *aOut,
+                                    long long nRow, int nByte);
     void embsqlite_norms(const unsigned char *matrix, long long nRow, int nDim,
                          double *aNorm2);
     long long embsqlite_topk(const unsigned char *matrix, const double *aNorm2,

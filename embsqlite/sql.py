@@ -92,17 +92,24 @@ def _has_functions(conn: Any) -> bool:
     return True
 
 
-def _register_stdlib(conn: sqlite3.Connection) -> bool:
-    """Register the C functions on an already open stdlib connection."""
+def native_handle(conn: Any) -> Any:
+    """The `sqlite3 *` of a stdlib connection, as a cffi pointer the cffi module's C code
+    may use (it is bound to the same SQLite library); None for any other connection."""
     native = _native()
-    if not _register_auto_extension() or native is None:
-        return False
+    if not isinstance(conn, sqlite3.Connection) or native is None:
+        return None
+    if not _register_auto_extension():
+        return None
     conn.execute("select 1")  # raises ProgrammingError if the connection is closed
     # CPython's connection object holds its sqlite3* right after the object header.
     db = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
-    if not db:
-        return False
-    return native.lib.embsqlite_register_on(native.ffi.cast("sqlite3 *", db)) == 0
+    return native.ffi.cast("sqlite3 *", db) if db else None
+
+
+def _register_stdlib(conn: sqlite3.Connection) -> bool:
+    """Register the C functions on an already open stdlib connection."""
+    db = native_handle(conn)
+    return db is not None and _native().lib.embsqlite_register_on(db) == 0
 
 
 def _load_extension(conn: Any) -> bool:

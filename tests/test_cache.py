@@ -196,3 +196,26 @@ def test_cache_on_other_connection_kinds(tmp_path, kind):
     cached = collection.similar_by_vector(data[7].tolist(), 5)
     assert collection._cache.token is not None
     assert cached == first and first[0].id == "7"
+
+
+def test_c_and_python_readers_load_the_same_matrix(tmp_path, monkeypatch):
+    """Stdlib connections load through C (embsqlite_read_matrix); others through the
+    cursor. Both must give the same ids, bytes and answers."""
+    from embsqlite import sql
+
+    collection, data = filled(tmp_path / "a.db", rows=300, dim=16)
+    query = data[9].tolist()
+    assert sql.native_handle(collection.conn) is not None
+    for _ in range(2):
+        by_c = collection.similar_by_vector(query, 7)
+    c_ids, c_matrix = list(collection._cache.ids), bytes(collection._cache.matrix)
+    collection._cache._drop()
+    monkeypatch.setattr(sql, "native_handle", lambda conn: None)
+    for _ in range(2):
+        by_python = collection.similar_by_vector(query, 7)
+    assert collection._cache.token is not None
+    assert by_python == by_c
+    assert collection._cache.ids == c_ids and bytes(collection._cache.matrix) == c_matrix
+    assert c_ids == sorted(c_ids) and c_matrix == b"".join(
+        row[0] for row in collection.conn.execute("select embedding from embeddings order by id")
+    )
