@@ -20,7 +20,6 @@ from .models import EmbeddingModel, UnknownModelError, get_embedding_model
 
 Value = Union[str, bytes]
 _MAX_CODE_POINT = sys.maxunicode
-_IN_CHUNK = ingest.IN_CHUNK
 
 
 @dataclass
@@ -347,16 +346,12 @@ class Collection:
 
     def _entries(self, ranked: list[tuple[str, float]]) -> list[Entry]:
         """Entries for (id, score) pairs, with their stored content and metadata."""
-        stored: dict[str, tuple[Optional[str], Optional[str]]] = {}
-        ids = [id_ for id_, _ in ranked]
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            rows = self.conn.execute(
-                "select id, content, metadata from embeddings where collection_id = ? "
-                f"and id in ({', '.join('?' * len(chunk))})",
-                (self.id, *chunk),
+        stored = {
+            id_: (content, meta)
+            for id_, content, meta in ingest.rows_by_id(
+                self.conn, self.id, "content, metadata", [id_ for id_, _ in ranked]
             )
-            stored.update((id_, (content, meta)) for id_, content, meta in rows)
+        }
         entries = []
         for id_, score in ranked:
             content, meta = stored.get(id_, (None, None))

@@ -82,20 +82,26 @@ def _stored_vectors(collection: Any, digests: set[bytes]) -> dict[bytes, bytes]:
     return found
 
 
-def _unchanged_ids(collection: Any, ids: list[str], items: dict) -> set[str]:
-    """Those of `ids` already stored in this collection with the same content hash."""
-    same: set[str] = set()
+def rows_by_id(conn: Any, collection_id: int, columns: str, ids: list[str]) -> list[tuple]:
+    """`select id, <columns>` for those of `ids` stored in the collection, IN_CHUNK at a time."""
+    rows: list[tuple] = []
     for start in range(0, len(ids), IN_CHUNK):
         chunk = ids[start : start + IN_CHUNK]
-        rows = collection.conn.execute(
-            "select id, content_hash from embeddings where collection_id = ? "
+        rows += conn.execute(
+            f"select id, {columns} from embeddings where collection_id = ? "
             f"and id in ({', '.join('?' * len(chunk))})",
-            (collection.id, *chunk),
+            (collection_id, *chunk),
         ).fetchall()
-        same.update(
-            id_ for id_, digest in rows if digest is not None and bytes(digest) == items[id_][2]
-        )
-    return same
+    return rows
+
+
+def _unchanged_ids(collection: Any, ids: list[str], items: dict) -> set[str]:
+    """Those of `ids` already stored in this collection with the same content hash."""
+    return {
+        id_
+        for id_, digest in rows_by_id(collection.conn, collection.id, "content_hash", ids)
+        if digest is not None and bytes(digest) == items[id_][2]
+    }
 
 
 def _embed_values(collection: Any, values: list[Value]) -> list[bytes]:
