@@ -1,8 +1,10 @@
 """Collections: named sets of embeddings in llm's SQLite schema, searched inside SQLite.
 
 A search is one SQL statement, ``ORDER BY cosine_similarity(embedding, :query) DESC, id
-LIMIT :number``, run by the C function; Python sees only the top rows. Ingestion hashes
-content first and sends the model only what the collection has never stored.
+LIMIT :number``, run by the C function; Python sees only the top rows. Repeated searches
+of an unchanged collection are answered by the vector cache (cache.py) with the same
+results. Ingestion (ingest.py) hashes content first and sends the model only what the
+collection has never stored.
 """
 from __future__ import annotations
 
