@@ -55,10 +55,20 @@ SQLITE_EXTENSION_INIT1
 # define SQLITE_INNOCUOUS 0   /* older SQLite headers: the flag does not exist */
 #endif
 
-#ifdef _WIN32
-# define EMBSQLITE_EXPORT __declspec(dllexport)
-#else
-# define EMBSQLITE_EXPORT
+/*
+** The entry points are the only symbols exported (the build uses
+** -fvisibility=hidden): a process may hold this file and the cffi module at
+** once, and neither may bind to the other's sqlite3_api. The cffi build
+** defines EMBSQLITE_EXPORT empty, so nothing of it is exported.
+*/
+#ifndef EMBSQLITE_EXPORT
+# ifdef _WIN32
+#  define EMBSQLITE_EXPORT __declspec(dllexport)
+# elif defined(__GNUC__)
+#  define EMBSQLITE_EXPORT __attribute__((visibility("default")))
+# else
+#  define EMBSQLITE_EXPORT
+# endif
 #endif
 
 static double json_number_value(const char *z, int n);
@@ -98,14 +108,15 @@ static void store_f32(unsigned char *p, float f){
 }
 
 /*
-** On x86-64 Linux with GCC 12 or later, compile the hot loops twice, for the
+** On x86-64 glibc Linux with GCC 12 or later (target_clones needs ifunc, which
+** musl lacks), compile the hot loops twice, for the
 ** baseline (SSE2) and for x86-64-v3 (AVX2, FMA), and let the loader pick one
 ** for the CPU it runs on. ("arch=haswell" would be refused by CPUs that lack
 ** one of Intel's extras, such as AMD's.) The products of two floats are exact
 ** in double, so both versions return the same bits.
 */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__>=12 \
-    && defined(__x86_64__) && defined(__linux__) \
+    && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) \
     && !defined(EMBSQLITE_NO_MULTIVERSION)
 # define EMBSQLITE_HOT \
     __attribute__((target_clones("arch=x86-64-v3", "default")))
@@ -533,6 +544,14 @@ EMBSQLITE_EXPORT int sqlite3_embsqlite_init(
   int rc = SQLITE_OK;
   unsigned int i;
 #ifndef SQLITE_CORE
+  if( pApi->libversion_number()<3025000 ){
+    /* sqlite3_str_*() came in 3.25.0; an older library's API table is shorter */
+    if( pzErrMsg ){
+      *pzErrMsg = pApi->mprintf("embsqlite: needs SQLite 3.25.0 or later, not %s",
+                                pApi->libversion());
+    }
+    return SQLITE_ERROR;
+  }
   if( sqlite3_api!=0 && sqlite3_api!=pApi ){
     if( pzErrMsg ){
       *pzErrMsg = pApi->mprintf(

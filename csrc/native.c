@@ -3,6 +3,7 @@
 ** cffi module embsqlite._native, right after embsqlite.c, whose static helpers
 ** it uses). Nothing here is an SQL function.
 **
+**   embsqlite_auto_init(...)   the entry registered with sqlite3_auto_extension
 **   embsqlite_is_bound()       1 once an auto-extension call has bound this copy
 **                              of the extension to a SQLite library
 **   embsqlite_register_on(db)  register the SQL functions on an open connection
@@ -24,6 +25,19 @@
 */
 
 static int embsqlite_is_bound(void){ return sqlite3_api!=0; }
+
+/*
+** The auto-extension entry of the cffi copy: like sqlite3_embsqlite_init, but
+** a connection of another SQLite library than the one this copy is bound to
+** gets nothing, and opens without error (an auto-extension that fails makes
+** every sqlite3_open of that library fail).
+*/
+static int embsqlite_auto_init(
+  sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi
+){
+  if( sqlite3_api!=0 && sqlite3_api!=pApi ) return SQLITE_OK;
+  return sqlite3_embsqlite_init(db, pzErrMsg, pApi);
+}
 
 static int embsqlite_register_on(sqlite3 *db){
   if( sqlite3_api==0 ) return SQLITE_MISUSE;

@@ -20,6 +20,8 @@ ffibuilder.cdef(
 
     int sqlite3_embsqlite_init(sqlite3 *db, char **pzErrMsg,
                                const sqlite3_api_routines *pApi);
+    int embsqlite_auto_init(sqlite3 *db, char **pzErrMsg,
+                            const sqlite3_api_routines *pApi);
     int embsqlite_is_bound(void);
     int embsqlite_register_on(sqlite3 *db);
     double embsqlite_cosine(const unsigned char *a, const unsigned char *b, int n);
@@ -38,7 +40,9 @@ ffibuilder.set_source(
     "embsqlite._native",
     '#include "embsqlite.c"\n#include "native.c"\n',
     include_dirs=[HERE],
-    extra_compile_args=[] if sys.platform == "win32" else ["-O3"],
+    # Export nothing but PyInit: see EMBSQLITE_EXPORT in embsqlite.c.
+    define_macros=[("EMBSQLITE_EXPORT", "")],
+    extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-fvisibility=hidden"],
 )
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ SQL path's, and the order is the same (score descending, then id).
 
 Exactness: the cache is keyed by a change token, ``total_changes()`` (every write through
 this connection) and ``PRAGMA data_version`` (every commit by any other connection or
-process). A search whose token differs from the cache's never uses the cache.
+process). A search whose token differs from the cache's never uses the cache, and nothing
+is cached or served while the connection is inside a transaction (a rollback would undo
+rows without changing the token). Not seen by the token, so not supported on a cached
+connection: incremental blob writes (``blobopen``), and ``backup``/``deserialize`` into it.
 
 Memory: all caches together stay under a budget (EMBSQLITE_CACHE_MB, default 2048;
 0 turns caching off), evicting the least recently used; a collection larger than the
@@ -22,7 +25,9 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
+
+from . import schema
 
 _DEFAULT_MB = 2048
 _lock = threading.Lock()
@@ -54,12 +59,15 @@ def loaded_bytes() -> int:
         return sum(c.nbytes for c in (ref() for ref in _loaded.values()) if c is not None)
 
 
-def _evict(incoming: int) -> None:
-    """Drop least recently used caches until `incoming` more bytes fit the budget."""
+def _evict(incoming: int, keep: Optional["VectorCache"] = None) -> None:
+    """Drop least recently used caches (and forget dead ones) until `incoming` more bytes
+    fit the budget; `keep` is never dropped."""
     with _lock:
         live = [(key, ref()) for key, ref in _loaded.items()]
-        total = sum(c.nbytes for _, c in live if c is not None)
+        total = sum(c.nbytes for _, c in live if c is not None and c is not keep)
         for key, cache in live:
+            if cache is keep:
+                continue
             if cache is not None and total + incoming <= _budget_bytes:
                 break
             _loaded.pop(key, None)
@@ -74,51 +82,81 @@ def change_token(conn: Any) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+class _Matrix(NamedTuple):
+    """A loaded collection: replaced or dropped as a whole, so a search that took it keeps
+    a consistent view even if another thread evicts the cache meanwhile."""
+
+    matrix: bytearray  # rows of `dimensions` float32, in id order
+    norms: Any  # cffi double[]: each row's squared L2 norm
+    ids: list  # the rows' ids, ascending
+    dimensions: int
+    token: tuple[int, int]
+
+
 class VectorCache:
     """One collection's vectors as a float32 matrix in id order, searched in C."""
 
     def __init__(self, conn: Any, collection_id: int) -> None:
         self.conn = conn
         self.collection_id = collection_id
-        self.ids: list[str] = []
-        self.matrix: Optional[bytearray] = None
-        self.norms: Any = None  # cffi double[]: each row's squared L2 norm
-        self.dimensions = 0
-        self.token: Optional[tuple[int, int]] = None  # of the loaded matrix
+        self._state: Optional[_Matrix] = None
         self._last_seen: Optional[tuple[int, int]] = None  # token at the previous search
+
+    @property
+    def token(self) -> Optional[tuple[int, int]]:
+        """The change token of the loaded matrix; None when nothing is loaded."""
+        state = self._state
+        return None if state is None else state.token
 
     @property
     def nbytes(self) -> int:
         """Memory held: the matrix and one double per row for its norm."""
-        return 0 if self.matrix is None else len(self.matrix) + 8 * len(self.ids)
+        state = self._state
+        return 0 if state is None else len(state.matrix) + 8 * len(state.ids)
 
     def _drop(self) -> None:
-        self.matrix, self.norms, self.ids, self.token = None, None, [], None
+        self._state = None
 
     def search(
         self, query: bytes, number: int, low: Optional[str], high: Optional[str],
         skip_id: Optional[str],
     ) -> Optional[list[tuple[str, float]]]:
         """[(id, score)] best first, or None: the caller searches in SQLite instead."""
-        if _budget_bytes <= 0:
+        if _budget_bytes <= 0 or schema.in_transaction(self.conn):
             self._drop()
             return None
+        if not all(_encodable(text) for text in (low, high, skip_id)):
+            return None  # SQLite raises the proper error for such text
         token = change_token(self.conn)
-        if token != self.token:
+        state = self._state
+        if state is None or state.token != token:
             self._drop()
             seen_twice, self._last_seen = token == self._last_seen, token
-            if not seen_twice or not self._load(token):
+            state = self._load(token) if seen_twice else None
+            if state is None:
                 return None
         with _lock:
-            key = id(self)
-            if key in _loaded:
-                _loaded.move_to_end(key)
-        if len(query) != 4 * self.dimensions:
+            if id(self) in _loaded:
+                _loaded.move_to_end(id(self))
+        if len(query) != 4 * state.dimensions:
             return None  # let SQLite report the mismatch
-        return self._scan(query, number, low, high, skip_id)
+        return _scan(state, query, number, low, high, skip_id)
 
-    def _load(self, token: tuple[int, int]) -> bool:
-        """Read every vector of the collection in id order; False if it cannot be cached."""
+    def _load(self, token: tuple[int, int]) -> Optional[_Matrix]:
+        """Read every vector of the collection in id order; None if it cannot be cached."""
+        try:
+            state = self._read_state(token)
+        except Exception:
+            return None  # e.g. an id that is not valid UTF-8: SQLite's path reports it
+        if state is None or change_token(self.conn) != token:
+            return None
+        self._state = state
+        with _lock:
+            _loaded[id(self)] = weakref.ref(self)
+        _evict(0, keep=self)
+        return state
+
+    def _read_state(self, token: tuple[int, int]) -> Optional[_Matrix]:
         # count(*) reads only the primary-key index; the first row gives the dimension
         (rows,) = self.conn.execute(
             "select count(*) from embeddings where collection_id = ?", (self.collection_id,)
@@ -127,28 +165,25 @@ class VectorCache:
             "select length(embedding) from embeddings where collection_id = ? limit 1",
             (self.collection_id,),
         ).fetchone()
-        shortest = first[0] if first else None
-        if not rows or not shortest or shortest % 4:
-            return False  # empty, or NULL vectors: SQLite handles those
-        nbytes = rows * shortest
+        row_bytes = first[0] if first else None
+        if not rows or not row_bytes or row_bytes % 4:
+            return None  # empty, or NULL vectors: SQLite handles those
+        nbytes = rows * row_bytes
         if nbytes + 8 * rows > _budget_bytes:
-            return False
-        _evict(nbytes + 8 * rows)
+            return None
+        _evict(nbytes + 8 * rows, keep=self)
         matrix = bytearray(nbytes)
-        ids = self._read(matrix, rows, shortest)
-        if ids is None or change_token(self.conn) != token:
-            return False
-        if not all(type(id_) is str for id_ in ids):
-            return False  # ids must compare in Python as in SQLite
+        ids = self._read(matrix, rows, row_bytes)
+        # Python must order the ids as SQLite did (not so in a UTF-16 database, say)
+        if ids is None or not all(type(i) is str for i in ids) or not all(
+            a < b for a, b in zip(ids, itertools.islice(ids, 1, None))
+        ):
+            return None
         from . import _native
 
         norms = _native.ffi.new("double[]", rows)
-        _native.lib.embsqlite_norms(_native.ffi.from_buffer(matrix), rows, shortest // 4, norms)
-        self.matrix, self.norms, self.ids = matrix, norms, ids
-        self.dimensions, self.token = shortest // 4, token
-        with _lock:
-            _loaded[id(self)] = weakref.ref(self)
-        return True
+        _native.lib.embsqlite_norms(_native.ffi.from_buffer(matrix), rows, row_bytes // 4, norms)
+        return _Matrix(matrix, norms, ids, row_bytes // 4, token)
 
     def _read(self, matrix: bytearray, rows: int, row_bytes: int) -> Optional[list[str]]:
         """Fill `matrix` with the collection's vectors in id order and return the ids,
@@ -186,31 +221,41 @@ class VectorCache:
             ids.extend([row[0] for row in chunk])
         return ids if offset == len(matrix) else None
 
-    def _scan(
-        self, query: bytes, number: int, low: Optional[str], high: Optional[str],
-        skip_id: Optional[str],
-    ) -> Optional[list[tuple[str, float]]]:
-        from . import _native
 
-        ffi, lib = _native.ffi, _native.lib
-        lo = 0 if low is None else bisect.bisect_left(self.ids, low)
-        hi = len(self.ids) if high is None else bisect.bisect_left(self.ids, high)
-        skip = -1
-        if skip_id is not None:
-            at = bisect.bisect_left(self.ids, skip_id)
-            if at < len(self.ids) and self.ids[at] == skip_id:
-                skip = at
-        k = min(number, max(hi - lo, 0))
-        out_rows = ffi.new("long long[]", max(k, 1))
-        out_scores = ffi.new("double[]", max(k, 1))
-        found = lib.embsqlite_topk(
-            ffi.from_buffer(self.matrix), self.norms, len(self.ids), self.dimensions, query,
-            lo, hi, skip, k, out_rows, out_scores,
-        )
-        if found < 0:
-            return None  # non-finite data: SQLite raises the proper error
-        return [(self.ids[out_rows[i]], out_scores[i]) for i in range(found)]
+def _encodable(text: Optional[str]) -> bool:
+    """Whether `text` can be bound as SQLite text (no lone surrogates)."""
+    if text is None:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
-    def __del__(self) -> None:
-        with _lock:
-            _loaded.pop(id(self), None)
+
+def _scan(
+    state: _Matrix, query: bytes, number: int, low: Optional[str], high: Optional[str],
+    skip_id: Optional[str],
+) -> Optional[list[tuple[str, float]]]:
+    """The top `number` rows of `state` for `query`, within [low, high), without skip_id."""
+    from . import _native
+
+    ffi, lib = _native.ffi, _native.lib
+    ids = state.ids
+    lo = 0 if low is None else bisect.bisect_left(ids, low)
+    hi = len(ids) if high is None else bisect.bisect_left(ids, high)
+    skip = -1
+    if skip_id is not None:
+        at = bisect.bisect_left(ids, skip_id)
+        if at < len(ids) and ids[at] == skip_id:
+            skip = at
+    k = min(number, max(hi - lo, 0))
+    out_rows = ffi.new("long long[]", max(k, 1))
+    out_scores = ffi.new("double[]", max(k, 1))
+    found = lib.embsqlite_topk(
+        ffi.from_buffer(state.matrix), state.norms, len(ids), state.dimensions, query,
+        lo, hi, skip, k, out_rows, out_scores,
+    )
+    if found < 0:
+        return None  # non-finite data: SQLite raises the proper error
+    return [(ids[out_rows[i]], out_scores[i]) for i in range(found)]

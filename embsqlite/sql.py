@@ -75,12 +75,14 @@ def _register_auto_extension() -> bool:
         return False  # SQLite linked statically with hidden symbols: no way in
     auto_extension.argtypes = [ctypes.c_void_p]
     auto_extension.restype = ctypes.c_int
-    init = native.ffi.addressof(native.lib, "sqlite3_embsqlite_init")
+    init = native.ffi.addressof(native.lib, "embsqlite_auto_init")
     if auto_extension(int(native.ffi.cast("uintptr_t", init))) != 0:
         return False
-    # Opening one connection binds the C code to this library's API table.
-    sqlite3.connect(":memory:").close()
-    _auto_registered = bool(native.lib.embsqlite_is_bound())
+    # Opening one connection binds the C code to this library's API table; the
+    # functions are there only if it is bound to this library, not to another.
+    probe = sqlite3.connect(":memory:")
+    _auto_registered = _has_functions(probe)
+    probe.close()
     return _auto_registered
 
 

@@ -208,14 +208,104 @@ def test_c_and_python_readers_load_the_same_matrix(tmp_path, monkeypatch):
     assert sql.native_handle(collection.conn) is not None
     for _ in range(2):
         by_c = collection.similar_by_vector(query, 7)
-    c_ids, c_matrix = list(collection._cache.ids), bytes(collection._cache.matrix)
+    c_ids, c_matrix = list(collection._cache._state.ids), bytes(collection._cache._state.matrix)
     collection._cache._drop()
     monkeypatch.setattr(sql, "native_handle", lambda conn: None)
     for _ in range(2):
         by_python = collection.similar_by_vector(query, 7)
     assert collection._cache.token is not None
     assert by_python == by_c
-    assert collection._cache.ids == c_ids and bytes(collection._cache.matrix) == c_matrix
+    assert collection._cache._state.ids == c_ids and bytes(collection._cache._state.matrix) == c_matrix
     assert c_ids == sorted(c_ids) and c_matrix == b"".join(
         row[0] for row in collection.conn.execute("select embedding from embeddings order by id")
     )
+
+
+def test_nothing_is_cached_inside_a_transaction_so_a_rollback_is_seen(tmp_path):
+    """total_changes() never goes back down: a cache loaded inside a transaction would
+    keep rows that a rollback removed. So inside one, searches run in SQLite."""
+    collection, data = filled(tmp_path / "a.db")
+    query = data[0].tolist()
+    conn = collection.conn
+    conn.execute(
+        "insert into embeddings (collection_id, id, embedding) values (?, 'ghost', ?)",
+        (collection.id, embsqlite.encode(data[0])),
+    )
+    assert conn.in_transaction
+    for _ in range(3):
+        assert [e.id for e in collection.similar_by_vector(query, 2)] == ["a0000", "ghost"]
+    assert collection._cache.token is None
+    conn.rollback()
+    for _ in range(3):
+        got = collection.similar_by_vector(query, 2)
+    assert "ghost" not in [e.id for e in got] and collection._cache.token is not None
+
+
+def test_ids_sorted_differently_by_sqlite_are_not_cached(tmp_path):
+    """In a UTF-16 database SQLite's BINARY order is not code point order: the cache must
+    notice and leave the search to SQLite, prefixes included."""
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "u16.db")
+    conn.execute("pragma encoding = 'UTF-16le'")
+    collection = embsqlite.Collection("u", conn, model=VectorModel())
+    collection.embed_multi([("a", "1,0"), ("ab", "1,1"), ("\u0100", "0,1")])
+    for _ in range(3):
+        got = collection.similar_by_vector([1.0, 0.0], 5, prefix="a")
+    assert collection._cache.token is None
+    assert sorted(e.id for e in got) == ["a", "ab"]
+
+
+def test_an_id_python_cannot_decode_does_not_break_cached_searches(tmp_path):
+    collection, data = filled(tmp_path / "a.db", rows=20)
+    collection.conn.execute(
+        "insert into embeddings (collection_id, id, embedding) values (?, cast(x'ff61' as text), ?)",
+        (collection.id, embsqlite.encode([-v for v in data[0]])),
+    )
+    collection.conn.commit()
+    query = data[0].tolist()
+    for _ in range(3):
+        got = collection.similar_by_vector(query, 3)
+    assert got[0].id == "a0000" and collection._cache.token is None
+
+
+def test_a_prefix_sqlite_cannot_bind_is_its_error_not_an_empty_result(tmp_path):
+    collection, data = filled(tmp_path / "a.db", rows=20)
+    for _ in range(2):
+        collection.similar_by_vector(data[0].tolist())
+    assert collection._cache.token is not None
+    with pytest.raises(UnicodeEncodeError):
+        collection.similar_by_vector(data[0].tolist(), prefix="a\ud800")
+
+
+def test_threads_evicting_each_other_get_right_answers(tmp_path):
+    """Two threads, each with its own collection, and room for one cache: each load
+    evicts the other's while it may be scanning (the C scan runs without the GIL)."""
+    import threading
+
+    wants = {}
+    for name in ("one", "two"):
+        collection, data = filled(tmp_path / f"{name}.db", rows=3000, dim=16, name=name)
+        wants[name] = (data[7].tolist(), sql_answer(collection, data[7].tolist(), 5))
+        collection.close()
+    cache.configure(max_mb=(3000 * (16 * 4 + 8) * 1.5) / 2**20)
+    errors, served = [], []
+
+    def worker(name):
+        try:
+            collection = embsqlite.Collection(name, tmp_path / f"{name}.db")
+            query, want = wants[name]
+            for _ in range(150):
+                assert collection.similar_by_vector(query, 5) == want
+                served.append(collection._cache.token is not None)
+        except Exception as error:  # reported below, with the thread's name
+            errors.append((name, repr(error)))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ("one", "two")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(served) == 300
+    assert sum(served) > 30  # the caches really were loaded, and evicted each other
+    assert cache.loaded_bytes() <= cache.budget_bytes()

@@ -261,3 +261,37 @@ def test_register_on_closed_connection_is_an_error():
     conn.close()
     with pytest.raises(sqlite3.ProgrammingError):
         embsqlite.register(conn)
+
+
+def test_loadable_loaded_first_by_another_sqlite_does_not_break_stdlib():
+    """SQLite's load_extension opens the file RTLD_GLOBAL; the cffi module must still
+    bind to the stdlib's SQLite (hidden symbols), and its auto-extension must never make
+    a stdlib open fail."""
+    out = run_python(
+        """
+        import glob, os, sqlite3, apsw
+        import importlib.util
+        here = os.path.dirname(importlib.util.find_spec("embsqlite").origin)
+        loadable = glob.glob(os.path.join(here, "embsqlite.*.so"))[0]
+        a = apsw.Connection(":memory:")
+        a.enable_load_extension(True)
+        a.load_extension(loadable)
+        import embsqlite
+        from embsqlite import sql
+        conn = sqlite3.connect(":memory:")
+        print(sql.uses_c(conn), sql.uses_c(a))
+        print(next(a.execute("select cosine_similarity(x'0000803f', x'0000803f')"))[0])
+        """
+    )
+    assert out.split() == ["True", "True", "1.0"]
+
+
+def test_only_the_entry_points_are_exported(loadable):
+    import embsqlite._native as native
+
+    for path, expected in ((loadable, {"sqlite3_embsqlite_init", "sqlite3_extension_init"}),
+                           (native.__file__, {"PyInit__native"})):
+        symbols = subprocess.run(["nm", "-D", "--defined-only", path], capture_output=True,
+                                 text=True, check=True).stdout.split("\n")
+        names = {line.split()[-1] for line in symbols if line.strip() and " T " in line}
+        assert names == expected, (path, names)
