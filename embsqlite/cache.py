@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import os
+import sys
 import threading
 import weakref
 from collections import OrderedDict
@@ -91,6 +92,7 @@ class _Matrix(NamedTuple):
     ids: list  # the rows' ids, ascending
     dimensions: int
     token: tuple[int, int]
+    nbytes: int  # memory held: matrix, norms and the ids list with its strings
 
 
 class VectorCache:
@@ -110,9 +112,9 @@ class VectorCache:
 
     @property
     def nbytes(self) -> int:
-        """Memory held: the matrix and one double per row for its norm."""
+        """Memory held by the loaded matrix, its norms and its ids (0 if none)."""
         state = self._state
-        return 0 if state is None else len(state.matrix) + 8 * len(state.ids)
+        return 0 if state is None else state.nbytes
 
     def _drop(self) -> None:
         self._state = None
@@ -148,12 +150,12 @@ class VectorCache:
             state = self._read_state(token)
         except Exception:
             return None  # e.g. an id that is not valid UTF-8: SQLite's path reports it
-        if state is None or change_token(self.conn) != token:
+        if state is None or state.nbytes > _budget_bytes or change_token(self.conn) != token:
             return None
         self._state = state
         with _lock:
             _loaded[id(self)] = weakref.ref(self)
-        _evict(0, keep=self)
+        _evict(state.nbytes, keep=self)
         return state
 
     def _read_state(self, token: tuple[int, int]) -> Optional[_Matrix]:
@@ -183,7 +185,8 @@ class VectorCache:
 
         norms = _native.ffi.new("double[]", rows)
         _native.lib.embsqlite_norms(_native.ffi.from_buffer(matrix), rows, row_bytes // 4, norms)
-        return _Matrix(matrix, norms, ids, row_bytes // 4, token)
+        held = nbytes + 8 * rows + sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
+        return _Matrix(matrix, norms, ids, row_bytes // 4, token, held)
 
     def _read(self, matrix: bytearray, rows: int, row_bytes: int) -> Optional[list[str]]:
         """Fill `matrix` with the collection's vectors in id order and return the ids,
