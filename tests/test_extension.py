@@ -28,6 +28,15 @@ def reference_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a64 @ b64 / (na * nb))
 
 
+def random_table(conn, seed: int, rows: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Table t(id, e) of `rows` random float32 vectors, and a random query."""
+    gen = np.random.default_rng(seed)
+    data = f32(gen.standard_normal((rows, dim)))
+    conn.execute("create table t (id integer primary key, e blob)")
+    conn.executemany("insert into t values (?, ?)", [(i, r.tobytes()) for i, r in enumerate(data)])
+    return data, f32(gen.standard_normal(dim))
+
+
 def test_functions_are_the_c_ones(conn):
     assert sql.uses_c(conn)
     assert conn.execute("select embsqlite_version()").fetchone()[0] == embsqlite.__version__
@@ -49,11 +58,7 @@ def test_cosine_matches_float64_reference(conn, dim):
 @pytest.mark.parametrize("dim", [3, 384, 4096])
 def test_cached_query_over_many_rows(conn, dim):
     """The constant query is decoded once per statement; every row must still be exact."""
-    gen = np.random.default_rng(7)
-    rows = f32(gen.standard_normal((300, dim)))
-    query = f32(gen.standard_normal(dim))
-    conn.execute("create table t (id integer primary key, e blob)")
-    conn.executemany("insert into t values (?, ?)", [(i, r.tobytes()) for i, r in enumerate(rows)])
+    rows, query = random_table(conn, seed=7, rows=300, dim=dim)
     got = conn.execute(
         "select id, cosine_similarity(e, ?) from t order by id", (query.tobytes(),)
     ).fetchall()
@@ -67,22 +72,14 @@ def test_cached_query_over_many_rows(conn, dim):
 
 
 def test_query_in_first_position_is_exact_too(conn):
-    gen = np.random.default_rng(3)
-    rows = f32(gen.standard_normal((50, 16)))
-    query = f32(gen.standard_normal(16))
-    conn.execute("create table t (id integer primary key, e blob)")
-    conn.executemany("insert into t values (?, ?)", [(i, r.tobytes()) for i, r in enumerate(rows)])
+    rows, query = random_table(conn, seed=3, rows=50, dim=16)
     got = conn.execute("select id, cosine_similarity(?, e) from t", (query.tobytes(),)).fetchall()
     for i, score in got:
         assert score == pytest.approx(reference_cosine(rows[i], query), rel=1e-9)
 
 
 def test_order_by_ranks_like_numpy(conn):
-    gen = np.random.default_rng(11)
-    rows = f32(gen.standard_normal((2000, 64)))
-    query = f32(gen.standard_normal(64))
-    conn.execute("create table t (id integer primary key, e blob)")
-    conn.executemany("insert into t values (?, ?)", [(i, r.tobytes()) for i, r in enumerate(rows)])
+    rows, query = random_table(conn, seed=11, rows=2000, dim=64)
     got = [
         r[0]
         for r in conn.execute(
