@@ -299,9 +299,13 @@ while time.monotonic() < end:
     if id_ in found and found[id_] > 0.999:
         stats["fresh_checks"] += 1
         continue
-    # only a moving row may have changed since the log was read
-    newer = [t for i, t in committed(log) if i == id_][-1]
-    assert id_.startswith("moving") and newer != text, f"stale search: {id_} missing in {got}"
+    # only a moving row may have changed since the log was read; a writer logs a version
+    # after committing it, so ask the database, not the log, whether it moved on
+    (current,) = collection.conn.execute(
+        "select content from embeddings where collection_id = ? and id = ?",
+        (collection.id, id_),
+    ).fetchone()
+    assert id_.startswith("moving") and current != text, f"stale search: {id_} missing in {got}"
     stats["moved_on"] += 1
 print(json.dumps(stats))
 """
