@@ -5,7 +5,6 @@ import hashlib
 import json
 import math
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -109,18 +108,6 @@ def test_hashing_supports_bytes():
     assert cosine(model.embed(blob), model.embed(blob[:900] + b"tail")) > 0.8
     assert model.embed(b"ab") != model.embed(b"ba")
     assert model.embed(b"") == [0.0] * 256
-
-
-@pytest.mark.slow
-def test_hashing_speed_at_least_50000_short_texts_per_second():
-    model = HashingModel()
-    texts = [f"short text number {i} about item {i % 97}" for i in range(50_000)]
-    best = 0.0
-    for _ in range(3):  # best of three: other jobs share these two cores
-        start = time.perf_counter()
-        count = sum(1 for _ in model.embed_multi(texts))
-        best = max(best, count / (time.perf_counter() - start))
-    assert best >= 50_000, f"{best:.0f} texts/s"
 
 
 # ---------------------------------------------------------------- MiniLM
