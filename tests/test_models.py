@@ -262,7 +262,10 @@ def test_import_embsqlite_imports_no_heavy_dependency():
 def _build_wheel(package: Path, out: Path) -> Path:
     """Build a pure-Python wheel of tests/plugin_pkg from its pyproject.toml (zip + metadata),
     so installing it needs no build backend and no network."""
-    tomllib = pytest.importorskip("tomllib")
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11: tomli, which pytest itself depends on there
+        import tomli as tomllib
     project = tomllib.loads((package / "pyproject.toml").read_text())["project"]
     name, version = project["name"].replace("-", "_"), project["version"]
     dist_info = f"{name}-{version}.dist-info"
