@@ -4,8 +4,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .collection import Collection, Entry
-from .hookspecs import hookimpl
 from .default_model import get_default_embedding_model, set_default_embedding_model
+from .hookspecs import hookimpl
 from .model import EmbeddingModel, ModelNotInstalledError, UnknownModelError
 from .registry import (
     get_embedding_model,

@@ -7,6 +7,7 @@ warns and adds nothing while the others still count.
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from importlib import metadata
 from typing import Any, Callable
@@ -28,11 +29,10 @@ pm.add_hookspecs(hookspecs)
 
 def _entry_point_names() -> list[str]:
     """The names in our entry-point group, on every supported Python."""
-    found = metadata.entry_points()
-    if hasattr(found, "select"):
-        group = found.select(group=ENTRY_POINT_GROUP)
+    if sys.version_info >= (3, 10):
+        group = metadata.entry_points(group=ENTRY_POINT_GROUP)
     else:  # Python 3.9: a dict of groups
-        group = found.get(ENTRY_POINT_GROUP, [])
+        group = metadata.entry_points().get(ENTRY_POINT_GROUP, ())
     return list(dict.fromkeys(entry_point.name for entry_point in group))
 
 
