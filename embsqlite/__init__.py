@@ -4,17 +4,14 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .collection import Collection, Entry
+from .default_model import get_default_embedding_model, set_default_embedding_model
 from .hookspecs import hookimpl
-from .models import (
-    EmbeddingModel,
-    ModelNotInstalledError,
-    UnknownModelError,
-    get_default_embedding_model,
+from .model import EmbeddingModel, ModelNotInstalledError, UnknownModelError
+from .registry import (
     get_embedding_model,
     get_embedding_models,
     get_embedding_models_with_aliases,
     register_embedding_model,
-    set_default_embedding_model,
 )
 from .sql import connect, loadable_path, register
 from .vectors import decode, encode

@@ -20,17 +20,12 @@ from typing import Any, Iterable, Optional
 
 import click
 
-from . import inputs, progress, vectors
+from . import inputs, progress, user_dir, vectors
 from .cli_errors import OneLineErrors
 from .collection import Collection
-from .models import (
-    ModelNotInstalledError,
-    UnknownModelError,
-    get_default_embedding_model,
-    get_embedding_model,
-    get_embedding_models_with_aliases,
-    set_default_embedding_model,
-)
+from .default_model import get_default_embedding_model, set_default_embedding_model
+from .model import ModelNotInstalledError, UnknownModelError
+from .registry import get_embedding_model, get_embedding_models_with_aliases
 from .sql import connect
 
 DATABASE_ENV = "EMBSQLITE_DATABASE"
@@ -38,10 +33,9 @@ DATABASE_FILE = "embeddings.db"
 
 
 def default_database() -> Path:
-    """`embeddings.db` in the user's data directory (e.g. ~/.local/share/embsqlite)."""
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("embsqlite")) / DATABASE_FILE
+    """`embeddings.db` in `$EMBSQLITE_USER_PATH`, else the user's data directory (e.g.
+    ~/.local/share/embsqlite)."""
+    return user_dir.data_dir() / DATABASE_FILE
 
 
 class _ListByDefault(click.Group):

@@ -12,7 +12,7 @@ import click
 
 from .collection import Collection
 from .inputs import InputError
-from .models import ModelNotInstalledError, UnknownModelError
+from .model import ModelNotInstalledError, UnknownModelError
 
 DEBUG_ENV = "EMBSQLITE_DEBUG"
 

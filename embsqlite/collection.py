@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence, Union
 
 from . import cache, ingest, schema, sql, vectors
-from .models import EmbeddingModel, UnknownModelError, get_embedding_model
+from .model import EmbeddingModel, UnknownModelError
+from .registry import get_embedding_model
 
 Value = Union[str, bytes]
 _MAX_CODE_POINT = sys.maxunicode

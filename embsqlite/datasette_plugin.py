@@ -21,7 +21,8 @@ from datasette.utils.asgi import Response
 
 from . import vectors
 from .collection import prefix_range
-from .models import ModelNotInstalledError, UnknownModelError, get_embedding_model
+from .model import ModelNotInstalledError, UnknownModelError
+from .registry import get_embedding_model
 from .sql import register
 
 SEARCH_PATH = "/-/embsqlite/search"

@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Optional
 
 from .collection import Collection
 from .progress import embed_items
-from .models import get_default_embedding_model
+from .default_model import get_default_embedding_model
 from .sql import connect
 
 # Package directories whose docstrings are tests, tools or generated boilerplate.

@@ -15,7 +15,7 @@ from collections import Counter
 from functools import lru_cache
 from typing import Callable, Iterable, Iterator, Union
 
-from .models import EmbeddingModel
+from .model import EmbeddingModel
 
 DEFAULT_DIMENSIONS = 256
 SHINGLE = 4  # bytes per shingle for binary items

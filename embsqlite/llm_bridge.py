@@ -8,13 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator, Optional, Union
 
-from .models import (
-    LLM_PREFIX,
-    EmbeddingModel,
-    EmbeddingModelWithAliases,
-    ModelNotInstalledError,
-    UnknownModelError,
-)
+from .model import EmbeddingModel, ModelNotInstalledError, UnknownModelError
+from .registry import LLM_PREFIX, EmbeddingModelWithAliases
 
 
 class LlmEmbeddingModel(EmbeddingModel):

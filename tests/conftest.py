@@ -9,6 +9,30 @@ import sys
 import pytest
 
 import embsqlite
+from embsqlite import plugins, registry
+
+
+@pytest.fixture(autouse=True)
+def user_path(tmp_path, monkeypatch):
+    """Every test (and every process it starts) keeps its user files (saved default model,
+    default database) in its own directory, never the real home; no default model from the
+    environment leaks in."""
+    path = tmp_path / "embsqlite-user"
+    monkeypatch.setenv("EMBSQLITE_USER_PATH", str(path))
+    monkeypatch.delenv("EMBSQLITE_DEFAULT_MODEL", raising=False)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def model_registry():
+    """Models and plugins a test registers are forgotten after it, so none leaks into
+    another test."""
+    state = registry.saved_state()
+    plugins_before = set(plugins.pm.get_plugins())
+    yield
+    for plugin in set(plugins.pm.get_plugins()) - plugins_before:
+        plugins.pm.unregister(plugin)
+    registry.restore_state(state)
 
 
 @pytest.fixture

@@ -28,10 +28,8 @@ from embsqlite.collection import Collection
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch):
-    """User data and config under tmp_path; the hashing model as the default."""
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+def isolated_env(monkeypatch):
+    """The hashing model as the default (user files are under tmp_path: see conftest.py)."""
     monkeypatch.setenv("EMBSQLITE_DEFAULT_MODEL", "hashing")
     monkeypatch.delenv("EMBSQLITE_DATABASE", raising=False)
     monkeypatch.delenv("EMBSQLITE_DEBUG", raising=False)
@@ -133,12 +131,31 @@ def test_embed_uses_the_database_from_the_environment(tmp_path, monkeypatch):
     assert ok("collections").stdout == "items: hashing\n  1 embedding\n"
 
 
-def test_embed_defaults_to_the_user_data_directory(tmp_path):
+def test_embed_defaults_to_the_user_path(user_path):
+    ok("embed", "items", "a", "-c", "alpha")
+    default = user_path / "embeddings.db"
+    assert default.exists()
+    assert ok("collections", "path").stdout.strip() == str(default)
+    assert "items: hashing" in ok("collections").stdout
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux only: platformdirs follows XDG_* there")
+def test_without_user_path_embed_uses_the_platform_data_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("EMBSQLITE_USER_PATH")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     ok("embed", "items", "a", "-c", "alpha")
     default = tmp_path / "xdg-data" / "embsqlite" / "embeddings.db"
     assert default.exists()
     assert ok("collections", "path").stdout.strip() == str(default)
-    assert "items: hashing" in ok("collections").stdout
+
+
+def test_user_path_that_is_a_file_is_one_line_naming_it(tmp_path, monkeypatch):
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("x")
+    monkeypatch.setenv("EMBSQLITE_USER_PATH", str(not_a_dir))
+    for args in (["embed", "items", "a", "-c", "alpha"], ["collections", "path"], ["models", "default", "hash"]):
+        fails(*args, contains=f"cannot use {not_a_dir}: EMBSQLITE_USER_PATH must name a directory")
+    assert not_a_dir.read_text() == "x"
 
 
 def test_embed_into_a_collection_of_another_model_is_refused(db):
@@ -318,7 +335,7 @@ def test_collections_list_json_and_delete(filled):
     assert rows(filled) == {}
 
 
-def test_models_list_and_default(monkeypatch):
+def test_models_list_and_default(monkeypatch, user_path):
     listed = ok("models", "list").stdout.splitlines()
     assert ok("models").stdout.splitlines() == listed
     assert "hashing (aliases: hash, hashing-256) [default]" in listed
@@ -329,6 +346,7 @@ def test_models_list_and_default(monkeypatch):
     monkeypatch.delenv("EMBSQLITE_DEFAULT_MODEL")
     ok("models", "default", "hash")
     assert ok("models", "default").stdout.strip() == "hashing"
+    assert (user_path / "default_model.txt").read_text() == "hashing\n"
     ok("models", "default", "--remove")
     assert ok("models", "default").stdout.strip() in ("all-MiniLM-L6-v2", "hashing")
     fails("models", "default", "no-such-model", contains="no-such-model")

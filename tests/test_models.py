@@ -1,4 +1,5 @@
-"""Embedding models: the base class, the registry, plugins, the default model, llm's models."""
+"""Embedding models: the base class, the registry, plugins, the default model and the user
+directory, llm's models."""
 from __future__ import annotations
 
 import base64
@@ -17,9 +18,11 @@ import pytest
 from model_helpers import run_python
 
 import embsqlite
-from embsqlite import EmbeddingModel, UnknownModelError
+from embsqlite import EmbeddingModel, UnknownModelError, plugins, registry
 
-PLUGIN_PKG = Path(__file__).parent / "plugin_pkg"
+TESTS = Path(__file__).parent
+PLUGIN_PKG = TESTS / "plugin_pkg"
+BROKEN_PLUGIN_PKG = TESTS / "broken_plugin_pkg"
 
 
 class Recorder(EmbeddingModel):
@@ -179,6 +182,72 @@ def test_register_in_code_and_replace():
         embsqlite.register_embedding_model(object())
 
 
+def test_register_rejects_a_string_of_aliases_and_bad_ids():
+    model = Recorder(model_id="alias-check")
+    with pytest.raises(TypeError, match="alias-check.*list of strings"):
+        embsqlite.register_embedding_model(model, aliases="ac")
+    with pytest.raises(TypeError, match="alias-check.*non-empty strings"):
+        embsqlite.register_embedding_model(model, aliases=["ok", 7])
+    with pytest.raises(ValueError, match="Recorder needs a model_id"):
+        embsqlite.register_embedding_model(Recorder(model_id=""))
+    with pytest.raises(ValueError, match="model_id string, not 5"):
+        embsqlite.register_embedding_model(Recorder(model_id=5))
+    for name in ("alias-check", "a", "c", "ok"):
+        with pytest.raises(UnknownModelError):
+            embsqlite.get_embedding_model(name)
+
+
+def test_saved_state_restores_the_registry():
+    state = registry.saved_state()
+    temporary = Recorder(model_id="temporary-model")
+    replacement = Recorder(model_id="hashing")
+    embsqlite.register_embedding_model(temporary)
+    embsqlite.register_embedding_model(replacement, aliases=["hash"])
+    assert embsqlite.get_embedding_model("hash") is replacement
+    registry.restore_state(state)
+    with pytest.raises(UnknownModelError):
+        embsqlite.get_embedding_model("temporary-model")
+    assert embsqlite.get_embedding_model("hash").model_id == "hashing"
+    assert embsqlite.get_embedding_model("hash") is not replacement
+
+
+def test_each_test_starts_with_the_registry_and_user_directory_it_was_given(tmp_path):
+    """The autouse fixtures of conftest.py, run for real: a pytest session whose first test
+    registers a model, a plugin and a saved default, and whose second test sees none."""
+    (tmp_path / "conftest.py").write_text((TESTS / "conftest.py").read_text())
+    (tmp_path / "test_leaks.py").write_text(
+        "import os, pathlib, embsqlite\n"
+        "from embsqlite import plugins\n"
+        "class Leaky(embsqlite.EmbeddingModel):\n"
+        "    model_id = 'leaky'\n"
+        "    def embed_batch(self, items):\n"
+        "        return ([1.0] for _ in items)\n"
+        "class Plugin:\n"
+        "    pass\n"
+        "def test_first():\n"
+        "    embsqlite.register_embedding_model(Leaky(), aliases=['leak'])\n"
+        "    plugins.pm.register(Plugin(), name='leaky-plugin')\n"
+        "    embsqlite.set_default_embedding_model('leak')\n"
+        "    assert embsqlite.get_default_embedding_model() == 'leaky'\n"
+        "    saved = pathlib.Path(os.environ['EMBSQLITE_USER_PATH']) / 'default_model.txt'\n"
+        "    assert saved.read_text().strip() == 'leaky'\n"
+        "def test_second():\n"
+        "    ids = [m.model_id for m in embsqlite.get_embedding_models()]\n"
+        "    assert 'leaky' not in ids, ids\n"
+        "    assert plugins.pm.get_plugin('leaky-plugin') is None\n"
+        "    assert embsqlite.get_default_embedding_model() in ('all-MiniLM-L6-v2', 'hashing')\n"
+    )
+    outside = tmp_path / "outside-user-path"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_leaks.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "EMBSQLITE_USER_PATH": str(outside)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+    assert not outside.exists()  # the session's own user path was never written
+
+
 def test_import_embsqlite_imports_no_heavy_dependency():
     code = (
         "import sys, embsqlite\n"
@@ -193,7 +262,10 @@ def test_import_embsqlite_imports_no_heavy_dependency():
 def _build_wheel(package: Path, out: Path) -> Path:
     """Build a pure-Python wheel of tests/plugin_pkg from its pyproject.toml (zip + metadata),
     so installing it needs no build backend and no network."""
-    tomllib = pytest.importorskip("tomllib")
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11: tomli, which pytest itself depends on there
+        import tomli as tomllib
     project = tomllib.loads((package / "pyproject.toml").read_text())["project"]
     name, version = project["name"].replace("-", "_"), project["version"]
     dist_info = f"{name}-{version}.dist-info"
@@ -222,15 +294,21 @@ def _build_wheel(package: Path, out: Path) -> Path:
     return wheel
 
 
-@pytest.mark.slow
-def test_plugin_package_found_through_entry_point(tmp_path):
-    wheel = _build_wheel(PLUGIN_PKG, tmp_path)
+def _install(packages: list[Path], tmp_path: Path) -> Path:
+    """pip-install the test plugin packages into a new target directory; return it."""
+    wheels = [str(_build_wheel(package, tmp_path)) for package in packages]
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-         "--target", str(target), str(wheel)],
+         "--target", str(target), *wheels],
         check=True, timeout=120,
     )
+    return target
+
+
+@pytest.mark.slow
+def test_plugin_package_found_through_entry_point(tmp_path):
+    target = _install([PLUGIN_PKG], tmp_path)
     code = (
         "import json, embsqlite\n"
         "m = embsqlite.get_embedding_model('letters')\n"
@@ -249,32 +327,105 @@ def test_plugin_package_found_through_entry_point(tmp_path):
     assert missing.stdout.strip() == "unknown"
 
 
-# ---------------------------------------------------------------- default model
+@pytest.mark.slow
+def test_broken_plugins_warn_and_the_working_plugin_still_loads(tmp_path):
+    target = _install([PLUGIN_PKG, BROKEN_PLUGIN_PKG], tmp_path)
+    code = (
+        "import json, warnings, embsqlite\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    ids = [m.model_id for m in embsqlite.get_embedding_models()]\n"
+        "print(json.dumps([ids, embsqlite.get_embedding_model('letters').embed('aa')[0],\n"
+        "                  sorted(str(w.message) for w in caught)]))\n"
+    )
+    pythonpath = os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])
+    ids, letters_a, messages = json.loads(run_python(code, PYTHONPATH=pythonpath).stdout)
+    assert ids == ["hashing", "all-MiniLM-L6-v2", "letter-counts"]  # no half-registered model
+    assert letters_a == 2.0
+    assert len(messages) == 3, messages
+    bad_aliases, broken_hook, broken_import = messages
+    assert "'bad_aliases' failed to register" in bad_aliases and "list of strings" in bad_aliases
+    assert "'broken_hook' failed to register" in broken_hook and "hook broke" in broken_hook
+    assert "'broken_import' failed to load" in broken_import
+    assert "embsqlite_missing_dependency" in broken_import
 
 
-@pytest.fixture
-def config_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.delenv("EMBSQLITE_DEFAULT_MODEL", raising=False)
-    return tmp_path / "config"
+def test_a_plugin_whose_hook_raises_adds_nothing_and_the_others_count():
+    """In-process, through the plugin manager: pluggy stops at the failing hook, we do not."""
+
+    class Good:
+        @embsqlite.hookimpl
+        def register_embedding_models(self, register):
+            register(Recorder(model_id="from-good-plugin"), aliases=["good"])
+
+    class Broken:
+        @embsqlite.hookimpl
+        def register_embedding_models(self, register):
+            register(Recorder(model_id="from-broken-plugin"))
+            raise RuntimeError("broken on purpose")
+
+    plugins.pm.register(Good(), name="good-plugin")
+    plugins.pm.register(Broken(), name="broken-plugin")
+    with pytest.warns(UserWarning, match="'broken-plugin' failed to register.*broken on purpose"):
+        found = plugins.plugin_models()
+    assert [(model.model_id, aliases) for model, aliases in found] == [("from-good-plugin", ["good"])]
 
 
-def test_default_model_is_minilm_with_extra(config_dir):
+# ---------------------------------------------------------------- default model, user directory
+
+
+def test_default_model_is_minilm_with_extra():
     assert embsqlite.get_default_embedding_model() == "all-MiniLM-L6-v2"
 
 
-def test_default_model_set_saved_and_env_overrides(config_dir, monkeypatch):
+def test_default_model_set_saved_in_the_user_path_and_env_overrides(user_path, monkeypatch):
     embsqlite.set_default_embedding_model("hash")
     assert embsqlite.get_default_embedding_model() == "hashing"
-    assert (config_dir / "embsqlite" / "default_model.txt").read_text().strip() == "hashing"
+    assert (user_path / "default_model.txt").read_text().strip() == "hashing"
     monkeypatch.setenv("EMBSQLITE_DEFAULT_MODEL", "minilm")
     assert embsqlite.get_default_embedding_model() == "minilm"
     monkeypatch.delenv("EMBSQLITE_DEFAULT_MODEL")
     embsqlite.set_default_embedding_model(None)
     assert embsqlite.get_default_embedding_model() == "all-MiniLM-L6-v2"
+    assert not (user_path / "default_model.txt").exists()
     with pytest.raises(UnknownModelError):
         embsqlite.set_default_embedding_model("not-a-model")
     assert embsqlite.get_default_embedding_model() == "all-MiniLM-L6-v2"
+
+
+def test_user_path_that_is_a_file_is_an_error_naming_the_variable(tmp_path, monkeypatch):
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("x")
+    monkeypatch.setenv("EMBSQLITE_USER_PATH", str(not_a_dir))
+    for action in (embsqlite.get_default_embedding_model,
+                   lambda: embsqlite.set_default_embedding_model("hashing")):
+        with pytest.raises(NotADirectoryError, match="EMBSQLITE_USER_PATH must name a directory") as info:
+            action()
+        assert info.value.filename == str(not_a_dir)
+    assert not_a_dir.read_text() == "x"
+    monkeypatch.setenv("EMBSQLITE_DEFAULT_MODEL", "hash")  # the variable wins; no file is read
+    assert embsqlite.get_default_embedding_model() == "hash"
+
+
+def test_empty_user_path_means_unset(tmp_path, monkeypatch):
+    from embsqlite import user_dir
+
+    monkeypatch.setenv("EMBSQLITE_USER_PATH", "")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    assert user_dir.user_path() is None
+    monkeypatch.setenv("EMBSQLITE_USER_PATH", "~/somewhere")
+    assert user_dir.user_path() == Path.home() / "somewhere"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux only: platformdirs follows XDG_* there")
+def test_without_user_path_the_platform_config_directory_keeps_the_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("EMBSQLITE_USER_PATH")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    embsqlite.set_default_embedding_model("hash")
+    saved = tmp_path / "xdg-config" / "embsqlite" / "default_model.txt"
+    assert saved.read_text().strip() == "hashing"
+    assert embsqlite.get_default_embedding_model() == "hashing"
 
 
 # ---------------------------------------------------------------- llm bridge

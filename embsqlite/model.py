@@ -1,0 +1,112 @@
+"""`EmbeddingModel`, the base class every model derives from, and the errors of finding one.
+
+The checks and batching shared by all models live here; a model only turns a batch of
+items into vectors. Registration and lookup are in `registry.py`.
+"""
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from typing import Iterable, Iterator, Optional, Sequence, Union
+
+Item = Union[str, bytes]
+
+
+class UnknownModelError(KeyError):
+    """No registered model has this id or alias; the message lists the known ids."""
+
+    def __init__(self, name: str, known: Sequence[str] = ()):
+        self.name = name
+        self.known = list(known)
+        super().__init__(name)
+
+    def __str__(self) -> str:
+        known = ", ".join(self.known) or "none"
+        return (
+            f"Unknown embedding model: {self.name!r}. Known models: {known}"
+            f" (and llm:<model_id> for models of an installed llm)"
+        )
+
+
+class ModelNotInstalledError(ImportError):
+    """A known model whose optional dependencies are missing; says what to install."""
+
+
+class EmbeddingModel(ABC):
+    """A model that turns `str` (and/or `bytes`) items into vectors of floats.
+
+    Subclasses set `model_id` and implement `embed_batch`; the checks and batching live here.
+    """
+
+    model_id: str
+    supports_text: bool = True
+    supports_binary: bool = False
+    batch_size: Optional[int] = None
+
+    @abstractmethod
+    def embed_batch(self, items: Iterable[Item]) -> Iterator[list[float]]:
+        """Embed the items, yielding one vector per item, in order."""
+
+    def embed(self, item: Item) -> list[float]:
+        """Embed one `str` or `bytes` item."""
+        item = self._check(item)
+        vectors = list(self.embed_batch([item]))
+        if len(vectors) != 1:
+            raise RuntimeError(f"model {self.model_id!r} returned {len(vectors)} vectors for 1 item")
+        return vectors[0]
+
+    def embed_multi(
+        self, items: Iterable[Item], batch_size: Optional[int] = None
+    ) -> Iterator[list[float]]:
+        """Lazily embed many items, in order: batches of `batch_size`, else the model's own
+        `batch_size`, else one call that streams the items. Each item is type-checked before
+        the model sees it."""
+        size = self.batch_size if batch_size is None else batch_size
+        if size is not None and size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {size}")
+        return self._embed_multi(iter(items), size)
+
+    def _embed_multi(self, items: Iterator[Item], size: Optional[int]) -> Iterator[list[float]]:
+        if size is None:
+            first = list(itertools.islice(items, 1))
+            if not first:
+                return
+            checked = map(self._check, itertools.chain(first, items))
+            yield from self._counted(checked, None)
+            return
+        while True:
+            batch = [self._check(item) for item in itertools.islice(items, size)]
+            if not batch:
+                return
+            yield from self._counted(batch, len(batch))
+
+    def _counted(self, batch: Iterable[Item], expected: Optional[int]) -> Iterator[list[float]]:
+        """Yield the model's vectors for `batch`, failing if it returns too many or too few."""
+        count = 0
+        for vector in self.embed_batch(batch):
+            count += 1
+            yield vector
+        if expected is not None and count != expected:
+            raise RuntimeError(
+                f"model {self.model_id!r} returned {count} vectors for {expected} items"
+            )
+
+    def _check(self, item: Item) -> Item:
+        """Return `item` (bytes-like as `bytes`) if this model accepts its type, else raise."""
+        if isinstance(item, str):
+            if not self.supports_text:
+                raise ValueError(f"model {self.model_id!r} does not support text, only binary")
+            return item
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            if not self.supports_binary:
+                raise ValueError(f"model {self.model_id!r} does not support binary data, only text")
+            return bytes(item)
+        raise TypeError(
+            f"model {self.model_id!r} embeds str or bytes, not {type(item).__name__}"
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.model_id!r}>"
+
+    def __str__(self) -> str:
+        return self.model_id
