@@ -35,10 +35,6 @@ class BuildExt(build_ext):
             return os.path.join(os.path.dirname(filename), LOADABLE_FILENAME)
         return filename
 
-    def get_export_symbols(self, ext: Extension) -> list:
-        # The loadable exports its SQLite entry points (EMBSQLITE_EXPORT), no PyInit_.
-        return [] if ext.name == LOADABLE else super().get_export_symbols(ext)
-
     def build_extension(self, ext: Extension) -> None:
         version = self.distribution.get_version()
         ext.define_macros = [*ext.define_macros, ("EMBSQLITE_VERSION", f'"{version}"')]
