@@ -47,8 +47,8 @@ SQLITE_EXTENSION_INIT1
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef EMBSQLITE_VERSION
-# define EMBSQLITE_VERSION "0.1.0"
+#ifndef EMBSQLITE_VERSION   /* setup.py passes embsqlite.__version__ */
+# define EMBSQLITE_VERSION "unknown"
 #endif
 
 #ifndef SQLITE_INNOCUOUS

@@ -3,10 +3,10 @@
 The module carries the same SQL functions as the loadable extension (it includes
 csrc/embsqlite.c), plus csrc/native.c: the entry points that bind them to the SQLite
 library behind the standard sqlite3 module, and the top-k scan of the vector cache.
-setup.py names this file in cffi_modules.
+setup.py names this file in cffi_modules; its build_ext adds EMBSQLITE_VERSION. The
+module uses only the stable ABI, so one build serves CPython 3.9 and later.
 """
 import os
-import sys
 
 from cffi import FFI
 
@@ -39,10 +39,11 @@ ffibuilder.cdef(
 ffibuilder.set_source(
     "embsqlite._native",
     '#include "embsqlite.c"\n#include "native.c"\n',
-    include_dirs=[HERE],
+    include_dirs=[HERE],  # embsqlite.c, native.c and the vendored SQLite headers
     # Export nothing but PyInit: see EMBSQLITE_EXPORT in embsqlite.c.
     define_macros=[("EMBSQLITE_EXPORT", "")],
-    extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-fvisibility=hidden"],
+    extra_compile_args=["-O3", "-fvisibility=hidden"],
+    py_limited_api=True,
 )
 
 if __name__ == "__main__":

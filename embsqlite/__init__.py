@@ -1,8 +1,9 @@
 """embsqlite: embeddings in SQLite, searched by cosine similarity computed in C."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: setuptools and the C build read it from here
 
+from . import platforms  # noqa: F401  (first: on any platform but Linux and macOS, a clear error)
 from .collection import Collection, Entry
 from .default_model import get_default_embedding_model, set_default_embedding_model
 from .hookspecs import hookimpl

