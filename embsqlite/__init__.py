@@ -4,6 +4,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .collection import Collection, Entry
+from .compat import cosine_similarity, decode
 from .hookspecs import hookimpl
 from .models import (
     EmbeddingModel,
@@ -17,7 +18,7 @@ from .models import (
     set_default_embedding_model,
 )
 from .sql import connect, loadable_path, register
-from .vectors import decode, encode
+from .vectors import encode
 
 __all__ = [
     "__version__",
@@ -34,6 +35,7 @@ __all__ = [
     "register_embedding_model",
     "set_default_embedding_model",
     "connect",
+    "cosine_similarity",
     "decode",
     "encode",
     "loadable_path",
