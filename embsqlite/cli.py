@@ -384,7 +384,7 @@ def collections_list(database: Optional[str] = None, json_: bool = False) -> Non
         ]
     conn.close()
     if json_:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(rows, indent=4))  # as llm
         return
     if not rows:
         click.echo(f"No collections yet in {path}", err=True)
