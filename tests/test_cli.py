@@ -309,6 +309,21 @@ def test_similar_by_id_number_prefix_and_plain(filled):
 # collections and models
 
 
+def test_collections_list_on_a_new_machine_says_there_are_none_yet(tmp_path):
+    default = tmp_path / "xdg-data" / "embsqlite" / "embeddings.db"
+    for args in (["collections"], ["collections", "list"]):
+        result = ok(*args)
+        assert result.stdout == ""
+        assert result.stderr == f"No collections yet (no database at {default})\n"
+    assert ok("collections", "list", "--json").stdout == "[]\n"
+    missing = tmp_path / "missing.db"
+    assert "No collections yet" in ok("collections", "-d", str(missing)).stderr
+    assert not default.exists() and not missing.exists()  # listing creates nothing
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    assert ok("collections", "-d", str(empty)).stderr == f"No collections yet in {empty}\n"
+
+
 def test_collections_list_json_and_delete(filled):
     assert ok("collections", "list", "-d", filled).stdout == "items: hashing\n  4 embeddings\n"
     assert ok("collections", "-d", filled).stdout == "items: hashing\n  4 embeddings\n"
@@ -390,6 +405,8 @@ def test_error_bad_input_data(db, tmp_path):
     fails("embed-multi", "items", str(path), "--format", "json", "-d", db, contains="expected a JSON array")
     path.write_bytes(b"id,text\na,\xff\xfe\n")
     fails("embed-multi", "items", str(path), "--encoding", "utf-8", "-d", db, contains="not utf-8 text")
+    message = fails("embed-multi", "items", str(path), "-d", db, contains="not UTF-8 text")
+    assert "sig" not in message and "--encoding latin-1" in message
     path.write_text('[{"id": null, "text": "b"}]')
     fails("embed-multi", "items", str(path), "-d", db, contains="item 1: the id is empty")
 
@@ -467,7 +484,17 @@ def test_demo_with_the_hashing_model(tmp_path):
     assert hits[0].split()[1] == "fnmatch", hits
     again = ok("demo", "-d", str(path), "-n", "400").stdout  # the stored model, all deduplicated
     assert "(0 new, 400 already stored)" in again and "Model: hashing" in again
+    assert "nothing new to embed" in again and "items/s" not in again  # no rate for 0 items
+    more = ok("demo", "-d", str(path), "-n", "500").stdout
+    assert "(0 new" not in more and " new items/s with hashing" in more
     assert Collection("python-stdlib", str(path), create=False).count() == 400
+
+
+def test_demo_help_says_what_it_does():
+    shown = ok("demo", "--help").stdout
+    assert "main job" not in shown.lower()
+    assert "Embed the docstrings of this machine's Python standard library" in shown
+    assert "Embed the docstrings" in ok("--help").stdout
 
 
 def test_demo_corpus_selection():
