@@ -487,7 +487,7 @@ def test_demo_with_the_hashing_model(tmp_path):
     assert "nothing new to embed" in again and "items/s" not in again  # no rate for 0 items
     more = ok("demo", "-d", str(path), "-n", "500").stdout
     assert "(0 new" not in more and " new items/s with hashing" in more
-    assert Collection("python-stdlib", str(path), create=False).count() == 400
+    assert Collection("python-stdlib", str(path), create=False).count() > 400
 
 
 def test_demo_help_says_what_it_does():
