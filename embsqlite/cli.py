@@ -154,7 +154,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("collection", required=False)
 @click.argument("id", required=False)
-@click.option("-i", "--input", type=click.Path(allow_dash=True),
+@click.option("-i", "--input", type=click.Path(exists=True, readable=True, allow_dash=True),
               help="File to embed ('-' for standard input)")
 @click.option("-m", "--model", help="Embedding model (id or alias) [default: the default model]")
 @click.option("--store", is_flag=True, help="Store the text itself in the database")
@@ -217,7 +217,7 @@ def _print_vector(vector: list[float], format_: str) -> None:
 
 @cli.command(name="embed-multi")
 @click.argument("collection")
-@click.argument("input_path", required=False, type=click.Path(allow_dash=True))
+@click.argument("input_path", required=False, type=click.Path(exists=True, dir_okay=False, readable=True, allow_dash=True))
 @click.option("--format", "format_", type=click.Choice(list(inputs.FORMATS)),
               help="Format of INPUT_PATH [default: detected from its first bytes]")
 @click.option("--files", type=(str, str), multiple=True, metavar="DIR GLOB",
@@ -302,7 +302,7 @@ def _quote(name: str) -> str:
 @cli.command()
 @click.argument("collection")
 @click.argument("id", required=False)
-@click.option("-i", "--input", type=click.Path(allow_dash=True),
+@click.option("-i", "--input", type=click.Path(exists=True, readable=True, allow_dash=True),
               help="File to embed for comparison ('-' for standard input)")
 @click.option("-c", "--content", help="Content to embed for comparison")
 @click.option("--binary", is_flag=True, help="Treat the input as binary data")

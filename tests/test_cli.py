@@ -413,10 +413,11 @@ def test_error_bad_input_data(db, tmp_path):
 
 def test_error_unreadable_file(db, tmp_path):
     missing = str(tmp_path / "missing.txt")
-    fails("embed", "-i", missing, contains="cannot read")
+    fails("embed", "-i", missing, contains=f"Path '{missing}' does not exist", code=2)
     fails("embed", "-i", str(tmp_path), contains="cannot read")  # a directory
-    fails("similar", "items", "-i", missing, "-d", db, contains="")  # no database yet
-    fails("embed-multi", "items", missing, "-d", db, contains="cannot read")
+    fails("similar", "items", "-i", missing, "-d", db, contains="does not exist", code=2)
+    fails("embed-multi", "items", missing, "-d", db, contains="does not exist", code=2)
+    fails("embed-multi", "items", str(tmp_path), "-d", db, contains="is a directory", code=2)
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "good.txt").write_text("fine")
@@ -441,10 +442,12 @@ def test_error_bad_sql_and_attach(db, tmp_path):
 
 def test_error_embed_multi_usage(db, tmp_path):
     fails("embed-multi", "items", "-d", db, contains="exactly one of", code=2)
-    fails("embed-multi", "items", "x.csv", "--binary", "-d", db, contains="--binary works with", code=2)
+    csv_path = tmp_path / "x.csv"
+    csv_path.write_text("id,text\na,b\n")
+    fails("embed-multi", "items", str(csv_path), "--binary", "-d", db, contains="--binary works with", code=2)
     fails("embed-multi", "items", "--files", str(tmp_path), "*", "--binary", "--encoding", "utf-8",
           "-d", db, contains="exclude each other", code=2)
-    fails("embed-multi", "items", "--batch-size", "0", "x.csv", "-d", db, code=2)
+    fails("embed-multi", "items", "--batch-size", "0", str(csv_path), "-d", db, code=2)
     fails("embed-multi", "-d", db, contains="Missing argument 'COLLECTION'", code=2)
 
 
@@ -563,7 +566,7 @@ def test_subprocess_round_trip(tmp_path):
         (["similar", "items", "no-such-id"], "ID not found in collection"),
         (["embed", "-c", "x", "-m", "no-such-model"], "Unknown embedding model"),
         (["embed", "items", "a", "-c", "x", "--metadata", "{bad"], "metadata must be valid JSON"),
-        (["embed", "-i", "/nonexistent/file.txt"], "cannot read /nonexistent/file.txt"),
+        (["embed", "-i", "/nonexistent/file.txt"], "Path '/nonexistent/file.txt' does not exist"),
         (["embed-multi", "items", "--files", "/nonexistent-dir", "*"], "Invalid directory"),
         (["embed-multi"], "Missing argument"),
     ],

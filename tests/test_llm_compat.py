@@ -357,6 +357,9 @@ def test_embed_errors_as_llm(side_by_side):
         (["embed", "stories", "two", "-c", "x", "--metadata", "{bad"], True),
         (["embed", "stories", "two", "-c", "x", "--metadata", "[1, 2]"], True),
         (["embed", "stories", "two", "-c", ""], False),
+        (["embed", "stories", "two", "-i", "missing.txt"], True),
+        (["similar", "stories", "-i", "missing.txt"], True),
+        (["embed-multi", "stories", "missing.csv"], True),
     ]
     for args, usage in cases:
         theirs, ours = side_by_side(*args)
