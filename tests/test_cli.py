@@ -34,7 +34,6 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("EMBSQLITE_DEFAULT_MODEL", "hashing")
     monkeypatch.delenv("EMBSQLITE_DATABASE", raising=False)
-    monkeypatch.delenv("EMBSQLITE_DEBUG", raising=False)
 
 
 @pytest.fixture
