@@ -5,6 +5,7 @@ __version__ = "0.1.0"  # the one place: setuptools and the C build read it from 
 
 from . import platforms  # noqa: F401  (first: on any platform but Linux and macOS, a clear error)
 from .collection import Collection, Entry
+from .compat import cosine_similarity, decode
 from .default_model import get_default_embedding_model, set_default_embedding_model
 from .hookspecs import hookimpl
 from .model import EmbeddingModel, ModelNotInstalledError, UnknownModelError
@@ -15,7 +16,7 @@ from .registry import (
     register_embedding_model,
 )
 from .sql import connect, loadable_path, register
-from .vectors import decode, encode
+from .vectors import encode
 
 __all__ = [
     "__version__",
@@ -32,6 +33,7 @@ __all__ = [
     "register_embedding_model",
     "set_default_embedding_model",
     "connect",
+    "cosine_similarity",
     "decode",
     "encode",
     "loadable_path",

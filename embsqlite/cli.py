@@ -1,10 +1,10 @@
 """The `embsqlite` command line (also `python -m embsqlite`).
 
 Commands and options follow llm's embedding commands: `embed`, `embed-multi`, `similar`,
-`collections list|delete|path`, `models list|default`, plus `demo`, the main job.
-The database is `-d/--database`, else `$EMBSQLITE_DATABASE`, else `embeddings.db` in the
-user's data directory. Every error is one line on stderr and a non-zero exit status
-(see `cli_errors.py`).
+`collections list|delete|path`, `embed-models list|default`, plus our `models` and
+`demo`. The database is `-d/--database`, else `$EMBSQLITE_DATABASE`, else `embeddings.db`
+in the user's data directory. Known user errors are one line on stderr and a non-zero exit
+status (see `cli_errors.py`); a bug shows its traceback.
 """
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import click
+from click_default_group import DefaultGroup
 
 from . import inputs, progress, user_dir, vectors
-from .cli_errors import OneLineErrors
+from .cli_errors import OneLineUsageGroup, UserError, user_errors
 from .collection import Collection
 from .default_model import get_default_embedding_model, set_default_embedding_model
 from .model import ModelNotInstalledError, UnknownModelError
@@ -36,15 +37,6 @@ def default_database() -> Path:
     """`embeddings.db` in `$EMBSQLITE_USER_PATH`, else the user's data directory (e.g.
     ~/.local/share/embsqlite)."""
     return user_dir.data_dir() / DATABASE_FILE
-
-
-class _ListByDefault(click.Group):
-    """A group that runs its `list` command when given no command (options go to `list`)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if not args or (args[0].startswith("-") and args[0] != "--help"):
-            args = ["list", *args]
-        return super().parse_args(ctx, args)
 
 
 def _database_option(func: Any) -> Any:
@@ -72,31 +64,45 @@ def _open(database: Optional[str], create: bool) -> sqlite3.Connection:
     return conn
 
 
-def _existing_collection(conn: sqlite3.Connection, name: str, database: Optional[str]) -> Collection:
+def _connect(database: Optional[str], create: bool) -> sqlite3.Connection:
+    """`_open`, with a file that is not SQLite (or cannot be opened) as a user error."""
+    with user_errors(sqlite3.DatabaseError):
+        return _open(database, create)
+
+
+# Errors of the library that describe the user's request, not a bug.
+MODEL_ERRORS = (UnknownModelError, ModelNotInstalledError)
+# The library's checks of what it is given (model mismatch, a model that does not take
+# this kind of input, a vector of another dimension), and a database that refuses a write.
+INPUT_ERRORS = (ValueError, inputs.InputError, sqlite3.OperationalError)
+
+
+def _existing_collection(conn: sqlite3.Connection, name: str) -> Collection:
     try:
         return Collection(name, conn, create=False)
     except Collection.DoesNotExist:
-        where = database or default_database()
-        raise click.ClickException(f"collection {name!r} does not exist in {where}") from None
+        raise UserError("Collection does not exist") from None
 
 
 def _collection(conn: sqlite3.Connection, name: str, model: Optional[str]) -> Collection:
     """The collection `name`, created with `model` (else the default model) if missing.
     An existing one is opened with its own model; `model` must then name that model."""
-    if Collection.exists(conn, name):
-        return Collection(name, conn, model_id=model)
-    return Collection(name, conn, model_id=model or get_default_embedding_model())
+    with user_errors(*MODEL_ERRORS, ValueError):
+        if Collection.exists(conn, name):
+            return Collection(name, conn, model_id=model)
+        return Collection(name, conn, model_id=model or get_default_embedding_model())
 
 
 def _metadata_option(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[dict]:
+    """The `--metadata` JSON object, with llm's messages for anything else."""
     if value is None:
         return None
     try:
         parsed = json.loads(value)
-    except json.JSONDecodeError as error:
-        raise click.BadParameter(f"not valid JSON: {error}") from None
+    except json.JSONDecodeError:
+        raise click.BadParameter("metadata must be valid JSON") from None
     if not isinstance(parsed, dict):
-        raise click.BadParameter(f"must be a JSON object, not {type(parsed).__name__}")
+        raise click.BadParameter("metadata must be a JSON object")
     return parsed
 
 
@@ -113,11 +119,11 @@ def _read_content(content: Optional[str], input: Optional[str], binary: bool) ->
                 with open(input, "rb") as stream:
                     data = stream.read()
             except OSError as error:
-                raise click.ClickException(f"cannot read {input}: {error.strerror or error}") from None
+                raise UserError(f"cannot read {input}: {error.strerror or error}") from None
             where = input
         value = data if binary else _decode(data, where)
     if not value:
-        raise click.ClickException("no content to embed (use -c TEXT, -i FILE or standard input)")
+        raise UserError("No content provided")
     return value
 
 
@@ -129,7 +135,7 @@ def _decode(data: bytes, where: str) -> str:
         return data.decode("latin-1")
 
 
-@click.group(cls=OneLineErrors, name="embsqlite")
+@click.group(cls=OneLineUsageGroup, name="embsqlite")
 @click.version_option(package_name="embsqlite", prog_name="embsqlite")
 def cli() -> None:
     """Embeddings in SQLite: store them, then search by cosine similarity, computed in C.
@@ -142,7 +148,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("collection", required=False)
 @click.argument("id", required=False)
-@click.option("-i", "--input", type=click.Path(allow_dash=True),
+@click.option("-i", "--input", type=click.Path(exists=True, readable=True, allow_dash=True),
               help="File to embed ('-' for standard input)")
 @click.option("-m", "--model", help="Embedding model (id or alias) [default: the default model]")
 @click.option("--store", is_flag=True, help="Store the text itself in the database")
@@ -162,17 +168,24 @@ def embed(collection: Optional[str], id: Optional[str], input: Optional[str], mo
         embsqlite embed -c "my happy hound" -f hex     # no collection: print the vector
     """
     if collection and not id:
-        raise click.UsageError("give both COLLECTION and ID, or neither to print the vector")
-    if not collection and (store or metadata is not None):
-        raise click.UsageError("--store and --metadata need a COLLECTION and ID")
+        raise UserError("Must provide both collection and id")
+    if store and not collection:
+        raise UserError("Must provide collection when using --store")
+    if metadata is not None and not collection:
+        raise UserError("Must provide collection when using --metadata")
     if collection is None:
-        model_obj = get_embedding_model(model or get_default_embedding_model())
-        vector = model_obj.embed(_read_content(content, input, binary))
+        with user_errors(*MODEL_ERRORS):
+            model_obj = get_embedding_model(model or get_default_embedding_model())
+        value = _read_content(content, input, binary)
+        with user_errors(ValueError):
+            vector = model_obj.embed(value)
         _print_vector(vector, format_ or "json")
         return
-    conn = _open(database, create=True)
+    conn = _connect(database, create=True)
     collection_obj = _collection(conn, collection, model)
-    collection_obj.embed(id, _read_content(content, input, binary), metadata=metadata, store=store)
+    value = _read_content(content, input, binary)
+    with user_errors(*MODEL_ERRORS, *INPUT_ERRORS):
+        collection_obj.embed(id, value, metadata=metadata, store=store)
     if format_:
         row = conn.execute(
             "select embedding from embeddings where collection_id = ? and id = ?",
@@ -183,11 +196,13 @@ def embed(collection: Optional[str], id: Optional[str], input: Optional[str], mo
 
 
 def _print_vector(vector: list[float], format_: str) -> None:
+    """The vector as llm prints it: the model's own values as JSON, or the float32 blob
+    raw (with a newline, as click.echo adds), in base64 or in hex."""
     blob = vectors.encode(vector)
     if format_ == "json":
         click.echo(json.dumps(vector))
     elif format_ == "blob":
-        sys.stdout.buffer.write(blob)
+        click.echo(blob)
     elif format_ == "base64":
         click.echo(base64.b64encode(blob).decode("ascii"))
     else:
@@ -196,7 +211,7 @@ def _print_vector(vector: list[float], format_: str) -> None:
 
 @cli.command(name="embed-multi")
 @click.argument("collection")
-@click.argument("input_path", required=False, type=click.Path(allow_dash=True))
+@click.argument("input_path", required=False, type=click.Path(exists=True, dir_okay=False, readable=True, allow_dash=True))
 @click.option("--format", "format_", type=click.Choice(list(inputs.FORMATS)),
               help="Format of INPUT_PATH [default: detected from its first bytes]")
 @click.option("--files", type=(str, str), multiple=True, metavar="DIR GLOB",
@@ -215,6 +230,7 @@ def _print_vector(vector: list[float], format_: str) -> None:
 @click.option("--prepend", default="", help="Text added before each text item before embedding")
 @click.option("--store", is_flag=True, help="Store the text (or bytes) in the database")
 @_database_option
+@user_errors(inputs.InputError)
 def embed_multi(collection: str, input_path: Optional[str], format_: Optional[str],
                 files: tuple, encodings: tuple, binary: bool, sql: Optional[str],
                 attach: tuple, batch_size: int, prefix: str, model: Optional[str],
@@ -242,16 +258,17 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
         raise click.UsageError("--format applies to INPUT_PATH only")
     if attach and not sql:
         raise click.UsageError("--attach is for --sql")
-    if files:
-        inputs.check_directories(files)
-    conn = _open(database, create=True)
+    for directory, _pattern in files:
+        if not Path(directory).is_dir():
+            raise click.UsageError(f"Invalid directory: {directory}")
+    conn = _connect(database, create=True)
     for alias, path in attach:
         if not Path(path).is_file():
-            raise click.ClickException(f"--attach {alias}: no database at {path}")
+            raise UserError(f"--attach {alias}: no database at {path}")
         conn.execute("attach database ? as " + _quote(alias), (path,))
     collection_obj = _collection(conn, collection, model)
     total: Optional[int] = None
-    warn = lambda message: click.echo(f"Warning: {message}", err=True)  # noqa: E731
+    warn = lambda message: click.echo(message, err=True)  # noqa: E731
     if files:
         total = inputs.count_files(files)
         items: Iterable[inputs.Item] = inputs.read_files(
@@ -267,7 +284,8 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
         else:
             total = sum(1 for _ in inputs.read_path(input_path, format_, encoding))
             items = inputs.read_path(input_path, format_, encoding)
-    progress.embed_items(collection_obj, inputs.with_prefix(items, prefix, prepend), store, batch_size, total)
+    with user_errors(*MODEL_ERRORS, *INPUT_ERRORS):
+        progress.embed_items(collection_obj, inputs.with_prefix(items, prefix, prepend), store, batch_size, total)
     conn.close()
 
 
@@ -278,7 +296,7 @@ def _quote(name: str) -> str:
 @cli.command()
 @click.argument("collection")
 @click.argument("id", required=False)
-@click.option("-i", "--input", type=click.Path(allow_dash=True),
+@click.option("-i", "--input", type=click.Path(exists=True, readable=True, allow_dash=True),
               help="File to embed for comparison ('-' for standard input)")
 @click.option("-c", "--content", help="Content to embed for comparison")
 @click.option("--binary", is_flag=True, help="Treat the input as binary data")
@@ -297,31 +315,39 @@ def similar(collection: str, id: Optional[str], input: Optional[str], content: O
     """
     if id is not None and (content is not None or input is not None):
         raise click.UsageError("give an ID or content (-c/-i), not both")
-    conn = _open(database, create=False)
-    collection_obj = _existing_collection(conn, collection, database)
+    if not id and not content and not input:
+        raise UserError("Must provide content or an ID for the comparison")
+    conn = _connect(database, create=False)
+    collection_obj = _existing_collection(conn, collection)
     if id is not None:
         try:
             results = collection_obj.similar_by_id(id, number, prefix=prefix or None)
         except Collection.DoesNotExist:
-            raise click.ClickException(f"id {id!r} is not in collection {collection!r}") from None
+            raise UserError("ID not found in collection") from None
     else:
-        if content is None and input is None and sys.stdin.isatty():
-            raise click.UsageError("give an ID, -c TEXT, -i FILE or content on standard input")
         value = _read_content(content, input, binary)
-        results = collection_obj.similar(value, number, prefix=prefix or None)
+        with user_errors(*MODEL_ERRORS, ValueError):
+            results = collection_obj.similar(value, number, prefix=prefix or None)
     for entry in results:
         if plain:
-            click.echo(f"{entry.id} ({entry.score:.4f})")
-            if entry.content:
-                click.echo(textwrap.indent(entry.content, "    "))
-            if entry.metadata:
-                click.echo(textwrap.indent(json.dumps(entry.metadata), "    "))
+            _print_plain(entry)
         else:
             click.echo(json.dumps(dataclasses.asdict(entry), ensure_ascii=False))
     conn.close()
 
 
-@cli.group(cls=_ListByDefault)
+def _print_plain(entry: Any) -> None:
+    """One result as llm's `similar --plain` prints it: the id and the full score, a blank
+    line, the content and the metadata indented by two spaces, a blank line."""
+    click.echo(f"{entry.id} ({entry.score})\n")
+    if entry.content:
+        click.echo(textwrap.indent(entry.content, "  "))
+    if entry.metadata:
+        click.echo(textwrap.indent(json.dumps(entry.metadata), "  "))
+    click.echo("")
+
+
+@cli.group(cls=DefaultGroup, default="list", default_if_no_args=True)
 def collections() -> None:
     """List, delete and locate collections (default: list)."""
 
@@ -333,7 +359,12 @@ def collections_list(database: Optional[str] = None, json_: bool = False) -> Non
     """The collections, each with its model and number of items."""
     from . import schema
 
-    conn = _open(database, create=False)
+    path = Path(database) if database else default_database()
+    if not path.exists():  # a new machine: nothing embedded yet
+        click.echo("[]" if json_ else f"No collections yet (no database at {path})",
+                   err=not json_)
+        return
+    conn = _connect(database, create=False)
 
     rows: list[dict] = []
     if schema.has_schema(conn):
@@ -347,8 +378,10 @@ def collections_list(database: Optional[str] = None, json_: bool = False) -> Non
         ]
     conn.close()
     if json_:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(rows, indent=4))  # as llm
         return
+    if not rows:
+        click.echo(f"No collections yet in {path}", err=True)
     for row in rows:
         count = row["num_embeddings"]
         click.echo(f"{row['name']}: {row['model']}\n  {count} embedding{'' if count == 1 else 's'}")
@@ -359,8 +392,8 @@ def collections_list(database: Optional[str] = None, json_: bool = False) -> Non
 @_database_option
 def collections_delete(collection: str, database: Optional[str]) -> None:
     """Delete COLLECTION and all its embeddings."""
-    conn = _open(database, create=False)
-    _existing_collection(conn, collection, database).delete()
+    conn = _connect(database, create=False)
+    _existing_collection(conn, collection).delete()
     conn.close()
 
 
@@ -370,7 +403,7 @@ def collections_path() -> None:
     click.echo(os.environ.get(DATABASE_ENV) or default_database())
 
 
-@cli.group(cls=_ListByDefault)
+@cli.group(cls=DefaultGroup, default="list", default_if_no_args=True)
 def models() -> None:
     """List embedding models and set the default one (default: list)."""
 
@@ -411,7 +444,49 @@ def models_default(model: Optional[str], remove: bool) -> None:
     if remove:
         set_default_embedding_model(None)
     elif model:
-        set_default_embedding_model(model)
+        with user_errors(*MODEL_ERRORS):
+            set_default_embedding_model(model)
+    else:
+        click.echo(get_default_embedding_model())
+
+
+@cli.group(name="embed-models", cls=DefaultGroup, default="list", default_if_no_args=True)
+def embed_models() -> None:
+    """Manage available embedding models (llm's command, with llm's options)."""
+
+
+@embed_models.command(name="list")
+@click.option("-q", "--query", multiple=True,
+              help="Search for embedding models matching these strings")
+def embed_models_list(query: tuple) -> None:
+    """List available embedding models: ours, then those of an installed llm."""
+    from .llm_bridge import llm_models_with_aliases
+
+    found = [(f"{type(m.model).__name__}: {m.model.model_id}", list(m.aliases))
+             for m in get_embedding_models_with_aliases()]
+    found += [(str(model), aliases) for model, aliases in llm_models_with_aliases()]
+    lines = []
+    for name, aliases in found:
+        if query and not all(
+            any(q.lower() in s.lower() for s in [*aliases, name]) for q in query
+        ):
+            continue
+        lines.append(name + (f" (aliases: {', '.join(aliases)})" if aliases else ""))
+    click.echo("\n".join(lines))
+
+
+@embed_models.command(name="default")
+@click.argument("model", required=False)
+@click.option("--remove-default", is_flag=True, help="Forget the saved default model")
+def embed_models_default(model: Optional[str], remove_default: bool) -> None:
+    """Show or set the default embedding model."""
+    if remove_default:
+        set_default_embedding_model(None)
+    elif model:
+        try:
+            set_default_embedding_model(model)
+        except MODEL_ERRORS:
+            raise UserError(f"Unknown embedding model: {model}") from None
     else:
         click.echo(get_default_embedding_model())
 
@@ -427,16 +502,19 @@ def models_default(model: Optional[str], remove: bool) -> None:
 @click.option("-q", "--query", "queries", multiple=True, help="Search for this (repeatable)")
 def demo(model: Optional[str], database: Optional[str], collection_name: str,
          limit: Optional[int], fresh: bool, queries: tuple) -> None:
-    """The main job: embed the Python standard library's docstrings, then search them."""
+    """Embed the docstrings of this machine's Python standard library into a collection,
+    then show the top hits of a few searches (-q for your own). A second run embeds
+    only what is missing."""
     from . import demo as demo_module
 
-    demo_module.run(
-        database=Path(database) if database else default_database(),
-        model=model,
-        collection_name=collection_name,
-        limit=limit or None,
-        fresh=fresh,
-        queries=list(queries) or None,
-        echo=click.echo,
-    )
+    with user_errors(*MODEL_ERRORS, ValueError):
+        demo_module.run(
+            database=Path(database) if database else default_database(),
+            model=model,
+            collection_name=collection_name,
+            limit=limit or None,
+            fresh=fresh,
+            queries=list(queries) or None,
+            echo=click.echo,
+        )
 

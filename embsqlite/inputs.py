@@ -114,7 +114,9 @@ def read_stream(stream: BinaryIO, format: Optional[str], name: str, encoding: st
         else:
             raise InputError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
     except UnicodeDecodeError as error:
-        raise InputError(f"{name}: not {encoding} text ({error.reason} at byte {error.start})") from None
+        shown = "UTF-8" if encoding.lower().replace("_", "-") == "utf-8-sig" else encoding
+        raise InputError(f"{name}: not {shown} text ({error.reason} at byte {error.start}); "
+                         "try --encoding latin-1") from None
     finally:
         text.detach()
 
@@ -218,7 +220,7 @@ def read_files(
                 continue
         else:
             if warn is not None:
-                warn(f"skipped {path}: not {' or '.join(encodings)} text")
+                warn(f"Could not decode text in file {path}")
 
 
 def count_files(files: Sequence[tuple[str, str]]) -> int:

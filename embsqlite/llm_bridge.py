@@ -13,7 +13,8 @@ from .registry import LLM_PREFIX, EmbeddingModelWithAliases
 
 
 class LlmEmbeddingModel(EmbeddingModel):
-    """Wraps one llm embedding model; its id, type support and batch size carry over."""
+    """Wraps one llm embedding model; its id, type support and batch size carry over, and
+    every other attribute is llm's model's own (`Collection.model()` behaves as llm's)."""
 
     def __init__(self, llm_model: Any):
         self.llm_model = llm_model
@@ -22,10 +23,26 @@ class LlmEmbeddingModel(EmbeddingModel):
         self.supports_binary = bool(getattr(llm_model, "supports_binary", False))
         self.batch_size = getattr(llm_model, "batch_size", None)
 
-    def embed_batch(self, items: Iterable[Union[str, bytes]]) -> Iterator[list[float]]:
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names this wrapper does not define itself.
+        if name == "llm_model":  # not set yet (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.llm_model, name)
+
+    def embed(self, item: Union[str, bytes], *, key: Optional[str] = None) -> list[float]:
+        """One vector, the model's values as llm returns them; `key` as in llm."""
+        if key is not None:
+            return self.llm_model.embed(self._check(item), key=key)
+        return super().embed(item)
+
+    def embed_batch(
+        self, items: Iterable[Union[str, bytes]], key: Optional[str] = None
+    ) -> Iterator[list[float]]:
         """Delegate to llm, which also resolves the model's API key if it needs one."""
-        for vector in self.llm_model.embed_multi(items, batch_size=None):
-            yield [float(x) for x in vector]
+        yield from self.llm_model.embed_multi(items, batch_size=None, key=key)
+
+    def __str__(self) -> str:
+        return str(self.llm_model)
 
 
 def _llm() -> Any:
@@ -58,6 +75,16 @@ def find_llm_embedding_model(name: str) -> Optional[LlmEmbeddingModel]:
         return LlmEmbeddingModel(llm.get_embedding_model(name))
     except llm.UnknownModelError:
         return None
+
+
+def llm_models_with_aliases() -> list[tuple[Any, list[str]]]:
+    """llm's own embedding models with llm's own aliases, as `llm embed-models` lists them;
+    empty when llm is not installed."""
+    try:
+        import llm
+    except ImportError:
+        return []
+    return [(entry.model, list(entry.aliases)) for entry in llm.get_embedding_models_with_aliases()]
 
 
 def get_llm_embedding_models_with_aliases() -> list[EmbeddingModelWithAliases]:

@@ -32,7 +32,6 @@ def isolated_env(monkeypatch):
     """The hashing model as the default (user files are under tmp_path: see conftest.py)."""
     monkeypatch.setenv("EMBSQLITE_DEFAULT_MODEL", "hashing")
     monkeypatch.delenv("EMBSQLITE_DATABASE", raising=False)
-    monkeypatch.delenv("EMBSQLITE_DEBUG", raising=False)
 
 
 @pytest.fixture
@@ -89,7 +88,7 @@ def test_embed_without_collection_prints_the_vector_in_every_format():
     blob = embsqlite.encode(expected)
     assert ok("embed", "-c", "my happy hound", "-f", "hex").stdout.strip() == blob.hex()
     assert base64.b64decode(ok("embed", "-c", "my happy hound", "-f", "base64").stdout) == blob
-    assert ok("embed", "-c", "my happy hound", "-f", "blob").stdout_bytes == blob
+    assert ok("embed", "-c", "my happy hound", "-f", "blob").stdout_bytes == blob + b"\n"  # as llm
 
 
 def test_embed_reads_a_file_stdin_and_binary(tmp_path):
@@ -164,9 +163,10 @@ def test_embed_into_a_collection_of_another_model_is_refused(db):
 
 
 def test_embed_usage_errors(db):
-    fails("embed", "items", "-c", "x", "-d", db, contains="both COLLECTION and ID", code=2)
-    fails("embed", "-c", "x", "--store", contains="need a COLLECTION", code=2)
-    fails("embed", "-c", "", contains="no content")
+    fails("embed", "items", "-c", "x", "-d", db, contains="Must provide both collection and id", code=1)
+    fails("embed", "-c", "x", "--store", contains="Must provide collection when using --store", code=1)
+    fails("embed", "-c", "x", "--metadata", "{}", contains="Must provide collection when using --metadata")
+    fails("embed", "-c", "", contains="No content provided")
 
 
 # embed-multi
@@ -244,7 +244,7 @@ def test_embed_multi_files_utf8_then_latin1_and_binary(db, tmp_path):
     assert binary["sub/b.txt"]["content"] is None
     # Only utf-8 allowed: the latin-1 file is skipped with a warning.
     result = ok("embed-multi", "strict", "--files", str(root), "**/*.txt", "--encoding", "utf-8", "-d", db)
-    assert "skipped" in result.stderr and "b.txt" in result.stderr
+    assert result.stderr == f"Could not decode text in file {root / 'sub' / 'b.txt'}\n"
     assert set(rows(db, "strict")) == {"a.txt"}
 
 
@@ -316,13 +316,28 @@ def test_similar_by_id_number_prefix_and_plain(filled):
     prefixed = ok("similar", "items", "-c", "happy", "--prefix", "dog-", "-d", filled).stdout.splitlines()
     assert {json.loads(x)["id"] for x in prefixed} == {"dog-1", "dog-2"}
     plain = ok("similar", "items", "-c", "happy hound", "-n", "1", "--plain", "-d", filled).stdout
-    assert plain.splitlines()[0].startswith("dog-1 (0.")
-    assert "    my happy hound" in plain and '    {"pet": true}' in plain
+    score = Collection("items", filled, create=False).similar("happy hound", number=1)[0].score
+    assert plain == f'dog-1 ({score})\n\n  my happy hound\n  {{"pet": true}}\n\n'
     from_stdin = ok("similar", "items", "-i", "-", "-n", "1", "-d", filled, input="stock crash").stdout
     assert json.loads(from_stdin)["id"] == "money"
 
 
 # collections and models
+
+
+def test_collections_list_on_a_new_machine_says_there_are_none_yet(tmp_path):
+    default = tmp_path / "xdg-data" / "embsqlite" / "embeddings.db"
+    for args in (["collections"], ["collections", "list"]):
+        result = ok(*args)
+        assert result.stdout == ""
+        assert result.stderr == f"No collections yet (no database at {default})\n"
+    assert ok("collections", "list", "--json").stdout == "[]\n"
+    missing = tmp_path / "missing.db"
+    assert "No collections yet" in ok("collections", "-d", str(missing)).stderr
+    assert not default.exists() and not missing.exists()  # listing creates nothing
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    assert ok("collections", "-d", str(empty)).stderr == f"No collections yet in {empty}\n"
 
 
 def test_collections_list_json_and_delete(filled):
@@ -356,14 +371,13 @@ def test_models_list_and_default(monkeypatch, user_path):
 
 
 def test_error_missing_collection(filled):
-    fails("similar", "nope", "-c", "x", "-d", filled, contains="collection 'nope' does not exist")
-    fails("collections", "delete", "nope", "-d", filled, contains="collection 'nope' does not exist")
+    fails("similar", "nope", "-c", "x", "-d", filled, contains="Collection does not exist", code=1)
+    fails("collections", "delete", "nope", "-d", filled, contains="Collection does not exist", code=1)
 
 
 def test_error_missing_database(tmp_path):
     missing = str(tmp_path / "missing.db")
     fails("similar", "items", "-c", "x", "-d", missing, contains="no database at")
-    fails("collections", "list", "-d", missing, contains="no database at")
     assert not os.path.exists(missing)
 
 
@@ -375,7 +389,7 @@ def test_error_not_a_database(tmp_path):
 
 
 def test_error_unknown_id(filled):
-    fails("similar", "items", "no-such-id", "-d", filled, contains="id 'no-such-id' is not in collection 'items'")
+    fails("similar", "items", "no-such-id", "-d", filled, contains="ID not found in collection", code=1)
 
 
 def test_error_unknown_model(db, tmp_path):
@@ -387,8 +401,10 @@ def test_error_unknown_model(db, tmp_path):
 
 
 def test_error_bad_metadata_json(db, tmp_path):
-    fails("embed", "items", "a", "-c", "x", "--metadata", "{bad", "-d", db, contains="not valid JSON")
-    fails("embed", "items", "a", "-c", "x", "--metadata", "[1, 2]", "-d", db, contains="must be a JSON object")
+    fails("embed", "items", "a", "-c", "x", "--metadata", "{bad", "-d", db,
+          contains="metadata must be valid JSON", code=2)
+    fails("embed", "items", "a", "-c", "x", "--metadata", "[1, 2]", "-d", db,
+          contains="metadata must be a JSON object", code=2)
     path = tmp_path / "items.csv"
     path.write_text('id,text,metadata\na,b,"{oops"\n')
     fails("embed-multi", "items", str(path), "-d", db, contains="line 2: metadata is not valid JSON")
@@ -406,16 +422,19 @@ def test_error_bad_input_data(db, tmp_path):
     fails("embed-multi", "items", str(path), "--format", "json", "-d", db, contains="expected a JSON array")
     path.write_bytes(b"id,text\na,\xff\xfe\n")
     fails("embed-multi", "items", str(path), "--encoding", "utf-8", "-d", db, contains="not utf-8 text")
+    message = fails("embed-multi", "items", str(path), "-d", db, contains="not UTF-8 text")
+    assert "sig" not in message and "--encoding latin-1" in message
     path.write_text('[{"id": null, "text": "b"}]')
     fails("embed-multi", "items", str(path), "-d", db, contains="item 1: the id is empty")
 
 
 def test_error_unreadable_file(db, tmp_path):
     missing = str(tmp_path / "missing.txt")
-    fails("embed", "-i", missing, contains="cannot read")
+    fails("embed", "-i", missing, contains=f"Path '{missing}' does not exist", code=2)
     fails("embed", "-i", str(tmp_path), contains="cannot read")  # a directory
-    fails("similar", "items", "-i", missing, "-d", db, contains="")  # no database yet
-    fails("embed-multi", "items", missing, "-d", db, contains="cannot read")
+    fails("similar", "items", "-i", missing, "-d", db, contains="does not exist", code=2)
+    fails("embed-multi", "items", missing, "-d", db, contains="does not exist", code=2)
+    fails("embed-multi", "items", str(tmp_path), "-d", db, contains="is a directory", code=2)
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "good.txt").write_text("fine")
@@ -425,10 +444,11 @@ def test_error_unreadable_file(db, tmp_path):
 
 def test_error_bad_directory(db, tmp_path):
     fails("embed-multi", "items", "--files", str(tmp_path / "nope"), "*.txt", "-d", db,
-          contains="does not exist")
+          contains=f"Invalid directory: {tmp_path / 'nope'}", code=2)
     afile = tmp_path / "afile.txt"
     afile.write_text("x")
-    fails("embed-multi", "items", "--files", str(afile), "*.txt", "-d", db, contains="is not a directory")
+    fails("embed-multi", "items", "--files", str(afile), "*.txt", "-d", db,
+          contains=f"Invalid directory: {afile}", code=2)
 
 
 def test_error_bad_sql_and_attach(db, tmp_path):
@@ -439,22 +459,36 @@ def test_error_bad_sql_and_attach(db, tmp_path):
 
 def test_error_embed_multi_usage(db, tmp_path):
     fails("embed-multi", "items", "-d", db, contains="exactly one of", code=2)
-    fails("embed-multi", "items", "x.csv", "--binary", "-d", db, contains="--binary works with", code=2)
+    csv_path = tmp_path / "x.csv"
+    csv_path.write_text("id,text\na,b\n")
+    fails("embed-multi", "items", str(csv_path), "--binary", "-d", db, contains="--binary works with", code=2)
     fails("embed-multi", "items", "--files", str(tmp_path), "*", "--binary", "--encoding", "utf-8",
           "-d", db, contains="exclude each other", code=2)
-    fails("embed-multi", "items", "--batch-size", "0", "x.csv", "-d", db, code=2)
+    fails("embed-multi", "items", "--batch-size", "0", str(csv_path), "-d", db, code=2)
     fails("embed-multi", "-d", db, contains="Missing argument 'COLLECTION'", code=2)
 
 
-def test_unexpected_errors_are_one_line_too(monkeypatch, db):
+@pytest.mark.parametrize("error", [RuntimeError, TypeError, ValueError])
+def test_a_bug_shows_its_traceback(monkeypatch, db, error):
+    """Only known user errors are one line: an exception from a bug, even a TypeError or
+    ValueError, propagates (click prints its traceback)."""
     def boom(*args, **kwargs):
-        raise RuntimeError("something odd")
+        raise error("something odd")
 
-    monkeypatch.setattr(Collection, "embed", boom)
-    fails("embed", "items", "a", "-c", "x", "-d", db, contains="unexpected RuntimeError: something odd")
-    monkeypatch.setenv("EMBSQLITE_DEBUG", "1")
-    with pytest.raises(RuntimeError):
-        run("embed", "items", "a", "-c", "x", "-d", db)
+    monkeypatch.setattr("embsqlite.cli._print_vector", boom)
+    result = CliRunner().invoke(cli, ["embed", "-c", "x"])
+    assert isinstance(result.exception, error), result.output
+    assert "Error:" not in result.stderr
+
+
+def test_a_bug_prints_a_traceback_in_a_real_process(tmp_path):
+    script = ("import sys, embsqlite.cli as c\n"
+              "c._print_vector = lambda *a: int('not a number')\n"
+              "c.cli()\n")
+    done = subprocess.run([sys.executable, "-c", script, "embed", "-c", "x"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "EMBSQLITE_DEFAULT_MODEL": "hashing"})
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "ValueError: invalid literal" in done.stderr
 
 
 # the main job
@@ -470,7 +504,19 @@ def test_demo_with_the_hashing_model(tmp_path):
     assert hits[0].split()[1] == "fnmatch", hits
     again = ok("demo", "-d", str(path), "-n", "400").stdout  # the stored model, all deduplicated
     assert "(0 new, 400 already stored)" in again and "Model: hashing" in again
-    assert Collection("python-stdlib", str(path), create=False).count() == 400
+    assert "nothing new to embed" in again and "items/s" not in again  # no rate for 0 items
+    more = ok("demo", "-d", str(path), "-n", "500").stdout
+    assert "(0 new" not in more and " new items/s with hashing" in more
+    corpus = demo.stdlib_docstrings()
+    union = {i[0] for i in demo.select(corpus, 400)} | {i[0] for i in demo.select(corpus, 500)}
+    assert Collection("python-stdlib", str(path), create=False).count() == len(union)
+
+
+def test_demo_help_says_what_it_does():
+    shown = ok("demo", "--help").stdout
+    assert "main job" not in shown.lower()
+    assert "Embed the docstrings of this machine's Python standard library" in shown
+    assert "Embed the docstrings" in ok("--help").stdout
 
 
 def test_demo_corpus_selection():
@@ -533,12 +579,12 @@ def test_subprocess_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["similar", "nope", "-c", "x"], "collection 'nope' does not exist"),
-        (["similar", "items", "no-such-id"], "id 'no-such-id' is not in collection"),
+        (["similar", "nope", "-c", "x"], "Collection does not exist"),
+        (["similar", "items", "no-such-id"], "ID not found in collection"),
         (["embed", "-c", "x", "-m", "no-such-model"], "Unknown embedding model"),
-        (["embed", "items", "a", "-c", "x", "--metadata", "{bad"], "not valid JSON"),
-        (["embed", "-i", "/nonexistent/file.txt"], "cannot read /nonexistent/file.txt"),
-        (["embed-multi", "items", "--files", "/nonexistent-dir", "*"], "does not exist"),
+        (["embed", "items", "a", "-c", "x", "--metadata", "{bad"], "metadata must be valid JSON"),
+        (["embed", "-i", "/nonexistent/file.txt"], "Path '/nonexistent/file.txt' does not exist"),
+        (["embed-multi", "items", "--files", "/nonexistent-dir", "*"], "Invalid directory"),
         (["embed-multi"], "Missing argument"),
     ],
 )

@@ -242,7 +242,7 @@ def test_python_encode_decode_match_sql(conn):
     blob = embsqlite.encode(values)
     assert blob == array.array("f", values).tobytes()
     assert blob == conn.execute("select embedding_from_json(?)", (str(values),)).fetchone()[0]
-    assert embsqlite.decode(blob) == [float(np.float32(v)) for v in values]
+    assert embsqlite.decode(blob) == tuple(float(np.float32(v)) for v in values)
 
 
 @pytest.mark.parametrize("dim", [384, 1536, 4096])
@@ -250,7 +250,7 @@ def test_encode_decode_round_trip(dim):
     values = np.random.default_rng(dim).standard_normal(dim).astype(np.float32)
     blob = embsqlite.encode(values.tolist())
     assert blob == values.astype("<f4").tobytes()
-    assert embsqlite.decode(blob) == values.tolist()
+    assert embsqlite.decode(blob) == tuple(values.tolist())
 
 
 @pytest.mark.parametrize("bad", [[float("nan")], [1.0, float("inf")], [1e39], ["a"], [None]])

@@ -245,3 +245,257 @@ def test_an_older_llm_database_is_upgraded_the_way_llm_does(tmp_path, stop_befor
     assert db.conn.total_changes == 0
     assert sqlite3.connect(ours_path).execute("pragma integrity_check").fetchone()[0] == "ok"
     assert sqlite3.connect(ours_path).execute("pragma foreign_key_check").fetchall() == []
+
+
+# The command line and the module-level API, side by side with llm's own. Each test runs
+# llm's real CLI (`llm.cli.cli`) and ours on the same input, with one model registered
+# through an llm plugin (embsqlite reaches it through its llm bridge), and compares
+# outputs and exit codes.
+
+
+class VowelCounts(llm.EmbeddingModel):
+    """Counts of a, e, i, o, u and of the other characters: ints, as some models return,
+    and small enough that llm's Python scores and our float32 ones are the same floats."""
+
+    model_id = "vowel-counts"
+    supports_binary = True
+
+    def __init__(self):
+        self.batches = 0  # the model's own counter, reachable through Collection.model()
+
+    def embed_batch(self, items, key=None):
+        self.batches += 1
+        for item in items:
+            text = item.decode("latin-1") if isinstance(item, bytes) else item
+            counts = [text.lower().count(vowel) for vowel in "aeiou"]
+            yield counts + [len(text) - sum(counts)]
+
+
+class VowelPlugin:
+    def __init__(self):
+        self.model = VowelCounts()
+
+    @llm.hookimpl
+    def register_embedding_models(self, register):
+        register(self.model, aliases=("vowels",))
+
+
+@pytest.fixture
+def side_by_side(tmp_path, monkeypatch):
+    """`run(*args)` invokes llm and embsqlite with the same arguments (each with its own
+    database and user directory) and returns both click results."""
+    from click.testing import CliRunner
+    from llm.cli import cli as llm_cli
+    from llm.plugins import pm
+
+    from embsqlite.cli import cli as our_cli
+
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm-user"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    for name in ("LLM_EMBEDDING_MODEL", "LLM_EMBEDDINGS_DB", "EMBSQLITE_DATABASE",
+                 "EMBSQLITE_DEFAULT_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    plugin = VowelPlugin()
+    pm.register(plugin, name="embsqlite-test-vowels")
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args, input=None, database=True):
+        extra_llm = ["-d", str(tmp_path / "llm.db")] if database else []
+        extra_ours = ["-d", str(tmp_path / "ours.db")] if database else []
+        theirs = CliRunner().invoke(llm_cli, [*args, *extra_llm], input=input)
+        ours = CliRunner().invoke(our_cli, [*args, *extra_ours], input=input)
+        return theirs, ours
+
+    run.model = plugin.model
+    yield run
+    pm.unregister(name="embsqlite-test-vowels")
+
+
+def last_line(text):
+    return text.rstrip("\n").splitlines()[-1] if text.strip() else ""
+
+
+def same(theirs, ours, *, error_line_only=False, progress=False):
+    """Same exit code and output: all of stdout; all of stderr, or (llm printing click's
+    usage text first) its last line, the error, which is then ours' only line. With
+    `progress`, llm's progress bar (on stdout, even off a terminal) is left out."""
+    assert theirs.exception is None or isinstance(theirs.exception, SystemExit), theirs.exception
+    assert ours.exception is None or isinstance(ours.exception, SystemExit), ours.exception
+    stdout = theirs.stdout_bytes
+    if progress:
+        stdout = b"".join(line for line in stdout.splitlines(True)
+                          if not line.startswith((b"Embedding", b"\r")))
+    assert (ours.exit_code, ours.stdout_bytes) == (theirs.exit_code, stdout)
+    if error_line_only:
+        assert ours.stderr == last_line(theirs.stderr) + "\n"
+    else:
+        assert ours.stderr == theirs.stderr
+
+
+def test_embed_prints_the_models_values_in_every_format_as_llm(side_by_side):
+    for args in (["embed", "-m", "vowel-counts", "-c", "Ab Oee"],
+                 ["embed", "-m", "vowels", "-c", "Ab Oee", "-f", "json"],
+                 ["embed", "-m", "vowels", "-c", "Ab Oee", "-f", "hex"],
+                 ["embed", "-m", "vowels", "-c", "Ab Oee", "-f", "base64"],
+                 ["embed", "-m", "vowels", "-c", "Ab Oee", "-f", "blob"],
+                 ["embed", "-m", "vowels", "--binary", "-f", "blob"]):
+        theirs, ours = side_by_side(*args, input=b"raw \x00 bytes", database=False)
+        same(theirs, ours)
+        assert theirs.exit_code == 0
+    theirs, ours = side_by_side("embed", "-m", "vowels", "-c", "Ab Oee", database=False)
+    assert ours.stdout == "[1, 2, 0, 1, 0, 2]\n"  # ints stay ints
+    theirs, ours = side_by_side("embed", "-m", "vowels", "-c", "Ab Oee", "-f", "blob", database=False)
+    assert ours.stdout_bytes == embsqlite.encode([1, 2, 0, 1, 0, 2]) + b"\n"
+
+
+def test_embed_errors_as_llm(side_by_side):
+    side_by_side("embed", "stories", "one", "-m", "vowels", "-c", "a first story")
+    cases = [
+        (["embed", "-c", "Content", "stories"], False),  # a collection without an id
+        (["embed", "-m", "vowels", "-c", "x", "--store"], False),
+        (["embed", "stories", "two", "-c", "x", "--metadata", "{bad"], True),
+        (["embed", "stories", "two", "-c", "x", "--metadata", "[1, 2]"], True),
+        (["embed", "stories", "two", "-c", ""], False),
+        (["embed", "stories", "two", "-i", "missing.txt"], True),
+        (["similar", "stories", "-i", "missing.txt"], True),
+        (["embed-multi", "stories", "missing.csv"], True),
+    ]
+    for args, usage in cases:
+        theirs, ours = side_by_side(*args)
+        same(theirs, ours, error_line_only=usage)
+        assert ours.exit_code == (2 if usage else 1), (args, ours.stderr)
+
+
+def test_embed_metadata_messages_are_llms(side_by_side):
+    side_by_side("embed", "stories", "one", "-m", "vowels", "-c", "a first story")
+    theirs, ours = side_by_side("embed", "stories", "two", "-c", "x", "--metadata", "{bad")
+    same(theirs, ours, error_line_only=True)
+    assert ours.stderr == "Error: Invalid value for '--metadata': metadata must be valid JSON\n"
+    theirs, ours = side_by_side("embed", "stories", "two", "-c", "x", "--metadata", '"text"')
+    same(theirs, ours, error_line_only=True)
+    assert ours.stderr == "Error: Invalid value for '--metadata': metadata must be a JSON object\n"
+    theirs, ours = side_by_side("embed", "-c", "Content", "stories")
+    same(theirs, ours)
+    assert (ours.exit_code, ours.stderr) == (1, "Error: Must provide both collection and id\n")
+
+
+def _fill(run):
+    """The same items in both databases, with stored content and metadata."""
+    for args in (["embed", "stories", "aeiou", "-m", "vowels", "-c", "a e i o u", "--store"],
+                 ["embed", "stories", "apple", "-c", "an apple a day\n", "--store",
+                  "--metadata", '{"fruit": true, "tags": ["a", "b"]}'],
+                 ["embed", "stories", "oops", "-c", "oops, ooh\nsecond line", "--store"],
+                 ["embed", "stories", "bare", "-c", "no stored content here"],
+                 ["embed", "stories", "meta", "-c", "metadata only", "--metadata", '{"n": 1}']):
+        theirs, ours = run(*args)
+        assert theirs.exit_code == ours.exit_code == 0, (theirs.output, ours.output)
+
+
+def test_missing_collection_and_id_as_llm(side_by_side):
+    _fill(side_by_side)
+    for args in (["similar", "nope", "-c", "x"], ["similar", "stories", "no-such-id"],
+                 ["collections", "delete", "nope"], ["similar", "stories"]):
+        theirs, ours = side_by_side(*args)
+        same(theirs, ours)
+        assert ours.exit_code == 1
+    theirs, ours = side_by_side("similar", "nope", "-c", "x")
+    assert ours.stderr == "Error: Collection does not exist\n"
+    theirs, ours = side_by_side("similar", "stories", "no-such-id")
+    assert ours.stderr == "Error: ID not found in collection\n"
+
+
+def test_similar_output_plain_and_json_as_llm(side_by_side):
+    _fill(side_by_side)
+    for args in (["similar", "stories", "-c", "a pear a peach", "--plain"],
+                 ["similar", "stories", "apple", "-p", "-n", "3"],
+                 ["similar", "stories", "-c", "oo", "-p", "--prefix", "a"],
+                 ["similar", "stories", "-c", "a pear a peach"],
+                 ["similar", "stories", "oops", "-n", "2"]):
+        theirs, ours = side_by_side(*args)
+        same(theirs, ours)
+        assert theirs.exit_code == 0 and theirs.stdout
+    theirs, ours = side_by_side("similar", "stories", "-c", "a a a", "-p")
+    same(theirs, ours)
+    # Content ending in a newline: llm's indent keeps it, echo adds one, then a blank line.
+    assert '\n\n  an apple a day\n\n  {"fruit": true, "tags": ["a", "b"]}\n\n' in ours.stdout
+
+
+def test_files_errors_and_undecodable_files_as_llm(side_by_side, tmp_path):
+    theirs, ours = side_by_side("embed-multi", "docs", "-m", "vowels", "--files",
+                                str(tmp_path / "missing"), "*.txt")
+    same(theirs, ours, error_line_only=True, progress=True)
+    assert (ours.exit_code, ours.stderr) == (2, f"Error: Invalid directory: {tmp_path / 'missing'}\n")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.txt").write_text("plain ascii text")
+    (docs / "bad.txt").write_bytes(b"caf\xe9 cr\xe8me")
+    theirs, ours = side_by_side("embed-multi", "docs", "-m", "vowels", "--files", str(docs), "*.txt",
+                                "--encoding", "utf-8", "--store")
+    same(theirs, ours, progress=True)
+    assert ours.exit_code == 0 and ours.stderr == f"Could not decode text in file {docs / 'bad.txt'}\n"
+    theirs, ours = side_by_side("collections", "list")
+    same(theirs, ours)
+    assert ours.stdout == "docs: vowel-counts\n  1 embedding\n"
+    theirs, ours = side_by_side("collections", "list", "--json")
+    same(theirs, ours)
+    theirs, ours = side_by_side("collections")
+    same(theirs, ours)
+
+
+def test_embed_models_list_and_default_as_llm(side_by_side):
+    for args in (["embed-models", "list", "-q", "vowel"], ["embed-models", "-q", "vowels"],
+                 ["embed-models", "list", "-q", "count", "-q", "vow"],
+                 ["embed-models", "default", "vowels"], ["embed-models", "default"],
+                 ["embed-models", "default", "no-such-model"],
+                 ["embed-models", "default", "--remove-default"]):
+        theirs, ours = side_by_side(*args, database=False)
+        same(theirs, ours)
+    theirs, ours = side_by_side("embed-models", "list", "-q", "vowel", database=False)
+    assert ours.stdout == "VowelCounts: vowel-counts (aliases: vowels)\n"
+    side_by_side("embed-models", "default", "vowels", database=False)
+    theirs, ours = side_by_side("embed-models", "default", database=False)
+    assert ours.stdout == theirs.stdout == "vowel-counts\n"
+    theirs, ours = side_by_side("embed-models", "default", "no-such-model", database=False)
+    assert (ours.exit_code, ours.stderr) == (1, "Error: Unknown embedding model: no-such-model\n")
+    # Every model llm lists, ours lists the same way (after our own models).
+    theirs, ours = side_by_side("embed-models", database=False)
+    assert ours.stdout.endswith(theirs.stdout)
+
+
+def test_collection_model_is_llms_model(side_by_side, tmp_path):
+    """`Collection.model()` of a collection made with an llm model behaves as llm's model
+    object: its own attributes are reachable, and it embeds as llm's does."""
+    model = side_by_side.model
+    ours = Collection("c", str(tmp_path / "py.db"), model_id="vowels")
+    theirs = llm.Collection("c", sqlite_utils.Database(tmp_path / "llm-py.db"), model_id="vowels")
+    assert ours.model().model_id == theirs.model().model_id == "vowel-counts"
+    before = model.batches
+    ours.embed("x", "some text")
+    assert ours.model().batches == theirs.model().batches == model.batches == before + 1
+    assert ours.model().embed("Ab Oee") == theirs.model().embed("Ab Oee") == [1, 2, 0, 1, 0, 2]
+    assert list(ours.model().embed_multi(["a", "e"], batch_size=1)) == list(
+        theirs.model().embed_multi(["a", "e"], batch_size=1))
+    assert ours.model().embed("a", key="unused") == theirs.model().embed("a", key="unused")
+    assert str(ours.model()) == str(theirs.model()) == "VowelCounts: vowel-counts"
+    assert ours.model().supports_binary is True
+
+
+def test_decode_and_cosine_similarity_as_llm():
+    rng = random.Random(5)
+    for dims in (1, 3, 384):
+        values = [rng.gauss(0, 1) for _ in range(dims)]
+        blob = embsqlite.encode(values)
+        assert blob == llm.encode(values)
+        assert type(embsqlite.decode(blob)) is type(llm.decode(blob)) is tuple
+        assert embsqlite.decode(blob) == llm.decode(blob)
+        other = [rng.gauss(0, 1) for _ in range(dims)]
+        assert embsqlite.cosine_similarity(values, other) == llm.cosine_similarity(values, other)
+        ints = [rng.randint(-5, 5) or 1 for _ in range(dims)]
+        assert embsqlite.cosine_similarity(ints, values) == llm.cosine_similarity(ints, values)
+    # Where llm fails or silently truncates, we say so (README, "Differences from llm").
+    assert embsqlite.cosine_similarity([0.0, 0.0], [1.0, 2.0]) == 0.0
+    with pytest.raises(ZeroDivisionError):
+        llm.cosine_similarity([0.0, 0.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="cosine_similarity: vectors of different lengths"):
+        embsqlite.cosine_similarity([1.0, 2.0], [1.0])

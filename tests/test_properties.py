@@ -29,7 +29,7 @@ def test_float32_values_round_trip_bit_for_bit(values):
     blob = embsqlite.encode(values)
     assert blob == _bits(values)  # little-endian float32, 4 bytes each
     back = embsqlite.decode(blob)
-    assert back == values
+    assert back == tuple(values)
     assert [math.copysign(1, x) for x in back] == [math.copysign(1, x) for x in values]
 
 
@@ -75,7 +75,7 @@ def test_decode_reads_every_blob_of_whole_floats_and_refuses_the_rest(blob):
     assert len(values) == len(reference)
     if np.isfinite(reference).all():
         assert embsqlite.encode(values) == blob  # -0.0 and subnormals included
-        assert values == reference.astype(np.float64).tolist()
+        assert values == tuple(reference.astype(np.float64).tolist())
     else:
         with pytest.raises(ValueError, match="finite"):
             embsqlite.encode(values)
