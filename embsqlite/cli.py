@@ -143,6 +143,8 @@ def cli() -> None:
     The database is -d/--database, else $EMBSQLITE_DATABASE, else embeddings.db in
     the user data directory (see `embsqlite collections path`).
     """
+    with user_errors(NotADirectoryError):  # a bad $EMBSQLITE_USER_PATH, said once for all
+        user_dir.user_path()
 
 
 @cli.command()

@@ -326,7 +326,7 @@ def test_similar_by_id_number_prefix_and_plain(filled):
 
 
 def test_collections_list_on_a_new_machine_says_there_are_none_yet(tmp_path):
-    default = tmp_path / "xdg-data" / "embsqlite" / "embeddings.db"
+    default = tmp_path / "embsqlite-user" / "embeddings.db"
     for args in (["collections"], ["collections", "list"]):
         result = ok(*args)
         assert result.stdout == ""
