@@ -15,12 +15,13 @@ import os
 import sqlite3
 import sys
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import click
 
-from . import inputs, progress, vectors
+from . import dbfile, inputs, progress, vectors
 from .cli_errors import OneLineErrors
 from .collection import Collection
 from .models import (
@@ -63,19 +64,50 @@ def _database_option(func: Any) -> Any:
     )(func)
 
 
+def _database_path(database: Optional[str]) -> Path:
+    return Path(database) if database else default_database()
+
+
 def _open(database: Optional[str], create: bool) -> sqlite3.Connection:
-    """A connection to the database, with the SQL functions. `create=False` refuses a
-    database file that does not exist rather than making an empty one."""
-    path = Path(database) if database else default_database()
-    if not path.exists():
-        if not create:
-            raise click.ClickException(f"no database at {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-    elif path.is_dir():
-        raise click.ClickException(f"{path} is a directory, not a database file")
-    conn = connect(str(path))
-    conn.execute("select count(*) from sqlite_master").fetchone()  # fails early if not SQLite
-    return conn
+    """A connection embsqlite owns (so it gets the owned-connection tuning), with the SQL
+    functions. `create=False` refuses a database file that does not exist rather than
+    making an empty one; only the default database may have its directory created."""
+    path = _database_path(database)
+    if not create and not path.exists():
+        raise click.ClickException(f"no database at {path}")
+    return dbfile.connect(path, create_parent=database is None)
+
+
+@contextmanager
+def _writing(database: Optional[str], name: str, model: Optional[str]) -> Iterator[tuple[sqlite3.Connection, Collection]]:
+    """The connection and the collection `name` to write into. If the command fails, or
+    writes nothing, a collection it created is removed again, and so is a database file
+    it created: a failed first batch leaves nothing behind."""
+    path = _database_path(database)
+    new_file = not path.exists()
+    conn = _open(database, create=True)
+    new_collection = emptied = False
+    try:
+        new_collection = not Collection.exists(conn, name)
+        yield conn, _collection(conn, name, model)
+    finally:
+        try:
+            emptied = new_collection and _remove_if_empty(conn, name)
+        finally:
+            conn.close()
+            if new_file and (emptied or not new_collection):
+                dbfile.remove(path)
+
+
+def _remove_if_empty(conn: sqlite3.Connection, name: str) -> bool:
+    """Delete the collection `name` if it holds no item (or was never made); True then."""
+    if not Collection.exists(conn, name):
+        return True
+    collection = Collection(name, conn, create=False)
+    if collection.count():
+        return False
+    collection.delete()
+    return True
 
 
 def _existing_collection(conn: sqlite3.Connection, name: str, database: Optional[str]) -> Collection:
@@ -176,16 +208,15 @@ def embed(collection: Optional[str], id: Optional[str], input: Optional[str], mo
         vector = model_obj.embed(_read_content(content, input, binary))
         _print_vector(vector, format_ or "json")
         return
-    conn = _open(database, create=True)
-    collection_obj = _collection(conn, collection, model)
-    collection_obj.embed(id, _read_content(content, input, binary), metadata=metadata, store=store)
-    if format_:
-        row = conn.execute(
-            "select embedding from embeddings where collection_id = ? and id = ?",
-            (collection_obj.id, id),
-        ).fetchone()
-        _print_vector(vectors.decode(row[0]), format_)
-    conn.close()
+    value = _read_content(content, input, binary)
+    with _writing(database, collection, model) as (conn, collection_obj):
+        collection_obj.embed(id, value, metadata=metadata, store=store)
+        if format_:
+            row = conn.execute(
+                "select embedding from embeddings where collection_id = ? and id = ?",
+                (collection_obj.id, id),
+            ).fetchone()
+            _print_vector(vectors.decode(row[0]), format_)
 
 
 def _print_vector(vector: list[float], format_: str) -> None:
@@ -250,31 +281,31 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
         raise click.UsageError("--attach is for --sql")
     if files:
         inputs.check_directories(files)
-    conn = _open(database, create=True)
-    for alias, path in attach:
-        if not Path(path).is_file():
-            raise click.ClickException(f"--attach {alias}: no database at {path}")
-        conn.execute("attach database ? as " + _quote(alias), (path,))
-    collection_obj = _collection(conn, collection, model)
-    total: Optional[int] = None
-    warn = lambda message: click.echo(f"Warning: {message}", err=True)  # noqa: E731
-    if files:
-        total = inputs.count_files(files)
-        items: Iterable[inputs.Item] = inputs.read_files(
-            files, binary, encodings or inputs.DEFAULT_ENCODINGS, warn
-        )
-    elif sql:
-        total = inputs.count_sql(conn, sql)
-        items = inputs.read_sql(conn, sql, binary)
-    else:
-        encoding = encodings[0] if encodings else "utf-8-sig"
-        if input_path == "-":
-            items = inputs.read_stream(sys.stdin.buffer, format_, "standard input", encoding)
+    with _writing(database, collection, model) as (conn, collection_obj):
+        for alias, path in attach:
+            if not Path(path).is_file():
+                raise click.ClickException(f"--attach {alias}: no database at {path}")
+            conn.execute("attach database ? as " + _quote(alias), (path,))
+        total: Optional[int] = None
+        warn = lambda message: click.echo(f"Warning: {message}", err=True)  # noqa: E731
+        if files:
+            own = _database_path(database)
+            own_files = [Path(str(own) + suffix) for suffix in ("", *dbfile.SIDECARS)]
+            total = inputs.count_files(files, own_files)
+            items: Iterable[inputs.Item] = inputs.read_files(
+                files, binary, encodings or inputs.DEFAULT_ENCODINGS, warn, own_files
+            )
+        elif sql:
+            total = inputs.snapshot_sql(conn, sql)
+            items = inputs.read_sql(conn, binary)
         else:
-            total = sum(1 for _ in inputs.read_path(input_path, format_, encoding))
-            items = inputs.read_path(input_path, format_, encoding)
-    progress.embed_items(collection_obj, inputs.with_prefix(items, prefix, prepend), store, batch_size, total)
-    conn.close()
+            encoding = encodings[0] if encodings else "utf-8-sig"
+            if input_path == "-":
+                items = inputs.read_stream(sys.stdin.buffer, format_, "standard input", encoding)
+            else:
+                total = sum(1 for _ in inputs.read_path(input_path, format_, encoding))
+                items = inputs.read_path(input_path, format_, encoding)
+        progress.embed_items(collection_obj, inputs.with_prefix(items, prefix, prepend), store, batch_size, total)
 
 
 def _quote(name: str) -> str:
