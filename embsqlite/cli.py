@@ -297,6 +297,8 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
             )
         elif sql:
             total = inputs.snapshot_sql(conn, sql)
+            for alias, _path in attach:  # read in full: no write may lock them
+                conn.execute("detach database " + _quote(alias))
             items = inputs.read_sql(conn, binary)
         else:
             encoding = encodings[0] if encodings else "utf-8-sig"
