@@ -470,7 +470,7 @@ def demo(model: Optional[str], database: Optional[str], collection_name: str,
     from . import demo as demo_module
 
     demo_module.run(
-        database=Path(database) if database else default_database(),
+        database=dbfile.check_path(_database_path(database), create_parent=database is None),
         model=model,
         collection_name=collection_name,
         limit=limit or None,

@@ -321,6 +321,7 @@ def test_a_missing_directory_is_an_error_not_created(tmp_path):
     fails("embed", "docs", "a", "-c", "hi", "-m", "hashing", "-d", str(path), contains="does not exist")
     fails("embed-multi", "docs", "-", "-m", "hashing", "-d", str(path), input="id,t\na,b\n",
           contains="does not exist")
+    fails("demo", "-m", "hashing", "-n", "5", "-d", str(path), contains="does not exist")
     with pytest.raises(dbfile.DatabasePathError, match="does not exist"):
         Collection("docs", str(path), model_id="hashing")
     assert not (tmp_path / "nonexistent").exists()
@@ -356,6 +357,7 @@ def test_a_non_regular_database_path_is_refused_leaving_nothing(tmp_path, kind):
     assert "not a regular file" in result.stderr or "is a directory" in result.stderr, result.stderr
     with pytest.raises(dbfile.DatabasePathError):
         Collection("docs", str(path), model_id="hashing")
+    fails("demo", "-m", "hashing", "-n", "5", "-d", str(path), contains="database")
     assert sorted(os.listdir(path.parent)) == listing
     for suffix in dbfile.SIDECARS:
         assert not Path(str(path) + suffix).exists()
@@ -481,6 +483,7 @@ def test_json_input_nested_too_deeply_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("command", [
     ["embed", "docs", "b", "-c", "more"],
     ["embed-multi", "docs", "-"],
+    ["demo", "-m", "hashing", "-n", "5", "-q", "hello"],
 ])
 def test_the_cli_writes_through_a_tuned_connection(tmp_path, monkeypatch, command):
     seen = []
