@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import click
 
-from . import dbfile, inputs, progress, vectors
+from . import dbfile, ingest, inputs, progress, vectors
 from .cli_errors import OneLineErrors
 from .collection import Collection
 from .models import (
@@ -133,6 +133,8 @@ def _metadata_option(ctx: click.Context, param: click.Parameter, value: Optional
         parsed = json.loads(value)
     except json.JSONDecodeError as error:
         raise click.BadParameter(f"not valid JSON: {error}") from None
+    except RecursionError:
+        raise click.BadParameter("nested too deeply") from None
     if not isinstance(parsed, dict):
         raise click.BadParameter(f"must be a JSON object, not {type(parsed).__name__}")
     return parsed
@@ -245,7 +247,7 @@ def _print_vector(vector: list[float], format_: str) -> None:
 @click.option("--sql", help="Read items from this SQL query (first column or `id` is the id)")
 @click.option("--attach", type=(str, click.Path(dir_okay=False)), multiple=True,
               metavar="ALIAS PATH", help="Attach this database for --sql (repeatable)")
-@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1, max=ingest.MAX_COUNT), default=100, show_default=True,
               help="Items written per transaction")
 @click.option("--prefix", default="", help="Prefix added to each id")
 @click.option("-m", "--model", help="Embedding model for a new collection [default: the default model]")
@@ -321,7 +323,7 @@ def _quote(name: str) -> str:
               help="File to embed for comparison ('-' for standard input)")
 @click.option("-c", "--content", help="Content to embed for comparison")
 @click.option("--binary", is_flag=True, help="Treat the input as binary data")
-@click.option("-n", "--number", type=click.IntRange(min=0), default=10, show_default=True,
+@click.option("-n", "--number", type=click.IntRange(min=0, max=ingest.MAX_COUNT), default=10, show_default=True,
               help="Number of results")
 @click.option("-p", "--plain", is_flag=True, help="Plain text instead of JSON lines")
 @_database_option

@@ -234,6 +234,7 @@ class Collection:
         self, entries: Iterable[Sequence[Any]], store: bool = False, batch_size: int = 100
     ) -> None:
         """Embed `(id, value)` pairs from any iterable, one transaction per batch."""
+        self._check_source(entries)
         self.embed_multi_with_metadata(
             (ingest.check_pair(entry) + (None,) for entry in entries),
             store=store,
@@ -250,6 +251,7 @@ class Collection:
         (same MD5) is never sent to the model again.
         """
         ingest.check_count("batch_size", batch_size, minimum=1)
+        self._check_source(entries)
         numbered = enumerate(entries, 1)
         while True:
             batch = [
@@ -260,6 +262,16 @@ class Collection:
                 return
             with self._lock:  # see _one_thread_at_a_time
                 ingest.write_batch(self, batch, store)
+
+    def _check_source(self, entries: Any) -> None:
+        """Refuse a cursor on this collection's own connection: it would also see the rows
+        each batch writes, and never end when they match its query."""
+        if getattr(entries, "connection", None) is self.conn:
+            raise ValueError(
+                "the entries are a cursor on the collection's own connection, which would "
+                "also read the rows being written; pass cursor.fetchall(), or query "
+                "through another connection"
+            )
 
     def _check_dimensions(self, dimensions: int, what: str) -> None:
         stored = self.dimensions()

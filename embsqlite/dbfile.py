@@ -101,17 +101,17 @@ def connect(path: PathLike, create_parent: bool = False) -> Any:
         if not _cannot_open(error):
             raise
         conn.close()
-        conn = _open_read_only(where)
+        conn = _open_read_only(where, error)
     schema.prepare_connection(conn, owned=True)
     return conn
 
 
-def _open_read_only(where: Path) -> Any:
+def _open_read_only(where: Path, error: sqlite3.Error) -> Any:
     """A WAL database that could not be opened: read-only and immutable when that is safe,
     else the error, saying what to do."""
     wal = Path(str(where) + "-wal")
     if not _is_wal_file(where):
-        raise DatabasePathError(f"cannot open database {where}")
+        raise DatabasePathError(f"cannot open database {where}: {error}")
     if wal.exists() and wal.stat().st_size > 0:
         raise DatabasePathError(
             f"cannot open database {where}: it is in WAL mode, {wal.name} holds changes "

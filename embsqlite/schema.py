@@ -202,7 +202,7 @@ def _check_object(conn: Any, name: str) -> bool:
     """Whether a table `name` exists; ForeignTableError when a view or index has it."""
     row = conn.execute("select type from sqlite_master where name = ?", (name,)).fetchone()
     if row is not None and row[0] != "table":
-        raise _foreign(name, f"it is a {row[0]}")
+        raise _foreign(name, f"it is {'an' if row[0] == 'index' else 'a'} {row[0]}")
     return row is not None
 
 

@@ -597,3 +597,39 @@ def test_a_read_only_copy_whose_wal_cannot_be_read_says_what_to_do(tmp_path):
     result = _read_only_mount(source, target, target / "copy.db")
     assert result.returncode != 0
     assert "copy.db-wal holds changes" in result.stderr and "copy.db-shm" in result.stderr
+
+
+@pytest.mark.parametrize("method, query", [
+    ("embed_multi", "select 'x-' || id, content from embeddings"),
+    ("embed_multi_with_metadata", "select 'x-' || id, content, null from embeddings"),
+])
+def test_a_cursor_on_the_collections_own_connection_is_refused(collection, counting_model, method, query):
+    """Such a cursor also sees the rows each batch writes (item 301 would be 'x-x-000')."""
+    collection.embed_multi([(f"{i:03d}", f"text {i}") for i in range(30)], store=True)
+    counting_model.batches.clear()
+    with pytest.raises(ValueError, match="own connection"):
+        getattr(collection, method)(collection.conn.execute(query))
+    assert counting_model.batches == [] and collection.count() == 30
+    # what the message suggests writes each row once
+    getattr(collection, method)(collection.conn.execute(query).fetchall(), store=True)
+    assert collection.count() == 60
+
+
+@pytest.mark.parametrize("option", [["similar", "docs", "-c", "hello", "-n"],
+                                    ["embed-multi", "docs", "-", "-m", "hashing", "--batch-size"]])
+def test_the_cli_refuses_counts_beyond_2_63_as_usage_errors(tmp_path, option):
+    path = tmp_path / "app.db"
+    ok("embed", "docs", "a", "-c", "hello", "-m", "hashing", "-d", str(path))
+    before = digest(path)
+    result = run(*option, str(2**63), "-d", str(path), input="id,t\nb,x\n")
+    assert result.exit_code == 2 and str(2**63 - 1) in result.stderr, result.stderr
+    assert digest(path) == before
+    ok(*option, str(2**63 - 1), "-d", str(path), input="id,t\nb,x\n")
+
+
+@pytest.mark.parametrize("depth, message", [(200_000, "nested too deeply"), (101, "nested more than 100")])
+def test_cli_metadata_nested_too_deeply_is_a_clear_error(tmp_path, depth, message):
+    path = tmp_path / "new.db"
+    fails("embed", "docs", "a", "-c", "hello", "-m", "hashing", "-d", str(path),
+          "--metadata", '{"a": ' * depth + "1" + "}" * depth, contains=message)
+    assert not path.exists()
