@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import click
 
-from . import dbfile, ingest, inputs, progress, vectors
+from . import dbfile, ingest, inputs, progress, schema, vectors
 from .cli_errors import OneLineErrors
 from .collection import Collection
 from .models import (
@@ -82,17 +82,22 @@ def _open(database: Optional[str], create: bool) -> sqlite3.Connection:
 def _writing(database: Optional[str], name: str, model: Optional[str]) -> Iterator[tuple[sqlite3.Connection, Collection]]:
     """The connection and the collection `name` to write into. If the command fails, or
     writes nothing, a collection it created is removed again, and so is a database file
-    it created: a failed first batch leaves nothing behind."""
+    it created, or the llm tables it added to a file that had none: a failed first batch
+    leaves nothing behind."""
     path = _database_path(database)
     new_file = not path.exists()
     conn = _open(database, create=True)
     new_collection = emptied = False
+    existed: set[str] = set()
     try:
         new_collection = not Collection.exists(conn, name)
+        existed = schema.llm_tables(conn)
         yield conn, _collection(conn, name, model)
     finally:
         try:
             emptied = new_collection and _remove_if_empty(conn, name)
+            if emptied and not new_file:
+                schema.drop_created(conn, existed)
         finally:
             conn.close()
             if new_file and (emptied or not new_collection):

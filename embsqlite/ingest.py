@@ -156,14 +156,24 @@ def check_pair(entry: Any) -> tuple[Any, Any]:
     return tuple(entry)  # type: ignore[return-value]
 
 
+class UnstorableTextError(UnicodeEncodeError):
+    """Text SQLite cannot store (not encodable as UTF-8), named by what it is; still a
+    UnicodeEncodeError (and ValueError), as SQLite's own binding error was."""
+
+    def __init__(self, what: str, error: UnicodeEncodeError) -> None:
+        super().__init__(error.encoding, error.object, error.start, error.end, error.reason)
+        self.what = what
+
+    def __str__(self) -> str:
+        return f"{self.what} cannot be stored as UTF-8: {self.reason} at character {self.start}"
+
+
 def check_text(what: str, text: str) -> None:
     """`text` must be encodable as UTF-8 (no lone surrogate), as SQLite stores it."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise ValueError(
-            f"{what} cannot be stored as UTF-8: {error.reason} at character {error.start}"
-        ) from None
+        raise UnstorableTextError(what, error) from None
 
 
 def check_item(entry: Any, position: Optional[int] = None) -> tuple[str, Value, Optional[str]]:

@@ -314,6 +314,28 @@ def ensure_schema(conn: Any) -> None:
             )
 
 
+def llm_tables(conn: Any) -> set[str]:
+    """Which of the tables ensure_schema makes exist now (to undo it with drop_created)."""
+    return {t for t in (MIGRATIONS_TABLE, "collections", "embeddings") if table_exists(conn, t)}
+
+
+def drop_created(conn: Any, existed: set[str]) -> None:
+    """Undo ensure_schema on a database that had no llm tables (`existed`, from llm_tables
+    before it ran), as long as no collection has been stored since: a command that failed
+    before writing anything leaves the database as it found it."""
+    if existed & {"collections", "embeddings"} or not table_exists(conn, "collections"):
+        return
+    with transaction(conn):
+        if conn.execute("select count(*) from collections").fetchone()[0]:
+            return
+        conn.execute('drop table if exists "embeddings"')
+        conn.execute('drop table "collections"')
+        if MIGRATIONS_TABLE not in existed:
+            conn.execute(f"drop table {MIGRATIONS_TABLE}")
+        else:
+            conn.execute(f"delete from {MIGRATIONS_TABLE} where migration_set = ?", (MIGRATION_SET,))
+
+
 def _ensure_migrations_table(conn: Any) -> None:
     """sqlite-utils 4's table, converting the older (migration_set, name) key to an id."""
     if not table_exists(conn, MIGRATIONS_TABLE):

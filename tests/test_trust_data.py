@@ -282,22 +282,37 @@ FIXED = {
 }
 
 
+def _master(path: Path) -> list:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("select type, name, sql from sqlite_master order by name").fetchall()
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("case", list(FIXED))
-@pytest.mark.parametrize("existing_file", [False, True])
-def test_a_failed_first_batch_leaves_no_collection_and_no_new_file(tmp_path, case, existing_file):
+@pytest.mark.parametrize("existing", ["no file", "a file with a collection", "a file of other tables"])
+def test_a_failed_first_batch_leaves_no_collection_and_no_new_file(tmp_path, case, existing):
     path = tmp_path / "new.db"
-    if existing_file:
+    if existing == "a file with a collection":
         _collection_of(path, "other", 2)
+    elif existing == "a file of other tables":
+        conn = sqlite3.connect(path)
+        conn.executescript("create table notes(n text); insert into notes values ('kept');")
+        conn.close()
+    master = _master(path) if path.exists() else None
     command = _failing_commands(tmp_path)[case]
     fails(*command, "-d", str(path))
-    if existing_file:
-        assert not Collection.exists(str(path), "docs")
-        assert _count(path, "other") == 2
-    else:
+    if existing == "no file":
         assert not any(name.startswith("new.db") for name in os.listdir(tmp_path))
+    else:
+        assert _master(path) == master  # no llm tables left in the other file
+        assert not Collection.exists(str(path), "docs")
     ok(*FIXED[case](tmp_path), "-d", str(path))
     collection = Collection("docs", str(path), create=False)
     assert collection.model_id == "hashing" and collection.count() >= 1
+    if existing == "a file with a collection":
+        assert _count(path, "other") == 2
 
 
 def test_an_empty_input_creates_nothing(tmp_path):
