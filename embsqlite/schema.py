@@ -158,7 +158,8 @@ def transaction(conn: Any) -> Iterator[None]:
 
 def table_exists(conn: Any, name: str) -> bool:
     row = conn.execute(
-        "select count(*) from sqlite_master where type = 'table' and name = ?", (name,)
+        "select count(*) from sqlite_master where type = 'table' and name = ? collate nocase",
+        (name,),
     ).fetchone()
     return bool(row[0])
 
@@ -200,7 +201,9 @@ def _foreign(table: str, why: str) -> ForeignTableError:
 
 def _check_object(conn: Any, name: str) -> bool:
     """Whether a table `name` exists; ForeignTableError when a view or index has it."""
-    row = conn.execute("select type from sqlite_master where name = ?", (name,)).fetchone()
+    row = conn.execute(  # SQLite's names ignore ASCII case: EMBEDDINGS is embeddings
+        "select type from sqlite_master where name = ? collate nocase", (name,)
+    ).fetchone()
     if row is not None and row[0] != "table":
         raise _foreign(name, f"it is {'an' if row[0] == 'index' else 'a'} {row[0]}")
     return row is not None

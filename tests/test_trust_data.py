@@ -103,6 +103,15 @@ FOREIGN_SCHEMAS = {
         "metadata text); insert into embeddings values (1, 'a', null, 'x', null);",
         "'embeddings'",
     ),
+    "own EMBEDDINGS table in capitals": (
+        "create table EMBEDDINGS(doc_id integer primary key, vector blob);"
+        "insert into EMBEDDINGS values (1, x'0000803f');",
+        "'embeddings'",
+    ),
+    "an index named collections": (
+        "create table notes(n); create index collections on notes(n);",
+        "'collections'",
+    ),
     "a view named embeddings": (
         "create table notes(n); insert into notes values (1);"
         "create view embeddings as select n from notes;",
