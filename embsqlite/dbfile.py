@@ -58,6 +58,11 @@ def check_path(path: PathLike, create_parent: bool = False) -> Path:
         raise DatabasePathError(
             f"database {where}: directory {parent} does not exist (create it first)"
         )
+    if not os.access(parent, os.W_OK):  # true for root too on a read-only mount
+        raise DatabasePathError(
+            f"database {where} does not exist and directory {parent} is not writable "
+            "(read-only media?)"
+        )
     return where
 
 

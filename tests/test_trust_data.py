@@ -609,6 +609,15 @@ def test_a_read_only_copy_with_its_wal_and_shm_reads_the_wal(tmp_path):
     writer.close()
 
 
+def test_a_new_database_on_read_only_media_is_a_clear_error(tmp_path):
+    source, target = tmp_path / "source", tmp_path / "mnt"
+    source.mkdir(), target.mkdir()
+    _embsqlite_db(source / "copy.db")
+    result = _read_only_mount(source, target, target / "new.db")
+    assert result.returncode != 0
+    assert "directory" in result.stderr and "not writable" in result.stderr, result.stderr
+
+
 def test_a_read_only_copy_whose_wal_cannot_be_read_says_what_to_do(tmp_path):
     source, target = tmp_path / "source", tmp_path / "mnt"
     source.mkdir(), target.mkdir()
