@@ -15,13 +15,14 @@ import os
 import sqlite3
 import sys
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import click
 from click_default_group import DefaultGroup
 
-from . import inputs, progress, user_dir, vectors
+from . import dbfile, ingest, inputs, progress, schema, user_dir, vectors
 from .cli_errors import OneLineUsageGroup, UserError, user_errors
 from .collection import Collection
 from .default_model import get_default_embedding_model, set_default_embedding_model
@@ -49,25 +50,57 @@ def _database_option(func: Any) -> Any:
     )(func)
 
 
+def _database_path(database: Optional[str]) -> Path:
+    return Path(database) if database else default_database()
+
+
 def _open(database: Optional[str], create: bool) -> sqlite3.Connection:
-    """A connection to the database, with the SQL functions. `create=False` refuses a
-    database file that does not exist rather than making an empty one."""
-    path = Path(database) if database else default_database()
-    if not path.exists():
-        if not create:
-            raise click.ClickException(f"no database at {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-    elif path.is_dir():
-        raise click.ClickException(f"{path} is a directory, not a database file")
-    conn = connect(str(path))
-    conn.execute("select count(*) from sqlite_master").fetchone()  # fails early if not SQLite
-    return conn
+    """A connection embsqlite owns (so it gets the owned-connection tuning), with the SQL
+    functions. `create=False` refuses a database file that does not exist rather than
+    making an empty one; only the default database may have its directory created."""
+    path = _database_path(database)
+    if not create and not path.exists():
+        raise UserError(f"no database at {path}")
+    with user_errors(dbfile.DatabasePathError, sqlite3.DatabaseError, OSError):
+        return dbfile.connect(path, create_parent=database is None)
 
 
-def _connect(database: Optional[str], create: bool) -> sqlite3.Connection:
-    """`_open`, with a file that is not SQLite (or cannot be opened) as a user error."""
-    with user_errors(sqlite3.DatabaseError):
-        return _open(database, create)
+@contextmanager
+def _writing(database: Optional[str], name: str, model: Optional[str]) -> Iterator[tuple[sqlite3.Connection, Collection]]:
+    """The connection and the collection `name` to write into. If the command fails, or
+    writes nothing, a collection it created is removed again, and so is a database file
+    it created, or the llm tables it added to a file that had none: a failed first batch
+    leaves nothing behind."""
+    path = _database_path(database)
+    new_file = not path.exists()
+    conn = _open(database, create=True)
+    new_collection = emptied = False
+    existed: set[str] = set()
+    try:
+        with user_errors(schema.ForeignTableError, sqlite3.DatabaseError):
+            new_collection = not Collection.exists(conn, name)
+            existed = schema.llm_tables(conn)
+        yield conn, _collection(conn, name, model)
+    finally:
+        try:
+            emptied = new_collection and _remove_if_empty(conn, name)
+            if emptied and not new_file:
+                schema.drop_created(conn, existed)
+        finally:
+            conn.close()
+            if new_file and (emptied or not new_collection):
+                dbfile.remove(path)
+
+
+def _remove_if_empty(conn: sqlite3.Connection, name: str) -> bool:
+    """Delete the collection `name` if it holds no item (or was never made); True then."""
+    if not Collection.exists(conn, name):
+        return True
+    collection = Collection(name, conn, create=False)
+    if collection.count():
+        return False
+    collection.delete()
+    return True
 
 
 # Errors of the library that describe the user's request, not a bug.
@@ -101,6 +134,8 @@ def _metadata_option(ctx: click.Context, param: click.Parameter, value: Optional
         parsed = json.loads(value)
     except json.JSONDecodeError:
         raise click.BadParameter("metadata must be valid JSON") from None
+    except RecursionError:
+        raise click.BadParameter("metadata is nested too deeply") from None
     if not isinstance(parsed, dict):
         raise click.BadParameter("metadata must be a JSON object")
     return parsed
@@ -183,18 +218,16 @@ def embed(collection: Optional[str], id: Optional[str], input: Optional[str], mo
             vector = model_obj.embed(value)
         _print_vector(vector, format_ or "json")
         return
-    conn = _connect(database, create=True)
-    collection_obj = _collection(conn, collection, model)
     value = _read_content(content, input, binary)
-    with user_errors(*MODEL_ERRORS, *INPUT_ERRORS):
-        collection_obj.embed(id, value, metadata=metadata, store=store)
-    if format_:
-        row = conn.execute(
-            "select embedding from embeddings where collection_id = ? and id = ?",
-            (collection_obj.id, id),
-        ).fetchone()
-        _print_vector(vectors.decode(row[0]), format_)
-    conn.close()
+    with _writing(database, collection, model) as (conn, collection_obj):
+        with user_errors(*MODEL_ERRORS, *INPUT_ERRORS):
+            collection_obj.embed(id, value, metadata=metadata, store=store)
+        if format_:
+            row = conn.execute(
+                "select embedding from embeddings where collection_id = ? and id = ?",
+                (collection_obj.id, id),
+            ).fetchone()
+            _print_vector(vectors.decode(row[0]), format_)
 
 
 def _print_vector(vector: list[float], format_: str) -> None:
@@ -225,7 +258,7 @@ def _print_vector(vector: list[float], format_: str) -> None:
 @click.option("--sql", help="Read items from this SQL query (first column or `id` is the id)")
 @click.option("--attach", type=(str, click.Path(dir_okay=False)), multiple=True,
               metavar="ALIAS PATH", help="Attach this database for --sql (repeatable)")
-@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1, max=ingest.MAX_COUNT), default=100, show_default=True,
               help="Items written per transaction")
 @click.option("--prefix", default="", help="Prefix added to each id")
 @click.option("-m", "--model", help="Embedding model for a new collection [default: the default model]")
@@ -263,32 +296,34 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
     for directory, _pattern in files:
         if not Path(directory).is_dir():
             raise click.UsageError(f"Invalid directory: {directory}")
-    conn = _connect(database, create=True)
-    for alias, path in attach:
-        if not Path(path).is_file():
-            raise UserError(f"--attach {alias}: no database at {path}")
-        conn.execute("attach database ? as " + _quote(alias), (path,))
-    collection_obj = _collection(conn, collection, model)
-    total: Optional[int] = None
-    warn = lambda message: click.echo(message, err=True)  # noqa: E731
-    if files:
-        total = inputs.count_files(files)
-        items: Iterable[inputs.Item] = inputs.read_files(
-            files, binary, encodings or inputs.DEFAULT_ENCODINGS, warn
-        )
-    elif sql:
-        total = inputs.count_sql(conn, sql)
-        items = inputs.read_sql(conn, sql, binary)
-    else:
-        encoding = encodings[0] if encodings else "utf-8-sig"
-        if input_path == "-":
-            items = inputs.read_stream(sys.stdin.buffer, format_, "standard input", encoding)
-        else:
-            total = sum(1 for _ in inputs.read_path(input_path, format_, encoding))
-            items = inputs.read_path(input_path, format_, encoding)
-    with user_errors(*MODEL_ERRORS, *INPUT_ERRORS):
-        progress.embed_items(collection_obj, inputs.with_prefix(items, prefix, prepend), store, batch_size, total)
-    conn.close()
+    with _writing(database, collection, model) as (conn, collection_obj):
+        for alias, path in attach:
+            if not Path(path).is_file():
+                raise UserError(f"--attach {alias}: no database at {path}")
+            conn.execute("attach database ? as " + _quote(alias), (path,))
+        total: Optional[int] = None
+        warn = lambda message: click.echo(message, err=True)  # noqa: E731
+        with user_errors(*MODEL_ERRORS, *INPUT_ERRORS):
+            if files:
+                own = _database_path(database)
+                own_files = [Path(str(own) + suffix) for suffix in ("", *dbfile.SIDECARS)]
+                total = inputs.count_files(files, own_files)
+                items: Iterable[inputs.Item] = inputs.read_files(
+                    files, binary, encodings or inputs.DEFAULT_ENCODINGS, warn, own_files
+                )
+            elif sql:
+                total = inputs.snapshot_sql(conn, sql)
+                for alias, _path in attach:  # read in full: no write may lock them
+                    conn.execute("detach database " + _quote(alias))
+                items = inputs.read_sql(conn, binary)
+            else:
+                encoding = encodings[0] if encodings else "utf-8-sig"
+                if input_path == "-":
+                    items = inputs.read_stream(sys.stdin.buffer, format_, "standard input", encoding)
+                else:
+                    total = sum(1 for _ in inputs.read_path(input_path, format_, encoding))
+                    items = inputs.read_path(input_path, format_, encoding)
+            progress.embed_items(collection_obj, inputs.with_prefix(items, prefix, prepend), store, batch_size, total)
 
 
 def _quote(name: str) -> str:
@@ -302,7 +337,7 @@ def _quote(name: str) -> str:
               help="File to embed for comparison ('-' for standard input)")
 @click.option("-c", "--content", help="Content to embed for comparison")
 @click.option("--binary", is_flag=True, help="Treat the input as binary data")
-@click.option("-n", "--number", type=click.IntRange(min=0), default=10, show_default=True,
+@click.option("-n", "--number", type=click.IntRange(min=0, max=ingest.MAX_COUNT), default=10, show_default=True,
               help="Number of results")
 @click.option("-p", "--plain", is_flag=True, help="Plain text instead of JSON lines")
 @_database_option
@@ -319,7 +354,7 @@ def similar(collection: str, id: Optional[str], input: Optional[str], content: O
         raise click.UsageError("give an ID or content (-c/-i), not both")
     if not id and not content and not input:
         raise UserError("Must provide content or an ID for the comparison")
-    conn = _connect(database, create=False)
+    conn = _open(database, create=False)
     collection_obj = _existing_collection(conn, collection)
     if id is not None:
         try:
@@ -366,7 +401,7 @@ def collections_list(database: Optional[str] = None, json_: bool = False) -> Non
         click.echo("[]" if json_ else f"No collections yet (no database at {path})",
                    err=not json_)
         return
-    conn = _connect(database, create=False)
+    conn = _open(database, create=False)
 
     rows: list[dict] = []
     if schema.has_schema(conn):
@@ -394,7 +429,7 @@ def collections_list(database: Optional[str] = None, json_: bool = False) -> Non
 @_database_option
 def collections_delete(collection: str, database: Optional[str]) -> None:
     """Delete COLLECTION and all its embeddings."""
-    conn = _connect(database, create=False)
+    conn = _open(database, create=False)
     _existing_collection(conn, collection).delete()
     conn.close()
 
@@ -511,7 +546,7 @@ def demo(model: Optional[str], database: Optional[str], collection_name: str,
 
     with user_errors(*MODEL_ERRORS, ValueError):
         demo_module.run(
-            database=Path(database) if database else default_database(),
+            database=dbfile.check_path(_database_path(database), create_parent=database is None),
             model=model,
             collection_name=collection_name,
             limit=limit or None,

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from . import cache, ingest, schema, sql, vectors
+from . import cache, dbfile, ingest, schema, sql, vectors
 from .model import EmbeddingModel, UnknownModelError
 from .registry import get_embedding_model
 
@@ -38,9 +38,9 @@ class Entry:
 def _connection(db: Any) -> tuple[Any, bool]:
     """The DB-API connection behind `db`, and whether we opened it ourselves."""
     if db is None:
-        return sql.connect(":memory:"), True
+        return dbfile.connect(":memory:"), True
     if isinstance(db, (str, os.PathLike)):
-        return sql.connect(db, timeout=schema.BUSY_TIMEOUT_MS / 1000), True
+        return dbfile.connect(db), True
     conn = getattr(db, "conn", db)  # sqlite_utils.Database wraps its connection
     if not hasattr(conn, "execute"):
         raise TypeError(
@@ -235,6 +235,7 @@ class Collection:
         self, entries: Iterable[Sequence[Any]], store: bool = False, batch_size: int = 100
     ) -> None:
         """Embed `(id, value)` pairs from any iterable, one transaction per batch."""
+        self._check_source(entries)
         self.embed_multi_with_metadata(
             (ingest.check_pair(entry) + (None,) for entry in entries),
             store=store,
@@ -251,13 +252,27 @@ class Collection:
         (same MD5) is never sent to the model again.
         """
         ingest.check_count("batch_size", batch_size, minimum=1)
-        iterator = iter(entries)
+        self._check_source(entries)
+        numbered = enumerate(entries, 1)
         while True:
-            batch = [ingest.check_item(entry) for entry in itertools.islice(iterator, batch_size)]
+            batch = [
+                ingest.check_item(entry, position)
+                for position, entry in itertools.islice(numbered, batch_size)
+            ]
             if not batch:
                 return
             with self._lock:  # see _one_thread_at_a_time
                 ingest.write_batch(self, batch, store)
+
+    def _check_source(self, entries: Any) -> None:
+        """Refuse a cursor on this collection's own connection: it would also see the rows
+        each batch writes, and never end when they match its query."""
+        if getattr(entries, "connection", None) is self.conn:
+            raise ValueError(
+                "the entries are a cursor on the collection's own connection, which would "
+                "also read the rows being written; pass cursor.fetchall(), or query "
+                "through another connection"
+            )
 
     def _check_dimensions(self, dimensions: int, what: str) -> None:
         stored = self.dimensions()
@@ -271,7 +286,9 @@ class Collection:
 
     def similar(self, value: Value, number: int = 10, prefix: Optional[str] = None) -> list[Entry]:
         """The `number` items most similar to `value` (embedded with the collection's model)."""
-        ingest.check_count("number", number)
+        ingest.check_search(number, prefix)
+        if isinstance(value, str):
+            ingest.check_text("the query", value)
         return self.similar_by_vector(self.model().embed(value), number, prefix=prefix)
 
     @_one_thread_at_a_time
@@ -279,7 +296,8 @@ class Collection:
         self, id: Any, number: int = 10, prefix: Optional[str] = None
     ) -> list[Entry]:
         """The `number` items most similar to the stored item `id`, excluding it."""
-        ingest.check_count("number", number)
+        ingest.check_search(number, prefix)
+        ingest.check_text("the id", str(id))
         row = self.conn.execute(
             "select embedding from embeddings where collection_id = ? and id = ?",
             (self.id, str(id)),
@@ -298,7 +316,7 @@ class Collection:
         prefix: Optional[str] = None,
     ) -> list[Entry]:
         """The `number` items most similar to `vector`, best first, ties broken by id."""
-        ingest.check_count("number", number)
+        ingest.check_search(number, prefix)
         blob = vectors.encode(vector)
         if not blob:
             raise ValueError("the query vector is empty")

@@ -19,7 +19,7 @@ from typing import Any, Optional
 from datasette import hookimpl
 from datasette.utils.asgi import Response
 
-from . import vectors
+from . import schema, vectors
 from .collection import prefix_range
 from .model import ModelNotInstalledError, UnknownModelError
 from .registry import get_embedding_model
@@ -67,6 +67,10 @@ async def _collections(datasette: Any, actor: Any) -> list[dict]:
             continue
         tables = set(await db.table_names())
         if not {"collections", "embeddings"} <= tables:
+            continue
+        try:  # tables of these names that are not llm's hold no collections
+            await db.execute_fn(schema.embeddings_stage)
+        except schema.ForeignTableError:
             continue
         rows = await db.execute(
             "select c.name, c.model, count(e.id) from collections c left join embeddings e "

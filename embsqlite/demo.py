@@ -17,8 +17,8 @@ from typing import Callable, Iterator, Optional
 
 from .collection import Collection
 from .progress import embed_items
+from . import dbfile
 from .default_model import get_default_embedding_model
-from .sql import connect
 
 # Package directories whose docstrings are tests, tools or generated boilerplate.
 SKIPPED_DIRS = frozenset({
@@ -141,8 +141,7 @@ def run(
     echo(f"Corpus: {len(corpus)} docstrings of the Python {version} standard library ({root}),"
          f" read in {time.perf_counter() - started:.1f}s")
 
-    database.parent.mkdir(parents=True, exist_ok=True)
-    conn = connect(str(database))
+    conn = dbfile.connect(database, create_parent=True)
     if fresh and Collection.exists(conn, collection_name):
         Collection(collection_name, conn, create=False).delete()
     if Collection.exists(conn, collection_name):

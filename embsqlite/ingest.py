@@ -124,12 +124,29 @@ def _embed_values(collection: Any, values: list[Value]) -> list[bytes]:
     return blobs
 
 
+# The largest count SQLite can bind (LIMIT takes a signed 64-bit integer): one rule for
+# every count, whether a search is answered by SQL or by the vector cache.
+MAX_COUNT = 2**63 - 1
+# Metadata deeper than this is refused: Python's json parser, which reads it back for every
+# search result, recurses once per level, and SQLite's JSON functions stop at 1000.
+MAX_METADATA_DEPTH = 100
+
+
 def check_count(what: str, value: Any, minimum: int = 0) -> None:
-    """`value` must be an int (not a bool) of at least `minimum`."""
+    """`value` must be an int (not a bool) from `minimum` to MAX_COUNT."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{what} must be at least {minimum}, not {value}")
+    if value > MAX_COUNT:
+        raise ValueError(f"{what} must be at most {MAX_COUNT} (2**63 - 1), not {value}")
+
+
+def check_search(number: Any, prefix: Any) -> None:
+    """The arguments every search takes: a count, and a prefix that SQLite can store."""
+    check_count("number", number)
+    if isinstance(prefix, str):
+        check_text("the prefix", prefix)
 
 
 def check_pair(entry: Any) -> tuple[Any, Any]:
@@ -139,27 +156,88 @@ def check_pair(entry: Any) -> tuple[Any, Any]:
     return tuple(entry)  # type: ignore[return-value]
 
 
-def check_item(entry: Any) -> tuple[str, Value, Optional[str]]:
-    """Check one (id, value, metadata) triple; returns (str id, value, metadata JSON)."""
+class UnstorableTextError(UnicodeEncodeError):
+    """Text SQLite cannot store (not encodable as UTF-8), named by what it is; still a
+    UnicodeEncodeError (and ValueError), as SQLite's own binding error was."""
+
+    def __init__(self, what: str, error: UnicodeEncodeError) -> None:
+        super().__init__(error.encoding, error.object, error.start, error.end, error.reason)
+        self.what = what
+
+    def __str__(self) -> str:
+        return f"{self.what} cannot be stored as UTF-8: {self.reason} at character {self.start}"
+
+
+def check_text(what: str, text: str) -> None:
+    """`text` must be encodable as UTF-8 (no lone surrogate), as SQLite stores it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise UnstorableTextError(what, error) from None
+
+
+def check_item(entry: Any, position: Optional[int] = None) -> tuple[str, Value, Optional[str]]:
+    """Check one (id, value, metadata) triple, the `position`-th of the input (from 1);
+    returns (str id, value, metadata JSON). Everything that could fail later is checked
+    here, before any model sees the batch."""
+    where = "item" if position is None else f"item {position}"
     if not isinstance(entry, (tuple, list)) or len(entry) != 3:
-        raise ValueError(f"expected an (id, value, metadata) triple, not {entry!r:.80}")
+        raise ValueError(f"{where}: expected an (id, value, metadata) triple, not {entry!r:.80}")
     id_, value, metadata = entry
     if id_ is None:
-        raise TypeError("an item's id cannot be None")
+        raise TypeError(f"{where}: the id cannot be None")
     id_ = id_ if isinstance(id_, str) else str(id_)
     if not id_:
-        raise ValueError("an item's id cannot be empty")
+        raise ValueError(f"{where}: the id cannot be empty")
+    check_text(f"{where}: the id {id_!r:.80}", id_)
+    where = f"{where} (id {id_!r:.80})"
     if isinstance(value, (bytearray, memoryview)):
         value = bytes(value)
     if not isinstance(value, (str, bytes)):
-        raise TypeError(
-            f"item {id_!r}: the value must be str or bytes, not {type(value).__name__}"
-        )
+        raise TypeError(f"{where}: the value must be str or bytes, not {type(value).__name__}")
+    if isinstance(value, str):
+        check_text(f"{where}: the value", value)
     if metadata is None:
         return id_, value, None
     if not isinstance(metadata, dict):
-        raise TypeError(f"item {id_!r}: metadata must be a dict, not {type(metadata).__name__}")
+        raise TypeError(f"{where}: metadata must be a dict, not {type(metadata).__name__}")
+    return id_, value, metadata_json(metadata, where)
+
+
+def metadata_json(metadata: dict, where: str) -> str:
+    """The JSON text stored for `metadata`, refusing what would not read back the same:
+    nesting deeper than MAX_METADATA_DEPTH, keys that become the same JSON key (1 and
+    "1"), NaN or infinity, and values JSON has no form for."""
+    _check_depth(metadata, where)
     try:
-        return id_, value, json.dumps(metadata, allow_nan=False)
+        text = json.dumps(metadata, allow_nan=False)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"item {id_!r}: metadata is not JSON-serialisable: {error}") from None
+        raise ValueError(f"{where}: metadata is not JSON-serialisable: {error}") from None
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) != len(keys):
+            twice = sorted({key for key in keys if keys.count(key) > 1})
+            raise ValueError(
+                f"{where}: metadata keys collide as JSON text {twice!r:.80} "
+                "(e.g. 1 and \"1\"): one value would be lost"
+            )
+        return dict(pairs)
+
+    json.loads(text, object_pairs_hook=no_duplicates)
+    return text
+
+
+def _check_depth(metadata: dict, where: str) -> None:
+    """Walk the containers without recursion; a cycle shows as too deep."""
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_METADATA_DEPTH:
+            raise ValueError(
+                f"{where}: metadata is nested more than {MAX_METADATA_DEPTH} levels deep"
+            )
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend(
+            (child, depth + 1) for child in children if isinstance(child, (dict, list, tuple))
+        )

@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Optional, Sequence, Union
 
@@ -41,6 +42,8 @@ def _metadata(value: Any, where: str) -> Optional[dict]:
             value = json.loads(value)
         except json.JSONDecodeError as error:
             raise InputError(f"{where}: metadata is not valid JSON: {error}") from None
+        except RecursionError:
+            raise InputError(f"{where}: metadata is nested too deeply") from None
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -126,6 +129,8 @@ def _json_items(text: io.TextIOBase, name: str) -> Iterator[Item]:
         data = json.load(text)  # type: ignore[arg-type]
     except json.JSONDecodeError as error:
         raise InputError(f"{name}: invalid JSON: {error}") from None
+    except RecursionError:
+        raise InputError(f"{name}: the JSON is nested too deeply") from None
     if not isinstance(data, list):
         raise InputError(f"{name}: expected a JSON array of objects, got {type(data).__name__}")
     for number, row in enumerate(data, 1):
@@ -140,6 +145,8 @@ def _ndjson_items(text: io.TextIOBase, name: str) -> Iterator[Item]:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise InputError(f"{name}: line {number}: invalid JSON: {error}") from None
+        except RecursionError:
+            raise InputError(f"{name}: line {number}: the JSON is nested too deeply") from None
         yield item_from_mapping(row, f"{name}: line {number}")
 
 
@@ -183,14 +190,41 @@ def check_directories(files: Sequence[tuple[str, str]]) -> None:
             raise InputError(f"--files: {directory} is not a directory")
 
 
-def matching_files(files: Sequence[tuple[str, str]]) -> Iterator[tuple[Path, Path]]:
-    """(directory, path) for each regular file matching each (directory, glob), sorted."""
+def matching_files(
+    files: Sequence[tuple[str, str]], warn: Any = None, exclude: Sequence[Path] = ()
+) -> Iterator[tuple[Path, Path]]:
+    """(directory, path) for each regular file matching each (directory, glob), sorted.
+    Directories are passed over; anything else that is not a regular file (a FIFO would
+    block the read forever, a device never ends) and the files in `exclude` (the database
+    being written and its sidecars) are skipped with a call to `warn(message)`."""
+    excluded = {_identity(path) for path in exclude} - {None}
     for directory, pattern in files:
         root = Path(directory)
         for path in sorted(root.glob(pattern)):
-            if path.is_dir():
+            try:
+                mode = path.stat().st_mode
+            except OSError as error:
+                raise InputError(f"cannot read {path}: {error.strerror or error}") from None
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode):
+                if warn is not None:
+                    warn(f"skipped {path}: not a regular file")
+                continue
+            if _identity(path) in excluded:
+                if warn is not None:
+                    warn(f"skipped {path}: it is the database being written")
                 continue
             yield root, path
+
+
+def _identity(path: Path) -> Optional[tuple[int, int]]:
+    """(device, inode) of an existing file, so that two names of one file compare equal."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def read_files(
@@ -198,12 +232,14 @@ def read_files(
     binary: bool = False,
     encodings: Sequence[str] = DEFAULT_ENCODINGS,
     warn: Any = None,
+    exclude: Sequence[Path] = (),
 ) -> Iterator[Item]:
     """One item per file: id the path relative to its directory, value its bytes (binary)
-    or its text in the first of `encodings` that decodes it. A file no encoding decodes is
-    skipped with a call to `warn(message)`; a file that cannot be read is an InputError."""
+    or its text in the first of `encodings` that decodes it. A file no encoding decodes,
+    a file that is not regular and a file in `exclude` are skipped with a call to
+    `warn(message)`; a file that cannot be read is an InputError."""
     check_directories(files)
-    for root, path in matching_files(files):
+    for root, path in matching_files(files, warn, exclude):
         try:
             data = path.read_bytes()
         except OSError as error:
@@ -223,29 +259,43 @@ def read_files(
                 warn(f"Could not decode text in file {path}")
 
 
-def count_files(files: Sequence[tuple[str, str]]) -> int:
+def count_files(files: Sequence[tuple[str, str]], exclude: Sequence[Path] = ()) -> int:
     check_directories(files)
-    return sum(1 for _ in matching_files(files))
+    return sum(1 for _ in matching_files(files, None, exclude))
 
 
-def read_sql(conn: Any, query: str, binary: bool = False) -> Iterator[Item]:
-    """Items from the rows of an SQL query: first column (or `id`) the id, the rest content."""
+SNAPSHOT_TABLE = "embsqlite_sql_input"
+
+
+def snapshot_sql(conn: Any, query: str) -> int:
+    """Run `query` once into a temporary table and return its row count. Reading the
+    query's cursor while writing the same database would also see the rows being written
+    (a query over `embeddings` would never end); the copy is one fixed snapshot, kept by
+    SQLite on disk rather than in Python's memory."""
+    conn.execute(f"drop table if exists temp.{SNAPSHOT_TABLE}")
     try:
-        cursor = conn.execute(query)
+        conn.execute(f"create temp table {SNAPSHOT_TABLE} as {query}")
     except sqlite3.Error as error:
-        raise InputError(f"--sql: {error}") from None
+        raise InputError(f"--sql: {error} (the query must be one SELECT, WITH or VALUES statement)") from None
+    return conn.execute(f"select count(*) from temp.{SNAPSHOT_TABLE}").fetchone()[0]
+
+
+def read_sql(conn: Any, binary: bool = False) -> Iterator[Item]:
+    """Items from the snapshot `snapshot_sql` took, in the query's order: first column (or
+    `id`) the id, the rest content. The snapshot is dropped at the end."""
+    cursor = conn.execute(f"select * from temp.{SNAPSHOT_TABLE} order by rowid")
     names = [d[0] for d in cursor.description or ()]
     if not names:
         raise InputError("--sql: the query returns no columns")
-    for number, row in enumerate(cursor, 1):
-        yield item_from_mapping(dict(zip(names, row)), f"--sql: row {number}", binary=binary)
-
-
-def count_sql(conn: Any, query: str) -> int:
     try:
-        return conn.execute(f"select count(*) from ({query})").fetchone()[0]
-    except sqlite3.Error as error:
-        raise InputError(f"--sql: {error}") from None
+        for number, row in enumerate(cursor, 1):
+            yield item_from_mapping(dict(zip(names, row)), f"--sql: row {number}", binary=binary)
+    finally:
+        try:
+            cursor.close()
+            conn.execute(f"drop table if exists temp.{SNAPSHOT_TABLE}")
+        except sqlite3.Error:  # the connection was closed first; the table went with it
+            pass
 
 
 def with_prefix(items: Iterable[Item], prefix: str = "", prepend: str = "") -> Iterator[Item]:

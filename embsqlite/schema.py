@@ -9,6 +9,11 @@ is brought to the final shape with the data effects llm's own migrations have:
 ``updated`` filled with the current time where missing, ``content_hash`` set to the
 MD5 of ``content`` (a random digest where there is no content).
 
+A table is treated as llm's only when its columns (names, declared types, primary key)
+are exactly those of one of llm's migration stages (``EMBEDDINGS_STAGES``); any other
+table named ``collections`` or ``embeddings`` belongs to someone else and is never
+written: `ForeignTableError` is raised before anything changes.
+
 Everything here speaks plain DB-API (``execute``/``fetchall``), so it works on
 stdlib sqlite3, pysqlite3 and apsw connections alike.
 """
@@ -19,7 +24,7 @@ import hashlib
 import os
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 MIGRATION_SET = "llm.embeddings"
 MIGRATIONS_TABLE = "_sqlite_migrations"
@@ -72,6 +77,29 @@ EMBEDDINGS_SQL = """CREATE TABLE "embeddings" (
    "updated" INTEGER,
    PRIMARY KEY ("collection_id", "id")
 )"""
+# The embeddings table's columns after each of llm's migrations, oldest first: m001
+# (m002 adds only a foreign key), m003 (+updated), m004 (+content_hash), m005 (final).
+EMBEDDINGS_STAGES = (
+    ("collection_id", "id", "embedding", "content", "metadata"),
+    ("collection_id", "id", "embedding", "content", "metadata", "updated"),
+    ("collection_id", "id", "embedding", "content", "content_hash", "metadata", "updated"),
+    EMBEDDINGS_COLUMNS,
+)
+COLLECTIONS_COLUMNS = ("id", "name", "model")
+# Declared type and primary-key position of every column llm ever gave these tables.
+_COLUMN_TYPES = {
+    "collection_id": ("INTEGER", 1),
+    "id": ("TEXT", 2),
+    "embedding": ("BLOB", 0),
+    "content": ("TEXT", 0),
+    "content_blob": ("BLOB", 0),
+    "content_hash": ("BLOB", 0),
+    "metadata": ("TEXT", 0),
+    "updated": ("INTEGER", 0),
+}
+_COLLECTIONS_TYPES = {"id": ("INTEGER", 1), "name": ("TEXT", 0), "model": ("TEXT", 0)}
+# The migrations table as sqlite-utils 4 makes it, and as older sqlite-migrate made it.
+MIGRATIONS_SHAPES = (("id", "migration_set", "name", "applied_at"), ("migration_set", "name", "applied_at"))
 CONTENT_HASH_INDEX = "idx_embeddings_content_hash"
 EMBEDDINGS_INDEX_SQL = """CREATE INDEX "idx_embeddings_content_hash"
     ON "embeddings" ("content_hash")"""
@@ -130,14 +158,78 @@ def transaction(conn: Any) -> Iterator[None]:
 
 def table_exists(conn: Any, name: str) -> bool:
     row = conn.execute(
-        "select count(*) from sqlite_master where type = 'table' and name = ?", (name,)
+        "select count(*) from sqlite_master where type = 'table' and name = ? collate nocase",
+        (name,),
     ).fetchone()
     return bool(row[0])
 
 
+class ForeignTableError(ValueError):
+    """A table or view has a name llm uses but is not llm's; it is left untouched."""
+
+
 def has_schema(conn: Any) -> bool:
-    """True when both llm tables exist (read-only check)."""
+    """True when both llm tables exist (read-only); ForeignTableError when either
+    name is taken by something that is not llm's."""
+    embeddings_stage(conn)
     return table_exists(conn, "collections") and table_exists(conn, "embeddings")
+
+
+def _shape(conn: Any, table: str) -> tuple[tuple[str, str, int], ...]:
+    """(name, declared type, primary-key position) of each column, in order."""
+    rows = conn.execute(f'pragma table_info("{table}")').fetchall()
+    return tuple((row[1], (row[2] or "").upper(), row[5]) for row in rows)
+
+
+def _stage_shape(columns: tuple[str, ...], types: dict) -> tuple[tuple[str, str, int], ...]:
+    return tuple((column, *types[column]) for column in columns)
+
+
+def _has_unique_name_index(conn: Any) -> bool:
+    for index in conn.execute('pragma index_list("collections")').fetchall():
+        if index[2] and [r[2] for r in conn.execute(f'pragma index_info("{index[1]}")')] == ["name"]:
+            return True
+    return False
+
+
+def _foreign(table: str, why: str) -> ForeignTableError:
+    return ForeignTableError(
+        f"table {table!r} is not llm's ({why}); embsqlite leaves it untouched: "
+        "use another database file, or rename that table"
+    )
+
+
+def _check_object(conn: Any, name: str) -> bool:
+    """Whether a table `name` exists; ForeignTableError when a view or index has it."""
+    row = conn.execute(  # SQLite's names ignore ASCII case: EMBEDDINGS is embeddings
+        "select type from sqlite_master where name = ? collate nocase", (name,)
+    ).fetchone()
+    if row is not None and row[0] != "table":
+        raise _foreign(name, f"it is {'an' if row[0] == 'index' else 'a'} {row[0]}")
+    return row is not None
+
+
+def embeddings_stage(conn: Any) -> Optional[int]:
+    """Which of EMBEDDINGS_STAGES the embeddings table is at (None: no such table), after
+    checking that `collections` and `embeddings` are llm's. Reads only."""
+    if _check_object(conn, "collections"):
+        if _shape(conn, "collections") != _stage_shape(COLLECTIONS_COLUMNS, _COLLECTIONS_TYPES):
+            raise _foreign("collections", "its columns are not (id INTEGER PRIMARY KEY, name TEXT, model TEXT)")
+        if not _has_unique_name_index(conn):
+            raise _foreign("collections", "it has no unique index on name")
+    if _check_object(conn, MIGRATIONS_TABLE):
+        if tuple(_columns(conn, MIGRATIONS_TABLE)) not in MIGRATIONS_SHAPES:
+            raise _foreign(MIGRATIONS_TABLE, "its columns are not those sqlite-utils gives it")
+    if not _check_object(conn, "embeddings"):
+        return None
+    shape = _shape(conn, "embeddings")
+    for stage, columns in enumerate(EMBEDDINGS_STAGES):
+        if shape == _stage_shape(columns, _COLUMN_TYPES):
+            return stage
+    raise _foreign(
+        "embeddings",
+        "its columns match none of llm's: " + ", ".join(f"{c[0]} {c[1]}".strip() for c in shape),
+    )
 
 
 def _columns(conn: Any, table: str) -> list[str]:
@@ -194,25 +286,28 @@ def pending_migrations(conn: Any) -> list[str]:
 
 
 def ensure_schema(conn: Any) -> None:
-    """Create or upgrade the llm schema on `conn`; does nothing (no write) when current."""
-    migrations_ok = table_exists(conn, MIGRATIONS_TABLE) and _columns(
-        conn, MIGRATIONS_TABLE
-    ) == ["id", "migration_set", "name", "applied_at"]
-    if migrations_ok and not pending_migrations(conn):
+    """Create or upgrade the llm schema on `conn`; does nothing (no write) when current,
+    and raises ForeignTableError (no write) when a table of llm's name is not llm's."""
+    final = len(EMBEDDINGS_STAGES) - 1
+    stage = embeddings_stage(conn)
+    migrations_ok = table_exists(conn, MIGRATIONS_TABLE) and tuple(
+        _columns(conn, MIGRATIONS_TABLE)
+    ) == MIGRATIONS_SHAPES[0]
+    current = stage == final and table_exists(conn, "collections")
+    if migrations_ok and current and not pending_migrations(conn):
         return
     with transaction(conn):
+        stage = embeddings_stage(conn)  # again, now that no one else can write
         _ensure_migrations_table(conn)
         pending = pending_migrations(conn)
-        if not pending:
-            return
-        if not table_exists(conn, "embeddings"):
-            if not table_exists(conn, "collections"):
-                conn.execute(COLLECTIONS_SQL)
-                conn.execute(COLLECTIONS_INDEX_SQL)
+        if not table_exists(conn, "collections"):
+            conn.execute(COLLECTIONS_SQL)
+            conn.execute(COLLECTIONS_INDEX_SQL)
+        if stage is None:
             conn.execute(EMBEDDINGS_SQL)
             conn.execute(EMBEDDINGS_INDEX_SQL)
-        else:
-            _upgrade_embeddings(conn, pending)
+        elif stage != final:
+            _upgrade_embeddings(conn, EMBEDDINGS_STAGES[stage])
         now = str(datetime.datetime.now(datetime.timezone.utc))
         for name in pending:
             conn.execute(
@@ -220,6 +315,28 @@ def ensure_schema(conn: Any) -> None:
                 "values (?, ?, ?)",
                 (MIGRATION_SET, name, now),
             )
+
+
+def llm_tables(conn: Any) -> set[str]:
+    """Which of the tables ensure_schema makes exist now (to undo it with drop_created)."""
+    return {t for t in (MIGRATIONS_TABLE, "collections", "embeddings") if table_exists(conn, t)}
+
+
+def drop_created(conn: Any, existed: set[str]) -> None:
+    """Undo ensure_schema on a database that had no llm tables (`existed`, from llm_tables
+    before it ran), as long as no collection has been stored since: a command that failed
+    before writing anything leaves the database as it found it."""
+    if existed & {"collections", "embeddings"} or not table_exists(conn, "collections"):
+        return
+    with transaction(conn):
+        if conn.execute("select count(*) from collections").fetchone()[0]:
+            return
+        conn.execute('drop table if exists "embeddings"')
+        conn.execute('drop table "collections"')
+        if MIGRATIONS_TABLE not in existed:
+            conn.execute(f"drop table {MIGRATIONS_TABLE}")
+        else:
+            conn.execute(f"delete from {MIGRATIONS_TABLE} where migration_set = ?", (MIGRATION_SET,))
 
 
 def _ensure_migrations_table(conn: Any) -> None:
@@ -241,9 +358,9 @@ def _ensure_migrations_table(conn: Any) -> None:
     conn.execute(MIGRATIONS_INDEX_SQL)
 
 
-def _upgrade_embeddings(conn: Any, pending: list[str]) -> None:
-    """Rebuild an older llm `embeddings` table into the final one, keeping every row."""
-    existing = _columns(conn, "embeddings")
+def _upgrade_embeddings(conn: Any, existing: tuple[str, ...]) -> None:
+    """Rebuild an older llm `embeddings` table (with the `existing` columns of one of
+    llm's stages) into the final one, keeping every row."""
     select = ", ".join(
         f'"{column}"' if column in existing else "NULL" for column in EMBEDDINGS_COLUMNS
     )
@@ -256,11 +373,11 @@ def _upgrade_embeddings(conn: Any, pending: list[str]) -> None:
     )
     conn.execute('drop table "_embsqlite_old_embeddings"')
     conn.execute(EMBEDDINGS_INDEX_SQL)
-    if "m003_add_updated" in pending:
+    if "updated" not in existing:
         conn.execute(
             "update embeddings set updated = ? where updated is null", (int(time.time()),)
         )
-    if "m004_store_content_hash" in pending:
+    if "content_hash" not in existing:
         # llm: MD5 of the content, or a random digest where there is no content.
         rows = conn.execute(
             "select collection_id, id, content from embeddings where content_hash is null"
