@@ -125,6 +125,8 @@ static void check_read_matrix(void){
     " (2,'x',embedding_from_json('[1,2]')),"          /* another length */
     " (2,'y',embedding_from_json('[1,2,3]')),"
     " (3,'n',NULL),"                                   /* a NULL vector */
+    " (5,'a',NULL),"
+    " (5,'b',embedding_from_json('[2,2,2]')),"
     " (4,'t','text, not a blob');");
   /* in id order: a, b, c */
   n = embsqlite_read_matrix(db, 1, out, 3, 12);
@@ -133,7 +135,9 @@ static void check_read_matrix(void){
   CHECK( embsqlite_read_matrix(db, 1, out, 2, 12)==-1 );  /* more rows than room */
   CHECK( embsqlite_read_matrix(db, 1, out, 4, 12)==3 );   /* fewer: caller compares */
   CHECK( embsqlite_read_matrix(db, 2, out, 2, 12)==-1 );  /* a row of 2 values */
-  CHECK( embsqlite_read_matrix(db, 3, out, 1, 12)==-1 );  /* NULL */
+  CHECK( embsqlite_read_matrix(db, 3, out, 1, 12)==0 );   /* NULL: left out */
+  CHECK( embsqlite_read_matrix(db, 5, out, 2, 12)==1 );   /* one NULL of two */
+  CHECK( load_f32(out)==2.0f );
   CHECK( embsqlite_read_matrix(db, 4, out, 1, 12)==-1 );  /* TEXT */
   CHECK( embsqlite_read_matrix(db, 9, out, 1, 12)==0 );   /* no such collection */
   exec_ok(db, "DROP TABLE embeddings");

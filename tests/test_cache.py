@@ -49,6 +49,22 @@ def sql_answer(collection, query, number=10, skip_id=None, prefix=None):
         cache.configure(max_mb=budget / 2**20)
 
 
+def sql_answer_raw(collection, query, number=10):
+    """[(id, score bits)] ranked by SQL on the collection's own connection, without
+    touching the cache's state."""
+    rows = collection.conn.execute(
+        "select id, cosine_similarity(embedding, ?) as score from embeddings"
+        " where collection_id = ? and embedding is not null order by score desc, id limit ?",
+        (embsqlite.encode(query), collection.id, number),
+    ).fetchall()
+    return [(id_, score.hex()) for id_, score in rows]
+
+
+def answer(collection, query, number=10):
+    """similar_by_vector as [(id, score bits)], comparable with sql_answer_raw."""
+    return [(e.id, e.score.hex()) for e in collection.similar_by_vector(query, number)]
+
+
 def test_second_search_loads_the_cache_and_answers_identically(tmp_path):
     collection, data = filled(tmp_path / "a.db")
     query = data[3].tolist()
@@ -133,7 +149,9 @@ def test_off_switch_and_budget(tmp_path):
     assert collection._cache.nbytes == cache.loaded_bytes() > 200 * (8 * 4 + 8)
 
 
-def test_least_recently_used_cache_is_evicted(tmp_path):
+def test_a_cache_is_evicted_for_a_collection_searched_twice_as_often(tmp_path):
+    """With room for one collection, `two` takes the budget from `one` only once it has
+    been searched at least twice as often among the recent searches; the budget holds."""
     one, data = filled(tmp_path / "a.db", name="one")
     two, _ = filled(tmp_path / "a.db", name="two")
     for _ in range(2):
@@ -143,21 +161,48 @@ def test_least_recently_used_cache_is_evicted(tmp_path):
     for _ in range(2):
         one.similar_by_vector(data[0].tolist())
     assert one._cache.token is not None
-    for _ in range(2):
-        two.similar_by_vector(data[0].tolist())
-    assert two._cache.token is not None and one._cache.token is None
+    searches = 0
+    while two._cache.token is None and searches < cache._RECENT:
+        assert answer(two, data[0].tolist()) == sql_answer_raw(two, data[0].tolist())
+        searches += 1
+    # one was searched 4 times: two needs 8 of the recent searches
+    assert searches == 8 and one._cache.token is None and two._cache.loads == 1
     assert cache.loaded_bytes() <= cache.budget_bytes()
 
 
-def test_collections_the_cache_cannot_hold_fall_back_to_sql(tmp_path):
+def full_reads(conn):
+    """A list that grows by one each time `conn` runs a statement reading a whole
+    collection in id order (the cache's load, in C or Python), seen by SQLite's trace."""
+    import re
+
+    reads = []
+    whole = re.compile(r"embedding\s+from\s+embeddings\s.*order\s+by\s+id\s*$", re.I | re.S)
+    conn.set_trace_callback(lambda sql: reads.append(sql) if whole.search(sql) else None)
+    return reads
+
+
+@pytest.mark.parametrize("nulls", [["a0000"], ["a0000", "b0199", "b0101"]])
+def test_null_vectors_do_not_prevent_caching(tmp_path, nulls):
+    """Rows with a NULL embedding are simply not in the matrix: the collection is loaded
+    once and served from the cache, with SQL's answers."""
     collection, data = filled(tmp_path / "a.db")
-    collection.conn.execute("update embeddings set embedding = null where id = 'a0000'")
+    collection.conn.executemany(
+        "update embeddings set embedding = null where id = ?", [(i,) for i in nulls]
+    )
     collection.conn.commit()
+    reads = full_reads(collection.conn)
     query = data[1].tolist()
-    for _ in range(3):
-        got = collection.similar_by_vector(query, 300)
-    assert collection._cache.token is None
-    assert len(got) == 199 and "a0000" not in [e.id for e in got]  # no vector: not ranked
+    for number in (3, 300, 300, 5, 300):
+        got = answer(collection, query, number)
+        assert got == sql_answer_raw(collection, query, number)
+    assert collection._cache.token is not None and len(reads) == 1
+    assert len(got) == 200 - len(nulls) and not set(nulls) & {i for i, _ in got}
+    assert len(collection._cache._state.ids) == 200 - len(nulls)
+    assert len(collection._cache._state.matrix) == (200 - len(nulls)) * 8 * 4
+    skip = collection.similar_by_id("b0001", 300, prefix="b")
+    assert [e.id for e in skip] == [i for i, _ in sql_answer_raw(collection, data[1].tolist(), 300)
+                                    if i.startswith("b") and i != "b0001"]
+    assert collection._cache.loads == 1
 
 
 def test_cached_search_makes_no_python_call_per_row(tmp_path, python_calls):
@@ -317,3 +362,170 @@ def test_threads_evicting_each_other_get_right_answers(tmp_path):
     assert errors == [] and len(served) == 300
     assert sum(served) > 30  # the caches really were loaded, and evicted each other
     assert cache.loaded_bytes() <= cache.budget_bytes()
+
+
+# Every route by which the collection's rows can change must reach the change token.
+
+
+def loaded(collection, query):
+    """Search until the cache serves `query`; the cache's answer."""
+    for _ in range(2):
+        got = answer(collection, query)
+    assert collection._cache.token is not None
+    return got
+
+
+def rebuild_sql(conn, name):
+    """The CREATE statement of one of the collection's tables, to re-create it."""
+    return conn.execute("select sql from sqlite_master where name = ?", (name,)).fetchone()[0]
+
+
+def drop_and_recreate_empty(collection):
+    conn = collection.conn
+    create = rebuild_sql(conn, "embeddings")
+    conn.execute("drop table embeddings")
+    conn.execute(create)
+    conn.commit()
+
+
+def rename_swap(collection):
+    """A rebuilt table (by CREATE TABLE AS: no row counts in total_changes) renamed into place."""
+    conn = collection.conn
+    conn.execute("create table rebuilt as select * from embeddings where id like 'b%'")
+    conn.execute("alter table embeddings rename to old_embeddings")
+    conn.execute("alter table rebuilt rename to embeddings")
+    conn.commit()
+
+
+def create_as_select_after_drop(collection):
+    conn = collection.conn
+    conn.execute("create table keep as select * from embeddings where id < 'a0100'")
+    conn.execute("drop table embeddings")
+    conn.execute("create table embeddings as select * from keep")
+    conn.commit()
+
+
+def temp_table_shadows(collection):
+    """A temp table of the same name hides the collection's table from every query."""
+    collection.conn.execute(
+        "create temp table embeddings as select * from main.embeddings where id like 'a%'"
+    )
+
+
+def attached_alias_ddl(collection, path):
+    conn = collection.conn
+    conn.execute("attach database ? as alias", (str(path),))
+    conn.execute("create table alias.rebuilt as select * from alias.embeddings where id > 'b'")
+    conn.execute("drop table alias.embeddings")
+    conn.execute("alter table alias.rebuilt rename to embeddings")
+    conn.commit()
+    conn.execute("detach database alias")
+
+
+def blob_write(collection):
+    """Incremental blob I/O: negate the best match in place (no change is counted)."""
+    conn = collection.conn
+    rowid, blob = conn.execute(
+        "select rowid, embedding from embeddings where id = 'a0000'"
+    ).fetchone()
+    flipped = embsqlite.encode([-v for v in embsqlite.decode(blob)])
+    with conn.blobopen("embeddings", "embedding", rowid) as handle:
+        handle.write(flipped)
+    conn.commit()
+
+
+def backup_into(collection, path):
+    """Another database copied over this connection's by the backup API."""
+    import sqlite3
+
+    other = sqlite3.connect(path.with_name("other.db"))
+    collection.conn.backup(other)
+    other.execute("delete from embeddings where id like 'a%'")
+    other.commit()
+    other.backup(collection.conn)
+    other.close()
+
+
+def vacuum(collection):
+    collection.conn.execute("vacuum")
+
+
+def savepoint_rolled_back_and_released(collection):
+    conn = collection.conn
+    conn.execute("savepoint s")
+    conn.execute("delete from embeddings where id like 'a%'")
+    conn.execute("rollback to s")
+    conn.execute("update embeddings set embedding = null where id = 'a0000'")
+    conn.execute("release s")
+
+
+def shared_cache_writer(collection, path):
+    """A second connection sharing this one's page cache (URI cache=shared)."""
+    import sqlite3
+
+    uri = f"file:{path}?cache=shared"
+    first = sqlite3.connect(uri, uri=True)
+    mine = embsqlite.Collection("c", first)
+    loaded(mine, [1.0] * 8)
+    second = sqlite3.connect(uri, uri=True)
+    second.execute("delete from embeddings where id like 'a%'")
+    second.commit()
+    second.close()
+    return mine
+
+
+WRITE_ROUTES = {
+    "drop and re-create empty": drop_and_recreate_empty,
+    "rename a rebuilt table into place": rename_swap,
+    "create table as select after a drop": create_as_select_after_drop,
+    "temp table shadowing": temp_table_shadows,
+    "incremental blob write": blob_write,
+    "vacuum": vacuum,
+    "savepoint rolled back, then a write released": savepoint_rolled_back_and_released,
+}
+
+
+@pytest.mark.parametrize("route", list(WRITE_ROUTES))
+def test_every_write_route_on_the_own_connection_invalidates(tmp_path, route):
+    collection, data = filled(tmp_path / "a.db", rows=300)
+    query = data[0].tolist()
+    before = loaded(collection, query)
+    WRITE_ROUTES[route](collection)
+    for _ in range(3):  # the first search after the write, then the cache's turns
+        assert answer(collection, query) == sql_answer_raw(collection, query)
+    assert answer(collection, query) != before or route == "vacuum"
+
+
+@pytest.mark.parametrize("route", [attached_alias_ddl, backup_into])
+def test_writes_through_an_alias_or_the_backup_api_invalidate(tmp_path, route):
+    collection, data = filled(tmp_path / "a.db", rows=300)
+    query = data[0].tolist()
+    before = loaded(collection, query)
+    route(collection, tmp_path / "a.db")
+    for _ in range(3):
+        assert answer(collection, query) == sql_answer_raw(collection, query)
+    assert answer(collection, query) != before
+
+
+def test_a_shared_cache_connection_writing_invalidates(tmp_path):
+    filled(tmp_path / "a.db", rows=300)[0].close()
+    mine = shared_cache_writer(None, tmp_path / "a.db")
+    for _ in range(3):
+        got = answer(mine, [1.0] * 8)
+        assert got == sql_answer_raw(mine, [1.0] * 8)
+    assert not [i for i, _ in got if i.startswith("a")]
+
+
+def test_deserialize_into_the_connection_invalidates(tmp_path):
+    import sqlite3
+
+    collection = embsqlite.Collection("c", sqlite3.connect(":memory:"), model=VectorModel())
+    collection.embed_multi([("a", "1,0"), ("b", "0,1")])
+    image = collection.conn.serialize()
+    collection.conn.execute("delete from embeddings where id = 'a'")
+    collection.conn.commit()
+    assert loaded(collection, [1.0, 0.0]) == sql_answer_raw(collection, [1.0, 0.0])
+    collection.conn.deserialize(image)
+    for _ in range(3):
+        got = answer(collection, [1.0, 0.0])
+        assert got == sql_answer_raw(collection, [1.0, 0.0]) and got[0][0] == "a"
