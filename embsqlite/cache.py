@@ -48,10 +48,13 @@ _RECENT = 16
 _recent: "deque[int]" = deque(maxlen=_RECENT)
 _MIN_SEARCHES = 3  # a collection evicts others only after this many recent searches
 _FCNTL_DATA_VERSION = 35  # SQLITE_FCNTL_DATA_VERSION
-# Memory of one id: a list slot and a str object (ASCII: base + length; any other text at
-# most base + 4 bytes per character, the UCS-4 layout).
-_ASCII_STR = sys.getsizeof("")
-_WIDE_STR = sys.getsizeof("\U00010000") - 4
+# A str object's size without its characters, by their width: ASCII, 1, 2 and 4 bytes.
+_STR_BASE = {
+    0: sys.getsizeof(""),
+    1: sys.getsizeof("\xe9") - 1,
+    2: sys.getsizeof("\u0100") - 2,
+    4: sys.getsizeof("\U00010000") - 4,
+}
 
 
 def configure(*, max_mb: Optional[float] = None, enabled: Optional[bool] = None) -> None:
@@ -256,13 +259,16 @@ class VectorCache:
         if self._plan is not None and self._plan[0] == token:
             return self._plan[1]
         needed = None
-        # ASCII ids (as many bytes as characters) are sized exactly, others bounded
-        rows, ascii_chars, wide_rows, wide_chars = self.conn.execute(
-            "select count(*), total(iif(ascii, chars, 0)), total(not ascii),"
-            " total(iif(ascii, 0, chars)) from (select length(id) as chars,"
-            " length(cast(id as blob)) = length(id) as ascii"
+        # each id's str object, sized by its widest character as CPython stores it
+        # (length() stops at a NUL: such an id is bounded by its bytes)
+        rows, ids_bytes = self.conn.execute(
+            "select count(*), total(case when nul then ? + 4 * b when b = c then ? + c"
+            " when id not glob ? then ? + c when id not glob ? then ? + 2 * c"
+            " else ? + 4 * c end) from (select id, length(cast(id as blob)) as b,"
+            " length(id) as c, instr(cast(id as blob), x'00') > 0 as nul"
             " from embeddings where collection_id = ?)",
-            (self.collection_id,),
+            (_STR_BASE[4], _STR_BASE[0], "*[^\x01-\xff]*", _STR_BASE[1],
+             "*[^\x01-\uffff]*", _STR_BASE[2], _STR_BASE[4], self.collection_id),
         ).fetchone()
         first = self.conn.execute(
             "select length(embedding) from embeddings"
@@ -271,12 +277,8 @@ class VectorCache:
         ).fetchone()
         row_bytes = first[0] if first else None
         if rows and row_bytes and row_bytes % 4 == 0:
-            ids_bytes = (
-                sys.getsizeof([]) + 9 * rows + 64  # list slots, growth included
-                + _ASCII_STR * (rows - int(wide_rows)) + int(ascii_chars)
-                + _WIDE_STR * int(wide_rows) + 4 * int(wide_chars)
-            )
-            needed = rows * (row_bytes + 8) + ids_bytes
+            list_bytes = sys.getsizeof([]) + 9 * rows + 64  # its slots, growth included
+            needed = rows * (row_bytes + 8) + list_bytes + int(ids_bytes)
         self._plan = (token, needed)
         return needed
 

@@ -529,3 +529,138 @@ def test_deserialize_into_the_connection_invalidates(tmp_path):
     for _ in range(3):
         got = answer(collection, [1.0, 0.0])
         assert got == sql_answer_raw(collection, [1.0, 0.0]) and got[0][0] == "a"
+
+
+# A collection that cannot be kept is searched in SQLite, never loaded and thrown away.
+
+
+def test_vectors_that_fit_with_ids_that_do_not_are_never_loaded(tmp_path):
+    """The size (vectors, norms and the ids' objects) is known before anything is read."""
+    collection = embsqlite.Collection("c", tmp_path / "a.db", model=VectorModel())
+    collection.embed_multi((f"{i:04d}" + "x" * 200, f"{i},1,2,3") for i in range(300))
+    reads = full_reads(collection.conn)
+    vectors = 300 * (4 * 4 + 8)
+    cache.configure(max_mb=(vectors + 300 * 100) / 2**20)  # ids need over 200 bytes each
+    for _ in range(6):
+        assert answer(collection, [1.0, 0, 0, 0]) == sql_answer_raw(collection, [1.0, 0, 0, 0])
+    assert reads == [] and collection._cache.loads == 0 and collection._cache.token is None
+    cache.configure(max_mb=1)  # now it fits: loaded on the next search, once
+    for _ in range(3):
+        assert answer(collection, [1.0, 0, 0, 0]) == sql_answer_raw(collection, [1.0, 0, 0, 0])
+    assert len(reads) == 1 and collection._cache.token is not None
+
+
+@pytest.mark.parametrize("ids", [
+    ["a", "b", "c"], ["\u00e9t\u00e9", "\u4e2d\u6587", "\U0001f600x", "z"], ["a\x00\u00e9", "b"],
+])
+def test_the_size_computed_before_loading_bounds_what_is_held(tmp_path, ids):
+    collection = embsqlite.Collection("c", tmp_path / "a.db", model=VectorModel())
+    collection.embed_multi((id_ * (1 + n), f"{n},1") for n, id_ in enumerate(ids * 30))
+    loaded(collection, [1.0, 1.0])
+    state = collection._cache._state
+    needed = collection._cache._needed(state.token)
+    rows = len(state.ids)
+    if "\x00" in ids[0]:  # length() stops at the NUL: bounded by the bytes
+        assert state.nbytes <= needed <= state.nbytes + 4 * sum(len(i.encode()) for i in state.ids)
+    else:  # exact, but for the list's spare slots
+        assert state.nbytes <= needed <= state.nbytes + rows + 200
+
+
+@pytest.mark.parametrize("damage", ["mixed dimensions", "id not UTF-8"])
+def test_a_collection_that_fails_to_load_is_not_read_again_until_it_changes(tmp_path, damage):
+    collection, data = filled(tmp_path / "a.db", rows=50)
+    if damage == "mixed dimensions":
+        collection.conn.execute(
+            "update embeddings set embedding = ? where id = 'b0049'", (embsqlite.encode([1, 2]),)
+        )
+    else:
+        collection.conn.execute(
+            "update embeddings set id = cast(x'62ff' as text) where id = 'b0049'"
+        )
+    collection.conn.commit()
+    reads = full_reads(collection.conn)
+    for _ in range(5):
+        try:
+            collection.similar_by_vector(data[0].tolist(), 3)
+        except Exception as error:  # the SQL path reports the bad row, every time
+            assert damage == "mixed dimensions" and "dimensions" in str(error)
+    assert len(reads) == 1 and collection._cache.token is None
+    collection.conn.execute("delete from embeddings where id > 'b0048'")
+    collection.conn.commit()
+    for _ in range(3):
+        assert answer(collection, data[0].tolist()) == sql_answer_raw(collection, data[0].tolist())
+    assert len(reads) == 2 and collection._cache.token is not None
+
+
+def test_collections_over_budget_searched_in_turn_do_not_reload(tmp_path):
+    """Two collections, room for one: searched alternately, one stays cached and the
+    other is served by SQL; nothing is reloaded per search."""
+    one, data = filled(tmp_path / "a.db", name="one", rows=400)
+    two, _ = filled(tmp_path / "a.db", name="two", rows=400, seed=1)
+    loaded(one, data[0].tolist())
+    cache.configure(max_mb=one._cache.nbytes * 1.5 / 2**20)
+    one.close()
+    one = embsqlite.Collection("one", tmp_path / "a.db")
+    two = embsqlite.Collection("two", tmp_path / "a.db")
+    reads = [full_reads(one.conn), full_reads(two.conn)]
+    for turn in range(40):
+        collection = (one, two)[turn % 2]
+        query = data[turn % 7].tolist()
+        assert answer(collection, query) == sql_answer_raw(collection, query)
+        assert cache.loaded_bytes() <= cache.budget_bytes()
+    assert len(reads[0]) + len(reads[1]) == 1  # loaded once, kept
+    assert (one._cache.token is None) != (two._cache.token is None)
+
+
+def test_a_collection_with_a_single_reader_still_caches_after_alternation(tmp_path):
+    """After alternating, a collection that is then searched alone gets the budget."""
+    one, data = filled(tmp_path / "a.db", name="one", rows=400)
+    two, _ = filled(tmp_path / "a.db", name="two", rows=400, seed=1)
+    loaded(one, data[0].tolist())
+    cache.configure(max_mb=one._cache.nbytes * 1.5 / 2**20)
+    for turn in range(10):
+        answer((one, two)[turn % 2], data[0].tolist())
+    kept, other = (one, two) if one._cache.token is not None else (two, one)
+    for _ in range(cache._RECENT):
+        assert answer(other, data[1].tolist()) == sql_answer_raw(other, data[1].tolist())
+    assert other._cache.token is not None and kept._cache.token is None
+
+
+PEAK_SCRIPT = r"""
+import json, re, sys
+import embsqlite
+from embsqlite import cache
+
+def status(key):
+    return int(re.search(key + r":\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+collection = embsqlite.Collection("c", sys.argv[1])
+query = [1.0] + [0.0] * 383
+collection.similar_by_vector(query)  # warm: SQL path, statements prepared
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
+base = status("VmRSS")
+for _ in range(4):
+    collection.similar_by_vector(query)
+print(json.dumps({"added": status("VmHWM") - base, "held": cache.loaded_bytes(),
+                  "loads": collection._cache.loads}))
+"""
+
+
+@pytest.mark.parametrize("budget_mb, expect_loaded", [(64, True), (8.6, False)])
+def test_peak_memory_stays_within_the_budget(tmp_path, budget_mb, expect_loaded):
+    """In a fresh process: the peak RSS added by searches (VmHWM) never exceeds the
+    budget, whether the collection fits or only its vectors do (ids of 200 characters)."""
+    import json
+    import os
+
+    collection = embsqlite.Collection("c", tmp_path / "a.db", model=VectorModel())
+    vector = ",".join(["0.5"] * 384)
+    collection.embed_multi(((f"{i:05d}" + "i" * 200, vector) for i in range(5600)), batch_size=500)
+    collection.close()
+    # 5,600 x 384 float32 + norms: 8.65 MB (8.25 MiB); with the ids' strings over 10 MiB
+    env = dict(os.environ, EMBSQLITE_CACHE_MB=str(budget_mb))
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / "a.db")],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    peak = json.loads(out)
+    assert peak["added"] <= budget_mb * 2**20, peak
+    assert (peak["loads"], peak["held"] > 8 * 2**20) == ((1, True) if expect_loaded else (0, False))
