@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import embsqlite
 from embsqlite import cache
@@ -642,7 +644,7 @@ base = status("VmRSS")
 for _ in range(4):
     collection.similar_by_vector(query)
 print(json.dumps({"added": status("VmHWM") - base, "held": cache.loaded_bytes(),
-                  "loads": collection._cache.loads}))
+                  "loads": getattr(collection._cache, "loads", -1)}))
 """
 
 
@@ -664,3 +666,117 @@ def test_peak_memory_stays_within_the_budget(tmp_path, budget_mb, expect_loaded)
     peak = json.loads(out)
     assert peak["added"] <= budget_mb * 2**20, peak
     assert (peak["loads"], peak["held"] > 8 * 2**20) == ((1, True) if expect_loaded else (0, False))
+
+
+# Random writes of every kind, interleaved with searches: each answer equals SQL's.
+
+DIM = 4
+WRITES = ["insert", "update", "delete", "null", "drop and re-create", "rename swap",
+          "create as select", "second connection", "subprocess", "blob write", "rollback",
+          "savepoint"]
+
+
+def random_write(collection, path, kind, rng, serial):
+    """One write of `kind` to the collection's rows, chosen by `rng`."""
+    import sqlite3
+
+    conn = collection.conn
+    ids = [row[0] for row in conn.execute("select id from embeddings order by id")]
+    some = ids[int(rng.integers(len(ids)))] if ids else "none"
+    blob = embsqlite.encode(rng.standard_normal(DIM).astype(np.float32))
+    if kind == "insert":
+        conn.execute("insert into embeddings (collection_id, id, embedding) values (?, ?, ?)",
+                     (collection.id, f"n{serial:03d}", blob))
+    elif kind == "update":
+        conn.execute("update embeddings set embedding = ? where id = ?", (blob, some))
+    elif kind == "delete":
+        conn.execute("delete from embeddings where id = ?", (some,))
+    elif kind == "null":
+        conn.execute("update embeddings set embedding = null where id = ?", (some,))
+    elif kind == "drop and re-create":
+        create = rebuild_sql(conn, "embeddings")
+        conn.execute("create temp table saved as select * from embeddings where id > ?", (some,))
+        conn.execute("drop table embeddings")
+        conn.execute(create)
+        conn.execute("insert into embeddings select * from saved")
+        conn.execute("drop table temp.saved")
+    elif kind == "rename swap":
+        conn.execute("create table rebuilt as select * from embeddings where id != ?", (some,))
+        conn.execute("alter table embeddings rename to retired")
+        conn.execute("alter table rebuilt rename to embeddings")
+        conn.execute("drop table retired")
+    elif kind == "create as select":
+        conn.execute("create table keep as select * from embeddings where id <= ?", (some,))
+        conn.execute("drop table embeddings")
+        conn.execute("create table embeddings as select * from keep")
+        conn.execute("drop table keep")
+    elif kind == "second connection":
+        other = sqlite3.connect(path)
+        other.execute("update embeddings set embedding = ? where id = ?", (blob, some))
+        other.execute("delete from embeddings where id > ? and id < ?", (some, some + "1"))
+        other.commit()
+        other.close()
+    elif kind == "subprocess":
+        subprocess.run(["sqlite3", str(path),
+                        f"update embeddings set embedding = x'{blob.hex()}' where id = '{some}';"
+                        f" insert into embeddings (collection_id, id, embedding)"
+                        f" values ({collection.id}, 's{serial:03d}', x'{blob.hex()}')"],
+                       check=True, timeout=60)
+    elif kind == "blob write":
+        row = conn.execute("select rowid from embeddings where id = ? and embedding is not null",
+                           (some,)).fetchone()
+        if row:
+            with conn.blobopen("embeddings", "embedding", row[0]) as handle:
+                handle.write(blob)
+    elif kind == "rollback":
+        conn.commit()
+        conn.execute("begin")
+        conn.execute("delete from embeddings")
+        conn.rollback()
+    elif kind == "savepoint":
+        conn.commit()
+        conn.execute("savepoint s")
+        conn.execute("update embeddings set embedding = ? where id = ?", (blob, some))
+        conn.execute("release s")
+    conn.commit()
+
+
+def prefixed_sql_answer(collection, query, number, prefix):
+    rows = collection.conn.execute(
+        "select id, cosine_similarity(embedding, ?) as score from embeddings"
+        " where collection_id = ? and embedding is not null and substr(id, 1, length(?)) = ?"
+        " order by score desc, id limit ?",
+        (embsqlite.encode(query), collection.id, prefix, prefix, number),
+    ).fetchall()
+    return [(id_, score.hex()) for id_, score in rows]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(WRITES + ["search"] * 6), st.integers(0, 2**32 - 1)),
+        min_size=4, max_size=16,
+    )
+)
+def test_random_writes_of_every_kind_never_leave_a_stale_answer(steps):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "p.db"
+        collection, _ = filled(path, rows=24, dim=DIM)
+        served = 0
+        for serial, (kind, seed) in enumerate([("search", 0)] + steps):
+            rng = np.random.default_rng(seed)
+            if kind != "search":
+                random_write(collection, path, kind, rng, serial)
+            query = rng.standard_normal(DIM).astype(np.float32).tolist()
+            number = int(rng.integers(1, 30))
+            prefix = ["", "a", "b0", "n"][int(rng.integers(4))]
+            for _ in range(3):  # the SQL path, then the cache's turns
+                got = [(e.id, e.score.hex()) for e in collection.similar_by_vector(
+                    query, number, prefix=prefix or None)]
+                assert got == prefixed_sql_answer(collection, query, number, prefix), kind
+                served += collection._cache.token is not None
+        collection.close()
+    assert served > 0
