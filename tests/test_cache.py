@@ -250,12 +250,45 @@ def test_cache_on_other_connection_kinds(tmp_path, kind):
     assert cached == first and first[0].id == "7"
 
 
+@pytest.mark.parametrize("kind", ["pysqlite3", "apsw"])
+def test_schema_changes_invalidate_on_other_connection_kinds(tmp_path, kind):
+    """Their token has the schema cookies too (and apsw's the file data version)."""
+    if kind == "apsw":
+        import apsw
+
+        conn = apsw.Connection(str(tmp_path / "k.db"))
+    else:
+        import pysqlite3.dbapi2
+
+        conn = pysqlite3.dbapi2.connect(str(tmp_path / "k.db"), isolation_level=None)
+    collection = embsqlite.Collection("k", conn, model=VectorModel())
+    data = np.random.default_rng(4).standard_normal((50, 4)).astype(np.float32)
+    collection.embed_multi((f"{i:02d}", ",".join(map(str, row))) for i, row in enumerate(data))
+    query = data[7].tolist()
+    assert loaded(collection, query)[0][0] == "07"
+    conn.execute("create table rebuilt as select * from embeddings where id != '07'")
+    conn.execute("alter table embeddings rename to retired")
+    conn.execute("alter table rebuilt rename to embeddings")
+    for _ in range(3):
+        got = answer(collection, query)
+        assert got == sql_answer_raw(collection, query) and got[0][0] != "07"
+    if kind == "apsw":  # incremental blob I/O moves the file data version
+        rowid = list(conn.execute("select rowid from embeddings where id = ?", (got[0][0],)))[0][0]
+        with conn.blob_open("main", "embeddings", "embedding", rowid, True) as blob:
+            blob.write(embsqlite.encode([-v for v in data[7]]))
+        for _ in range(3):
+            assert answer(collection, query) == sql_answer_raw(collection, query)
+        assert answer(collection, query)[0][0] != got[0][0]
+
+
 def test_c_and_python_readers_load_the_same_matrix(tmp_path, monkeypatch):
     """Stdlib connections load through C (embsqlite_read_matrix); others through the
     cursor. Both must give the same ids, bytes and answers."""
     from embsqlite import sql
 
     collection, data = filled(tmp_path / "a.db", rows=300, dim=16)
+    collection.conn.execute("update embeddings set embedding = null where id in ('a0002', 'b0299')")
+    collection.conn.commit()
     query = data[9].tolist()
     assert sql.native_handle(collection.conn) is not None
     for _ in range(2):
@@ -268,8 +301,9 @@ def test_c_and_python_readers_load_the_same_matrix(tmp_path, monkeypatch):
     assert collection._cache.token is not None
     assert by_python == by_c
     assert collection._cache._state.ids == c_ids and bytes(collection._cache._state.matrix) == c_matrix
-    assert c_ids == sorted(c_ids) and c_matrix == b"".join(
-        row[0] for row in collection.conn.execute("select embedding from embeddings order by id")
+    assert c_ids == sorted(c_ids) and len(c_ids) == 298 and c_matrix == b"".join(
+        row[0] for row in collection.conn.execute(
+            "select embedding from embeddings where embedding is not null order by id")
     )
 
 
