@@ -145,12 +145,28 @@ static void check_read_matrix(void){
   CHECK( sqlite3_close(db)==SQLITE_OK );
 }
 
+/* embsqlite_data_version moves with this connection's own commits. */
+static void check_data_version(void){
+  sqlite3 *db;
+  long long v0, v1;
+  CHECK( sqlite3_open(":memory:", &db)==SQLITE_OK );
+  exec_ok(db, "CREATE TABLE t(x)");
+  v0 = embsqlite_data_version(db, "main");
+  exec_ok(db, "INSERT INTO t VALUES (1)");
+  v1 = embsqlite_data_version(db, "main");
+  CHECK( v0>=0 && v1>=0 && v1!=v0 );
+  CHECK( embsqlite_data_version(db, "main")==v1 );    /* no commit, no move */
+  CHECK( embsqlite_data_version(db, "nosuch")==-1 );
+  CHECK( sqlite3_close(db)==SQLITE_OK );
+}
+
 int main(void){
   static const int aDim[] = {1, 2, 3, 7, 15, 16, 17, 33, 384};
   unsigned int i;
   int nRow;
   CHECK( sqlite3_auto_extension((void(*)(void))embsqlite_auto_init)==SQLITE_OK );
   check_read_matrix();
+  check_data_version();
   for(i=0; i<sizeof(aDim)/sizeof(aDim[0]); i++){
     for(nRow=0; nRow<=40; nRow+=(nRow<5 ? 1 : 7)){
       check_topk(nRow, aDim[i], (int)(rnd()%4));
