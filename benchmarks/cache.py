@@ -71,7 +71,7 @@ for turn in range(2 * len(collections) + spec["searches"]):
         answers.append([(e.id, e.score.hex()) for e in found])
 print(json.dumps({
     "ms": 1000 * statistics.median(times), "mean_ms": 1000 * statistics.mean(times),
-    "loads": sum(c._cache.loads for c in collections), "added": status("VmHWM") - base,
+    "loads": sum(getattr(c._cache, "loads", -1) for c in collections), "added": status("VmHWM") - base,
     "budget": cache.budget_bytes(), "answers": answers,
 }))
 """
