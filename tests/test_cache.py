@@ -648,6 +648,34 @@ def test_collections_over_budget_searched_in_turn_do_not_reload(tmp_path):
     assert (one._cache.token is None) != (two._cache.token is None)
 
 
+@pytest.mark.parametrize("count, room", [(3, 1), (3, 2), (5, 2)])
+def test_collections_searched_round_robin_are_each_loaded_at_most_once(tmp_path, count, room):
+    collections = [filled(tmp_path / "a.db", name=f"c{n}", rows=300, seed=n)[0]
+                   for n in range(count)]
+    query = [0.5] * 8
+    loaded(collections[0], query)
+    cache.configure(max_mb=(room + 0.5) * collections[0]._cache.nbytes / 2**20)
+    for collection in collections:
+        collection._cache._drop()
+    reads = [full_reads(c.conn) for c in collections]
+    for turn in range(12 * count):
+        collection = collections[turn % count]
+        assert answer(collection, query) == sql_answer_raw(collection, query)
+        assert cache.loaded_bytes() <= cache.budget_bytes()
+    assert sum(map(len, reads)) == room
+    assert sum(c._cache.token is not None for c in collections) == room
+
+
+def test_a_collection_written_between_searches_is_never_loaded(tmp_path):
+    """Each search sees a new token: loading would be wasted, so all run in SQLite."""
+    collection, data = filled(tmp_path / "a.db")
+    reads = full_reads(collection.conn)
+    for n in range(6):
+        collection.embed(f"new{n}", ",".join(map(str, data[n])))
+        assert answer(collection, data[0].tolist()) == sql_answer_raw(collection, data[0].tolist())
+    assert reads == [] and collection._cache.loads == 0
+
+
 def test_a_collection_with_a_single_reader_still_caches_after_alternation(tmp_path):
     """After alternating, a collection that is then searched alone gets the budget."""
     one, data = filled(tmp_path / "a.db", name="one", rows=400)
