@@ -128,6 +128,7 @@ def _reserve(cache: "VectorCache", needed: int) -> bool:
 
 
 def _release(nbytes: int) -> None:
+    """Return bytes promised by `_reserve` once the load has ended (kept or not)."""
     global _reserved
     with _lock:
         _reserved -= nbytes
