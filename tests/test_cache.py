@@ -735,7 +735,7 @@ def test_peak_memory_stays_within_the_budget(tmp_path, budget_mb, expect_loaded)
 DIM = 4
 WRITES = ["insert", "update", "delete", "null", "drop and re-create", "rename swap",
           "create as select", "second connection", "subprocess", "blob write", "rollback",
-          "savepoint"]
+          "savepoint", "attached alias", "vacuum"]
 
 
 def random_write(collection, path, kind, rng, serial):
@@ -790,6 +790,15 @@ def random_write(collection, path, kind, rng, serial):
         if row:
             with conn.blobopen("embeddings", "embedding", row[0]) as handle:
                 handle.write(blob)
+    elif kind == "attached alias":  # the same file under a second name on this connection
+        conn.commit()
+        conn.execute("attach database ? as alias", (str(path),))
+        conn.execute("update alias.embeddings set embedding = ? where id = ?", (blob, some))
+        conn.commit()
+        conn.execute("detach database alias")
+    elif kind == "vacuum":
+        conn.commit()
+        conn.execute("vacuum")
     elif kind == "rollback":
         conn.commit()
         conn.execute("begin")
