@@ -12,6 +12,9 @@
 **   embsqlite_all_finite(a, n) 1 if the n float32 values of a are all finite
 **   embsqlite_read_matrix(...) copy a collection's embeddings, in id order, from
 **                              a connection of the bound library into a matrix
+**                              (rows whose embedding is NULL are left out)
+**   embsqlite_data_version(db, zDb)  a counter that moves with every commit to
+**                              database zDb of db, this connection's own too
 **   embsqlite_norms(...)       squared L2 norm of each row of such a matrix
 **   embsqlite_topk(...)        best k rows of an in-memory matrix of float32
 **                              embeddings, for embsqlite's per-process cache
@@ -112,11 +115,12 @@ static int embsqlite_all_finite(const unsigned char *a, long long n){
 
 /*
 ** Copy the embeddings of collection iColl, in id order, into aOut: room for
-** nRow rows of nByte bytes (the caller counted them). Runs on db, an open
-** connection of the SQLite library this copy is bound to. Returns the number
-** of rows copied, or -1 when a row is NULL, not a blob, of another length,
-** or one too many (the caller then leaves the search to SQLite), or -2 on
-** an SQLite error or when this copy is not bound.
+** nRow rows of nByte bytes (the caller counted the collection's rows). A row
+** whose embedding is NULL has no vector to rank and is skipped. Runs on db,
+** an open connection of the SQLite library this copy is bound to. Returns the
+** number of rows copied, or -1 when a vector is not a blob or of another
+** length, or there is one row too many (the caller then leaves the search to
+** SQLite), or -2 on an SQLite error or when this copy is not bound.
 */
 static long long embsqlite_read_matrix(
   sqlite3 *db, long long iColl, unsigned char *aOut, long long nRow, int nByte
@@ -131,9 +135,9 @@ static long long embsqlite_read_matrix(
   sqlite3_bind_int64(pStmt, 1, iColl);
   while( (rc = sqlite3_step(pStmt))==SQLITE_ROW ){
     const void *pBlob;
-    if( n==nRow
-     || sqlite3_column_type(pStmt, 0)!=SQLITE_BLOB
-     || sqlite3_column_bytes(pStmt, 0)!=nByte ){
+    int eType = sqlite3_column_type(pStmt, 0);
+    if( eType==SQLITE_NULL ) continue;
+    if( n==nRow || eType!=SQLITE_BLOB || sqlite3_column_bytes(pStmt, 0)!=nByte ){
       n = -1;
       break;
     }
@@ -145,6 +149,21 @@ static long long embsqlite_read_matrix(
   if( n>=0 && rc!=SQLITE_DONE ) n = -2;
   sqlite3_finalize(pStmt);
   return n;
+}
+
+/*
+** SQLITE_FCNTL_DATA_VERSION of database zDb ("main", "temp", ...) of db. Unlike
+** PRAGMA data_version it also moves when this connection commits, whatever
+** wrote the pages (SQL, incremental blob I/O, a backup into it). -1 when the
+** database has no such counter or this copy is not bound.
+*/
+static long long embsqlite_data_version(sqlite3 *db, const char *zDb){
+  unsigned int v = 0;
+  if( sqlite3_api==0 ) return -1;
+  if( sqlite3_file_control(db, zDb, SQLITE_FCNTL_DATA_VERSION, &v)!=SQLITE_OK ){
+    return -1;
+  }
+  return (long long)v;
 }
 
 /* One candidate of a top-k search: its score and its row number. */

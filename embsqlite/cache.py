@@ -6,26 +6,33 @@ vectors are loaded once into one contiguous float32 matrix, and searches from th
 scan that matrix in C (csrc/native.c) with a top-k heap. Scores are the same bits as the
 SQL path's, and the order is the same (score descending, then id).
 
-Exactness: the cache is keyed by a change token, ``total_changes()`` (every write through
-this connection) and ``PRAGMA data_version`` (every commit by any other connection or
-process). A search whose token differs from the cache's never uses the cache, and nothing
-is cached or served while the connection is inside a transaction (a rollback would undo
-rows without changing the token). Not seen by the token, so not supported on a cached
-connection: incremental blob writes (``blobopen``), and ``backup``/``deserialize`` into it.
+Exactness: the cache is keyed by a change token (`change_token`): ``total_changes()``
+(this connection's row writes), ``PRAGMA data_version`` (commits by other connections
+and processes), the schema cookies of ``main`` and ``temp`` (any DDL: a table dropped and
+re-created, renamed into place, created by CREATE TABLE AS, VACUUM) and, where the
+connection exposes it, SQLite's file data version (every commit, this connection's own
+incremental blob writes and backups into it included). A search whose token differs from
+the cache's never uses the cache, and nothing is cached or served while the connection is
+inside a transaction (a rollback would undo rows without changing the token).
 
-Memory: all caches together stay under a budget (EMBSQLITE_CACHE_MB, default 2048;
-0 turns caching off), evicting the least recently used; a collection larger than the
-budget is simply searched in SQLite. ``configure()`` changes both at run time.
+Memory: all caches together stay under a budget (EMBSQLITE_CACHE_MB, default 2048; 0
+turns caching off). The size of a load is computed before anything is allocated (rows x
+dimensions, each row's norm, the ids' string objects), and what cannot be kept is
+remembered for that token, so such a collection is searched in SQLite at SQL speed, never
+loaded and thrown away. To make room, a cache is evicted only for a collection searched at
+least twice as often among the process's last searches, so collections that do not fit
+together and are searched in turn never evict each other on every search.
 """
 from __future__ import annotations
 
 import bisect
+import ctypes
 import itertools
 import os
 import sys
 import threading
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, NamedTuple, Optional
 
 from . import schema
@@ -33,7 +40,21 @@ from . import schema
 _DEFAULT_MB = 2048
 _lock = threading.Lock()
 _budget_bytes = int(float(os.environ.get("EMBSQLITE_CACHE_MB", _DEFAULT_MB)) * 2**20)
-_loaded: "OrderedDict[int, weakref.ref[VectorCache]]" = OrderedDict()
+_loaded: "OrderedDict[int, weakref.ref[VectorCache]]" = OrderedDict()  # by serial, LRU first
+_reserved = 0  # bytes promised to loads in progress
+_serials = itertools.count()
+# Which caches the process's last searches went to (serials): the evict-or-not decision.
+_RECENT = 16
+_recent: "deque[int]" = deque(maxlen=_RECENT)
+_MIN_SEARCHES = 3  # a collection evicts others only after this many recent searches
+_FCNTL_DATA_VERSION = 35  # SQLITE_FCNTL_DATA_VERSION
+# A str object's size without its characters, by their width: ASCII, 1, 2 and 4 bytes.
+_STR_BASE = {
+    0: sys.getsizeof(""),
+    1: sys.getsizeof("\xe9") - 1,
+    2: sys.getsizeof("\u0100") - 2,
+    4: sys.getsizeof("\U00010000") - 4,
+}
 
 
 def configure(*, max_mb: Optional[float] = None, enabled: Optional[bool] = None) -> None:
@@ -46,7 +67,7 @@ def configure(*, max_mb: Optional[float] = None, enabled: Optional[bool] = None)
             _budget_bytes = _budget_bytes or _DEFAULT_MB * 2**20
         if enabled is False:
             _budget_bytes = 0
-    _evict(0)
+    _evict_to_budget()
 
 
 def budget_bytes() -> int:
@@ -60,16 +81,13 @@ def loaded_bytes() -> int:
         return sum(c.nbytes for c in (ref() for ref in _loaded.values()) if c is not None)
 
 
-def _evict(incoming: int, keep: Optional["VectorCache"] = None) -> None:
-    """Drop least recently used caches (and forget dead ones) until `incoming` more bytes
-    fit the budget; `keep` is never dropped."""
+def _evict_to_budget() -> None:
+    """Drop least recently used caches (and forget dead ones) until all fit the budget."""
     with _lock:
         live = [(key, ref()) for key, ref in _loaded.items()]
-        total = sum(c.nbytes for _, c in live if c is not None and c is not keep)
+        total = sum(c.nbytes for _, c in live if c is not None)
         for key, cache in live:
-            if cache is keep:
-                continue
-            if cache is not None and total + incoming <= _budget_bytes:
+            if cache is not None and total <= _budget_bytes:
                 break
             _loaded.pop(key, None)
             if cache is not None:
@@ -77,10 +95,74 @@ def _evict(incoming: int, keep: Optional["VectorCache"] = None) -> None:
                 cache._drop()
 
 
-def change_token(conn: Any) -> tuple[int, int]:
-    """Changes to the database as seen by `conn`: its own writes, and others' commits."""
-    row = conn.execute("select total_changes(), data_version from pragma_data_version").fetchone()
-    return int(row[0]), int(row[1])
+def _reserve(cache: "VectorCache", needed: int) -> bool:
+    """Promise `needed` bytes to a load by `cache`, evicting caches that were searched at
+    most half as often as it among the recent searches; False (nothing evicted) if even
+    that would not make room."""
+    global _reserved
+    with _lock:
+        live = []
+        for key, ref in list(_loaded.items()):
+            other = ref()
+            if other is None or other._state is None:
+                _loaded.pop(key, None)
+            elif other is not cache:
+                live.append((key, other))
+        used = _reserved + sum(other.nbytes for _, other in live)
+        if used + needed > _budget_bytes:
+            mine = _recent.count(cache.serial)
+            victims = [
+                (key, other) for key, other in live
+                if mine >= _MIN_SEARCHES and 2 * _recent.count(other.serial) <= mine
+            ]
+            if used - sum(other.nbytes for _, other in victims) + needed > _budget_bytes:
+                return False
+            for key, other in victims:  # least recently used first
+                if used + needed <= _budget_bytes:
+                    break
+                _loaded.pop(key, None)
+                used -= other.nbytes
+                other._drop()
+        _reserved += needed
+        return True
+
+
+def _release(nbytes: int) -> None:
+    """Return bytes promised by `_reserve` once the load has ended (kept or not)."""
+    global _reserved
+    with _lock:
+        _reserved -= nbytes
+
+
+def change_token(conn: Any) -> tuple[int, ...]:
+    """Everything that moves when the database changes, as seen by `conn`."""
+    row = conn.execute(
+        "select total_changes(), (select data_version from pragma_data_version),"
+        " (select schema_version from pragma_schema_version)"
+    ).fetchone()
+    # a temp table may shadow the collection's tables; the table-valued pragma reads main
+    (temp_schema,) = conn.execute("pragma temp.schema_version").fetchone()
+    return (int(row[0]), int(row[1]), int(row[2]), int(temp_schema), *_file_versions(conn))
+
+
+def _file_versions(conn: Any) -> tuple[int, ...]:
+    """SQLITE_FCNTL_DATA_VERSION of main and temp: unlike the pragma, it moves with this
+    connection's own commits of any kind (incremental blob writes, backups into it)."""
+    from . import sql
+
+    db = sql.native_handle(conn)
+    if db is not None:
+        from . import _native
+
+        return tuple(_native.lib.embsqlite_data_version(db, name) for name in (b"main", b"temp"))
+    if hasattr(conn, "file_control"):  # apsw
+        versions = []
+        for name in ("main", "temp"):
+            value = ctypes.c_uint32(0)
+            found = conn.file_control(name, _FCNTL_DATA_VERSION, ctypes.addressof(value))
+            versions.append(value.value if found else -1)
+        return tuple(versions)
+    return ()
 
 
 class _Matrix(NamedTuple):
@@ -91,7 +173,7 @@ class _Matrix(NamedTuple):
     norms: Any  # cffi double[]: each row's squared L2 norm
     ids: list  # the rows' ids, ascending
     dimensions: int
-    token: tuple[int, int]
+    token: tuple[int, ...]
     nbytes: int  # memory held: matrix, norms and the ids list with its strings
 
 
@@ -101,11 +183,15 @@ class VectorCache:
     def __init__(self, conn: Any, collection_id: int) -> None:
         self.conn = conn
         self.collection_id = collection_id
+        self.serial = next(_serials)
+        self.loads = 0  # times the vectors were read from the database
         self._state: Optional[_Matrix] = None
-        self._last_seen: Optional[tuple[int, int]] = None  # token at the previous search
+        self._last_seen: Optional[tuple[int, ...]] = None  # token at the previous search
+        # (token, bytes a load needs) or (token, None): cannot be cached at that token
+        self._plan: Optional[tuple[tuple[int, ...], Optional[int]]] = None
 
     @property
-    def token(self) -> Optional[tuple[int, int]]:
+    def token(self) -> Optional[tuple[int, ...]]:
         """The change token of the loaded matrix; None when nothing is loaded."""
         state = self._state
         return None if state is None else state.token
@@ -130,6 +216,8 @@ class VectorCache:
         if not all(_encodable(text) for text in (low, high, skip_id)):
             return None  # SQLite raises the proper error for such text
         token = change_token(self.conn)
+        with _lock:
+            _recent.append(self.serial)
         state = self._state
         if state is None or state.token != token:
             self._drop()
@@ -138,62 +226,97 @@ class VectorCache:
             if state is None:
                 return None
         with _lock:
-            if id(self) in _loaded:
-                _loaded.move_to_end(id(self))
+            if self.serial in _loaded:
+                _loaded.move_to_end(self.serial)
         if len(query) != 4 * state.dimensions:
             return None  # let SQLite report the mismatch
         return _scan(state, query, number, low, high, skip_id)
 
-    def _load(self, token: tuple[int, int]) -> Optional[_Matrix]:
-        """Read every vector of the collection in id order; None if it cannot be cached."""
-        try:
-            state = self._read_state(token)
-        except Exception:
-            return None  # e.g. an id that is not valid UTF-8: SQLite's path reports it
-        if state is None or state.nbytes > _budget_bytes or change_token(self.conn) != token:
+    def _load(self, token: tuple[int, ...]) -> Optional[_Matrix]:
+        """Read every vector of the collection in id order, if the budget has room;
+        None if it cannot be cached now (remembered for this token when it never can)."""
+        needed = self._needed(token)
+        if needed is None or needed > _budget_bytes or not _reserve(self, needed):
             return None
-        self._state = state
-        with _lock:
-            _loaded[id(self)] = weakref.ref(self)
-        _evict(state.nbytes, keep=self)
-        return state
+        try:
+            self.loads += 1
+            try:
+                state = self._read_state(token)
+            except Exception:
+                state = None  # e.g. an id that is not valid UTF-8: SQLite's path reports it
+            if state is None or state.nbytes > needed or change_token(self.conn) != token:
+                self._plan = (token, None)
+                return None
+            self._state = state
+            with _lock:
+                _loaded[self.serial] = weakref.ref(self)
+            return state
+        finally:
+            _release(needed)
 
-    def _read_state(self, token: tuple[int, int]) -> Optional[_Matrix]:
-        # count(*) reads only the primary-key index; the first row gives the dimension
+    def _needed(self, token: tuple[int, ...]) -> Optional[int]:
+        """Bytes a load at `token` would hold at most, from the primary-key index and one
+        row, before anything is allocated; None if the collection cannot be cached."""
+        if self._plan is not None and self._plan[0] == token:
+            return self._plan[1]
+        needed = None
+        # each id's str object, sized by its widest character as CPython stores it
+        # (length() stops at a NUL: such an id is bounded by its bytes)
+        rows, ids_bytes = self.conn.execute(
+            "select count(*), total(case when nul then ? + 4 * b when b = c then ? + c"
+            " when id not glob ? then ? + c when id not glob ? then ? + 2 * c"
+            " else ? + 4 * c end) from (select id, length(cast(id as blob)) as b,"
+            " length(id) as c, instr(cast(id as blob), x'00') > 0 as nul"
+            " from embeddings where collection_id = ?)",
+            (_STR_BASE[4], _STR_BASE[0], "*[^\x01-\xff]*", _STR_BASE[1],
+             "*[^\x01-\uffff]*", _STR_BASE[2], _STR_BASE[4], self.collection_id),
+        ).fetchone()
+        first = self.conn.execute(
+            "select length(embedding) from embeddings"
+            " where collection_id = ? and embedding is not null limit 1",
+            (self.collection_id,),
+        ).fetchone()
+        row_bytes = first[0] if first else None
+        if rows and row_bytes and row_bytes % 4 == 0:
+            list_bytes = sys.getsizeof([]) + 9 * rows + 64  # its slots, growth included
+            needed = rows * (row_bytes + 8) + list_bytes + int(ids_bytes)
+        self._plan = (token, needed)
+        return needed
+
+    def _read_state(self, token: tuple[int, ...]) -> Optional[_Matrix]:
         (rows,) = self.conn.execute(
             "select count(*) from embeddings where collection_id = ?", (self.collection_id,)
         ).fetchone()
         first = self.conn.execute(
-            "select length(embedding) from embeddings where collection_id = ? limit 1",
+            "select length(embedding) from embeddings"
+            " where collection_id = ? and embedding is not null limit 1",
             (self.collection_id,),
         ).fetchone()
         row_bytes = first[0] if first else None
         if not rows or not row_bytes or row_bytes % 4:
-            return None  # empty, or NULL vectors: SQLite handles those
-        nbytes = rows * row_bytes
-        if nbytes + 8 * rows > _budget_bytes:
             return None
-        _evict(nbytes + 8 * rows, keep=self)
-        matrix = bytearray(nbytes)
+        matrix = bytearray(rows * row_bytes)
         ids = self._read(matrix, rows, row_bytes)
         # Python must order the ids as SQLite did (not so in a UTF-16 database, say)
-        if ids is None or not all(type(i) is str for i in ids) or not all(
+        if not ids or not all(type(i) is str for i in ids) or not all(
             a < b for a, b in zip(ids, itertools.islice(ids, 1, None))
         ):
             return None
         from . import _native
 
+        rows = len(ids)
         norms = _native.ffi.new("double[]", rows)
         _native.lib.embsqlite_norms(_native.ffi.from_buffer(matrix), rows, row_bytes // 4, norms)
-        held = nbytes + 8 * rows + sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
+        held = len(matrix) + 8 * rows + sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
         return _Matrix(matrix, norms, ids, row_bytes // 4, token, held)
 
     def _read(self, matrix: bytearray, rows: int, row_bytes: int) -> Optional[list[str]]:
-        """Fill `matrix` with the collection's vectors in id order and return the ids,
-        or None if a vector is NULL or of another length, or the rows changed meanwhile.
+        """Fill `matrix` with the collection's vectors in id order, leaving out rows whose
+        embedding is NULL (the matrix is cut to the rows read), and return their ids; None
+        if a vector is of another length or type, or the rows changed meanwhile.
 
         On a stdlib connection C reads the vectors straight from SQLite (3x faster than
-        through Python objects); elsewhere they come through the cursor in chunks."""
+        through Python objects); elsewhere they come through the cursor."""
         from . import _native, sql
 
         select = "from embeddings where collection_id = ? order by id"
@@ -202,27 +325,25 @@ class VectorCache:
             copied = _native.lib.embsqlite_read_matrix(
                 db, self.collection_id, _native.ffi.from_buffer(matrix), rows, row_bytes
             )
-            if copied != rows:
+            if copied < 0:
                 return None
+            if copied < rows:  # NULL vectors were left out: leave out their ids too
+                del matrix[copied * row_bytes :]
+                select = select.replace("order by", "and embedding is not null order by")
             ids = [row[0] for row in self.conn.execute(f"select id {select}", (self.collection_id,))]
-            return ids if len(ids) == rows else None
+            return ids if len(ids) == copied else None
         ids: list[str] = []
         offset = 0
-        cursor = self.conn.execute(f"select id, embedding {select}", (self.collection_id,))
-        while True:
-            chunk = list(itertools.islice(cursor, 4096))  # apsw cursors lack fetchmany
-            if not chunk:
-                break
-            blobs = [row[1] for row in chunk]
-            if offset + len(blobs) * row_bytes > len(matrix) or not all(
-                type(blob) is bytes and len(blob) == row_bytes for blob in blobs
-            ):
+        for id_, blob in self.conn.execute(f"select id, embedding {select}", (self.collection_id,)):
+            if blob is None:
+                continue
+            if type(blob) is not bytes or len(blob) != row_bytes or offset == len(matrix):
                 return None
-            block = b"".join(blobs)
-            matrix[offset : offset + len(block)] = block
-            offset += len(block)
-            ids.extend([row[0] for row in chunk])
-        return ids if offset == len(matrix) else None
+            matrix[offset : offset + row_bytes] = blob
+            offset += row_bytes
+            ids.append(id_)
+        del matrix[offset:]
+        return ids
 
 
 def _encodable(text: Optional[str]) -> bool:

@@ -125,6 +125,8 @@ static void check_read_matrix(void){
     " (2,'x',embedding_from_json('[1,2]')),"          /* another length */
     " (2,'y',embedding_from_json('[1,2,3]')),"
     " (3,'n',NULL),"                                   /* a NULL vector */
+    " (5,'a',NULL),"
+    " (5,'b',embedding_from_json('[2,2,2]')),"
     " (4,'t','text, not a blob');");
   /* in id order: a, b, c */
   n = embsqlite_read_matrix(db, 1, out, 3, 12);
@@ -133,11 +135,28 @@ static void check_read_matrix(void){
   CHECK( embsqlite_read_matrix(db, 1, out, 2, 12)==-1 );  /* more rows than room */
   CHECK( embsqlite_read_matrix(db, 1, out, 4, 12)==3 );   /* fewer: caller compares */
   CHECK( embsqlite_read_matrix(db, 2, out, 2, 12)==-1 );  /* a row of 2 values */
-  CHECK( embsqlite_read_matrix(db, 3, out, 1, 12)==-1 );  /* NULL */
+  CHECK( embsqlite_read_matrix(db, 3, out, 1, 12)==0 );   /* NULL: left out */
+  CHECK( embsqlite_read_matrix(db, 5, out, 2, 12)==1 );   /* one NULL of two */
+  CHECK( load_f32(out)==2.0f );
   CHECK( embsqlite_read_matrix(db, 4, out, 1, 12)==-1 );  /* TEXT */
   CHECK( embsqlite_read_matrix(db, 9, out, 1, 12)==0 );   /* no such collection */
   exec_ok(db, "DROP TABLE embeddings");
   CHECK( embsqlite_read_matrix(db, 1, out, 3, 12)==-2 );  /* an SQLite error */
+  CHECK( sqlite3_close(db)==SQLITE_OK );
+}
+
+/* embsqlite_data_version moves with this connection's own commits. */
+static void check_data_version(void){
+  sqlite3 *db;
+  long long v0, v1;
+  CHECK( sqlite3_open(":memory:", &db)==SQLITE_OK );
+  exec_ok(db, "CREATE TABLE t(x)");
+  v0 = embsqlite_data_version(db, "main");
+  exec_ok(db, "INSERT INTO t VALUES (1)");
+  v1 = embsqlite_data_version(db, "main");
+  CHECK( v0>=0 && v1>=0 && v1!=v0 );
+  CHECK( embsqlite_data_version(db, "main")==v1 );    /* no commit, no move */
+  CHECK( embsqlite_data_version(db, "nosuch")==-1 );
   CHECK( sqlite3_close(db)==SQLITE_OK );
 }
 
@@ -147,6 +166,7 @@ int main(void){
   int nRow;
   CHECK( sqlite3_auto_extension((void(*)(void))embsqlite_auto_init)==SQLITE_OK );
   check_read_matrix();
+  check_data_version();
   for(i=0; i<sizeof(aDim)/sizeof(aDim[0]); i++){
     for(nRow=0; nRow<=40; nRow+=(nRow<5 ? 1 : 7)){
       check_topk(nRow, aDim[i], (int)(rnd()%4));
