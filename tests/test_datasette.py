@@ -372,6 +372,31 @@ async def test_databases_whose_tables_are_not_llms_are_skipped(db_path, tmp_path
     assert response.status_code == 404
 
 
+async def test_a_database_that_fails_to_read_does_not_break_another(db_path, tmp_path):
+    """llm's columns, but a collation only its writer had: every read of it fails."""
+    broken = tmp_path / "broken.db"
+    conn = sqlite3.connect(broken)
+    conn.create_collation("writers_own", lambda a, b: (a > b) - (a < b))
+    conn.executescript(
+        "create table collections (id integer primary key, name text collate writers_own, model text);"
+        "create table embeddings (collection_id integer, id text, embedding blob, content text,"
+        " metadata text, primary key (collection_id, id));"
+        "insert into collections values (1, 'phrases', 'hashing');")
+    conn.close()
+    ds = datasette([broken, db_path])
+    body = (await ds.client.get("/-/embsqlite/search.json?collection=phrases&q=happy+hound")).json()
+    assert body["ok"] and body["database"] == "phrases" and body["results"][0]["id"] == "dog-1"
+    listing = (await ds.client.get("/-/embsqlite/collections.json")).json()
+    assert [c["database"] for c in listing["collections"]] == ["phrases"]
+    assert listing["unreadable"] == [{"database": "broken", "error": "no such collation sequence: writers_own"}]
+    page = await ds.client.get("/-/embsqlite/search?collection=phrases/phrases&q=happy+hound")
+    assert page.status_code == 200 and result_ids(page.text)[0] == "dog-1"
+    assert "Could not read <strong>broken</strong> (no such collation sequence: writers_own)" in page.text
+    response = await ds.client.get("/-/embsqlite/search.json?collection=broken/phrases&q=happy")
+    assert response.status_code == 400
+    assert response.json()["error"] == "database 'broken' could not be read: no such collation sequence: writers_own"
+
+
 @pytest.fixture(scope="module")
 def big_db(tmp_path_factory) -> str:
     """300,000 items (4-dimension zero vectors) in one collection."""
