@@ -58,7 +58,7 @@ SCHEMA_SQL = """select m.name, p.name from sqlite_master m join pragma_table_inf
 where m.type = 'table' and m.name in ('collections', 'embeddings')"""
 LIST_SQL = f"""select c.name, c.model,
   (select count(*) from (select 1 from embeddings e where e.collection_id = c.id limit {COUNT_CAP + 1}))
-from collections c order by c.name"""
+from collections c where typeof(c.name) = 'text' order by c.name"""
 FIND_SQL = "select model from collections where name = :collection"
 SEARCH_SQL = """select id,
   cosine_similarity(embedding, {function}({model}, :q)) as score,
@@ -268,6 +268,8 @@ async def run_search(datasette: Any, request: Any) -> dict:
         raise SearchError(f"collection {matches[0].name!r} is in several databases ({places}):"
                           f" pass collection=DATABASE/NAME or db=")
     chosen = matches[0]
+    if not isinstance(chosen.model, str) or not chosen.model:
+        raise SearchError(f"collection {chosen.name!r} names no model to embed with", 500)
     query = request.args.get("q") or ""
     prefix = request.args.get("prefix") or ""
     outcome: dict[str, Any] = {

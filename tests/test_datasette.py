@@ -70,17 +70,32 @@ def db_path(tmp_path):
     return make_db(tmp_path / "phrases.db")
 
 
+class FailingModel(embsqlite.EmbeddingModel):
+    """A model that fails the way a broken one does, with a two-line message."""
+
+    model_id = "failing"
+
+    def embed_batch(self, items):
+        raise RuntimeError("the model broke\nsecond line of a traceback-like message")
+
+
+def needs_an_extra() -> embsqlite.EmbeddingModel:
+    raise embsqlite.ModelNotInstalledError("the needs-extra model needs its extra: pip install 'needs-extra'")
+
+
 @pytest.fixture(scope="module", autouse=True)
-def small_hashing_models():
-    """`hashing-4` and `hashing-64` registered for this module's collections, then removed."""
+def test_models():
+    """`hashing-4`, `hashing-64`, `failing` and `needs-extra` registered for this module's
+    collections, then removed."""
     from embsqlite import models
 
-    added = [HashingModel(4), HashingModel(64)]
+    added = [HashingModel(4), HashingModel(64), FailingModel()]
     for model in added:
         embsqlite.register_embedding_model(model)
+    models.register_lazy_embedding_model("needs-extra", needs_an_extra)
     yield
-    for model in added:
-        models._entries.pop(model.model_id, None)
+    for model_id in [m.model_id for m in added] + ["needs-extra"]:
+        models._entries.pop(model_id, None)
 
 
 def datasette(files, config=None, settings=None) -> Datasette:
@@ -463,6 +478,8 @@ def add_collection(db_path: str, name: str, model: str) -> None:
 
 @pytest.mark.parametrize("model, message", [
     ("no-such-model", "cannot embed with model 'no-such-model': Unknown embedding model: 'no-such-model'"),
+    ("needs-extra", "cannot embed with model 'needs-extra': the needs-extra model needs its extra"),
+    ("failing", "cannot embed with model 'failing': the model broke"),
     # llm's OpenAI model with no key: llm refuses before any network access.
     ("text-embedding-3-small", "cannot embed with model 'text-embedding-3-small': No key found"),
 ])
@@ -479,6 +496,21 @@ async def test_model_errors_are_shown_in_the_page_and_json(db_path, tmp_path, mo
     assert page.status_code == 500
     assert page_error(page.text).startswith(message)
     assert 'name="q" value="x"' in page.text and ("phrases/strange", True) in option_values(page.text)
+
+
+async def test_collections_without_a_name_or_model(db_path):
+    conn = sqlite3.connect(db_path)
+    conn.execute("insert into collections (name, model) values (null, 'hashing'), ('nameless', null)")
+    conn.commit()
+    conn.close()
+    ds = datasette([db_path])
+    listing = (await ds.client.get("/-/embsqlite/collections.json")).json()
+    assert [(c["name"], c["model"]) for c in listing["collections"]] == [("nameless", None), ("phrases", "hashing")]
+    page = await ds.client.get("/-/embsqlite/search")
+    assert page.status_code == 200 and "nameless (0 items, no model)" in page.text
+    response = await ds.client.get("/-/embsqlite/search.json?collection=nameless&q=x")
+    assert response.status_code == 500
+    assert response.json()["error"] == "collection 'nameless' names no model to embed with"
 
 
 # Who may see what
