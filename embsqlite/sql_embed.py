@@ -68,6 +68,13 @@ def embed_text(model_id: str, text: str) -> bytes:
     return blob
 
 
+def _sql_type(value: Any) -> str:
+    """The SQL type name of an argument that arrived as a Python value."""
+    if isinstance(value, _TypeOnly):
+        return value.name
+    return _PYTHON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
 def _embed_argument(model_id: Any, text: Any) -> Optional[bytes]:
     """Check the SQL arguments (as Python values) and embed; NULL in gives NULL out."""
     if model_id is None or text is None:
@@ -75,8 +82,7 @@ def _embed_argument(model_id: Any, text: Any) -> Optional[bytes]:
     if not isinstance(model_id, str):
         raise ValueError(f"{FUNCTION}: model_id must be TEXT (a model id or alias)")
     if not isinstance(text, str):
-        kind = _PYTHON_TYPE_NAMES.get(type(text), type(text).__name__)
-        raise ValueError(f"{FUNCTION}: text must be TEXT, not {kind}")
+        raise ValueError(f"{FUNCTION}: text must be TEXT, not {_sql_type(text)}")
     try:
         return embed_text(model_id, text)
     except ValueError as error:
@@ -114,18 +120,15 @@ class _Library:
         if kind != _TEXT:
             return None if kind == _NULL else _TypeOnly(kind)
         pointer = self.lib.sqlite3_value_text(value)
+        if not pointer:
+            raise MemoryError("out of memory reading the arguments")
         size = self.lib.sqlite3_value_bytes(value)
-        return ctypes.string_at(pointer, size).decode("utf-8", "replace") if size else ""
+        return ctypes.string_at(pointer, size).decode("utf-8", "replace")
 
     def _call(self, context: int, argc: int, argv: Any) -> None:
         """The SQL function: every failure becomes an SQL error with its own message."""
         try:
-            model_id, text = self._value(argv[0]), self._value(argv[1])
-            if isinstance(model_id, _TypeOnly):
-                raise ValueError(f"{FUNCTION}: model_id must be TEXT (a model id or alias)")
-            if isinstance(text, _TypeOnly):
-                raise ValueError(f"{FUNCTION}: text must be TEXT, not {text.name}")
-            blob = _embed_argument(model_id, text)
+            blob = _embed_argument(self._value(argv[0]), self._value(argv[1]))
             if blob is None:
                 self.lib.sqlite3_result_null(context)
             else:
