@@ -32,8 +32,8 @@ async def allowed(
         elif database is not None:
             resource = DatabaseResource(database=database)
         return bool(await datasette.allowed(action=action, resource=resource, actor=actor))
-    resource: Any = None if database is None else (database if table is None else (database, table))
-    return bool(await datasette.permission_allowed(actor, action, resource, default=True))
+    legacy: Any = None if database is None else (database if table is None else (database, table))
+    return bool(await datasette.permission_allowed(actor, action, legacy, default=True))
 
 
 async def may_view_instance(datasette: Any, actor: Optional[dict]) -> bool:

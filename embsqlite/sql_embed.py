@@ -18,7 +18,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from . import vectors
 from .models import get_embedding_model
