@@ -1,88 +1,219 @@
-"""Datasette plugin (entry point group `datasette`): the SQL functions on every connection,
-with no flags, and a search page.
+"""Datasette plugin (entry point group `datasette`), for Datasette 0.65 and the 1.0 alphas:
+the SQL functions on every connection with no flags, and a semantic search page.
 
-- `prepare_connection`: `embsqlite.register(conn)`, so `datasette some.db` can run
-  `cosine_similarity(...)` and the other functions (C code, through the connection's own
-  extension loading when Datasette uses pysqlite3, or the stdlib path otherwise).
-- `/-/embsqlite/search?db=DB&collection=NAME&q=TEXT[&n=10][&prefix=P]`: embeds `q` on the
-  server with the collection's own model, then ranks the collection with one SQL query
-  over `cosine_similarity`, run through Datasette like any other query. HTML, or JSON at
-  `/-/embsqlite/search.json` with the same parameters.
+- `prepare_connection`: `embsqlite.register(conn, embed_text=True)`: the C functions and
+  `embedding_from_text(model_id, text)`, so SQL can rank by meaning.
+- `/-/embsqlite/search?collection=DB/NAME&q=TEXT[&n=10][&prefix=P]` (or `db=DB&collection=NAME`):
+  embeds `q` with the collection's own model, then ranks the collection with one SQL
+  query that a person can read and re-run in Datasette's SQL editor. HTML, or JSON at
+  `/-/embsqlite/search.json`.
+- `/-/embsqlite/collections.json`: the collections this actor may see.
+
+Who sees what is `datasette_access`'s business; each database is read on its own, so one
+that is slow, broken or not llm's never breaks another's search.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.parse
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from datasette import hookimpl
-from datasette.utils.asgi import Response
+from datasette.utils import tilde_decode, tilde_encode
+from datasette.utils.asgi import Forbidden, Response
+from datasette.version import __version__ as datasette_version
 
-from . import schema, vectors
+from . import schema
 from .collection import prefix_range
-from .model import ModelNotInstalledError, UnknownModelError
-from .registry import get_embedding_model
+from .datasette_access import (
+    is_datasette_1,
+    may_execute_sql,
+    may_view_collections,
+    may_view_instance,
+)
 from .sql import register
+from .sql_embed import FUNCTION as EMBED_FUNCTION
+from .sql_embed import embed_text, one_line
 
 SEARCH_PATH = "/-/embsqlite/search"
+COLLECTIONS_PATH = "/-/embsqlite/collections.json"
+TEMPLATE = "embsqlite_search.html"
+TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 MAX_RESULTS = 100  # Datasette's default page size
+DEFAULT_RESULTS = 10
+# The listing counts at most this many items per collection, so a page costs the same
+# whatever the size of the databases behind it.
+COUNT_CAP = 10_000
 
-SEARCH_SQL = """select id, cosine_similarity(embedding, embedding_from_json(:query)) as score,
+LIST_SQL = f"""select c.name, c.model,
+  (select count(*) from (select 1 from embeddings e where e.collection_id = c.id limit {COUNT_CAP + 1}))
+from collections c where typeof(c.name) = 'text' order by c.name"""
+FIND_SQL = "select model from collections where name = :collection"
+SEARCH_SQL = """select id,
+  cosine_similarity(embedding, {function}({model}, :q)) as score,
   content, metadata
 from embeddings
-where collection_id = :collection_id{prefix}
+where collection_id = (select id from collections where name = :collection)
+  and embedding is not null{prefix}
 order by score desc, id
-limit :number"""
+limit :n"""
 
 
 @hookimpl
 def prepare_connection(conn: Any) -> None:
-    register(conn)
+    register(conn, embed_text=True)
+
+
+@hookimpl
+def prepare_jinja2_environment(env: Any) -> None:
+    """Make the page's template findable; appended, so a --template-dir copy wins."""
+    from jinja2 import ChoiceLoader, FileSystemLoader
+
+    env.loader = ChoiceLoader([env.loader, FileSystemLoader(TEMPLATES_DIR)])
 
 
 @hookimpl
 def register_routes() -> list:
-    return [(r"^/-/embsqlite/search(?P<as_json>\.json)?$", search)]
+    return [
+        (r"^/-/embsqlite/search(?P<as_json>\.json)?$", search),
+        (r"^/-/embsqlite/collections\.json$", collections_json),
+    ]
 
 
 @hookimpl
-def menu_links(datasette: Any) -> list:
-    return [{"href": datasette.urls.path(SEARCH_PATH), "label": "Search embeddings"}]
+def menu_links(datasette: Any, actor: Any) -> Any:
+    async def links() -> list:
+        if not await may_view_instance(datasette, actor):
+            return []
+        return [{"href": datasette.urls.path(SEARCH_PATH), "label": "Search embeddings"}]
+
+    return links
 
 
 class SearchError(Exception):
+    """What went wrong, in one line, and the HTTP status that goes with it."""
+
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
 
 
-async def _collections(datasette: Any, actor: Any) -> list[dict]:
-    """Every collection in every database this actor may view."""
-    found = []
-    for name, db in datasette.databases.items():
-        if name == "_internal":
-            continue
-        if not await datasette.permission_allowed(actor, "view-database", name, default=True):
-            continue
-        tables = set(await db.table_names())
-        if not {"collections", "embeddings"} <= tables:
-            continue
-        try:  # tables of these names that are not llm's hold no collections
-            await db.execute_fn(schema.embeddings_stage)
+@dataclass
+class Found:
+    """A collection the actor may see."""
+
+    database: str
+    name: str
+    model: str
+
+    @property
+    def key(self) -> str:
+        """`DB/NAME` with each part tilde-encoded: the picker's value."""
+        return f"{tilde_encode(self.database)}/{tilde_encode(self.name)}"
+
+
+def _query_error(error: Exception) -> str:
+    """A failed query in one line, never its SQL or parameters."""
+    from datasette.database import QueryInterrupted
+
+    if isinstance(error, QueryInterrupted):
+        return "the query took longer than this Datasette's time limit (sql_time_limit_ms)"
+    return one_line(error)
+
+
+async def _is_llm_database(db: Any) -> bool:
+    """Does `db` hold llm's `collections` and `embeddings` tables? The rule is the one
+    embsqlite applies before writing (schema.embeddings_stage); it only reads."""
+
+    def check(conn: Any) -> bool:
+        try:
+            stage = schema.embeddings_stage(conn)
         except schema.ForeignTableError:
+            return False
+        return stage is not None and schema.table_exists(conn, "collections")
+
+    return bool(await db.execute_fn(check))
+
+
+async def _readable_databases(
+    datasette: Any, actor: Any, only: Optional[str] = None
+) -> tuple[list[str], list[dict]]:
+    """The databases whose collections `actor` may see, and the problems of those among
+    them that could not be read ({"database", "error"}); `only` limits it to one name."""
+    names, problems = [], []
+    for name, db in list(datasette.databases.items()):
+        if name == "_internal" or (only is not None and name != only):
             continue
-        rows = await db.execute(
-            "select c.name, c.model, count(e.id) from collections c left join embeddings e "
-            "on e.collection_id = c.id group by c.id order by c.name"
-        )
-        found.extend({"database": name, "name": r[0], "model": r[1], "count": r[2]} for r in rows)
-    return found
+        if not await may_view_collections(datasette, actor, name):
+            continue
+        try:
+            if await _is_llm_database(db):
+                names.append(name)
+        except Exception as error:  # locked, corrupt, interrupted: this database only
+            problems.append({"database": name, "error": _query_error(error)})
+    return names, problems
+
+
+async def list_collections(datasette: Any, actor: Any) -> tuple[list[dict], list[dict]]:
+    """Every collection `actor` may see, with its model and item count (exact up to
+    COUNT_CAP), and the databases that could not be read."""
+    names, problems = await _readable_databases(datasette, actor)
+    found = []
+    for name in names:
+        try:
+            rows = (await datasette.get_database(name).execute(LIST_SQL)).rows
+        except Exception as error:
+            problems.append({"database": name, "error": _query_error(error)})
+            continue
+        for collection, model, count in rows:
+            item = Found(name, collection, model)
+            found.append({
+                "database": name, "name": collection, "model": model, "key": item.key,
+                "count": min(count, COUNT_CAP), "count_is_exact": count <= COUNT_CAP,
+            })
+    return found, problems
+
+
+def _target(args: Any) -> list[tuple[Optional[str], str]]:
+    """The (database or None, name) pairs `collection=`/`db=` may mean, likeliest first."""
+    name = args.get("collection") or ""
+    database = args.get("db") or None
+    if database is not None or "/" not in name:
+        return [(database, name)]
+    encoded_db, encoded_name = name.split("/", 1)
+    return [(tilde_decode(encoded_db), tilde_decode(encoded_name)), (None, name)]
+
+
+async def _find(datasette: Any, actor: Any, args: Any) -> list[Found]:
+    """The visible collections the request names (several if it names no database)."""
+    for database, name in _target(args):
+        if database is not None and database not in datasette.databases:
+            continue
+        names, problems = await _readable_databases(datasette, actor, only=database)
+        if database is not None and problems:
+            raise SearchError(f"database {database!r} could not be read: {problems[0]['error']}")
+        matches = []
+        for db_name in names:
+            try:
+                row = (await datasette.get_database(db_name).execute(
+                    FIND_SQL, {"collection": name})).first()
+            except Exception as error:
+                if database is not None:
+                    raise SearchError(f"database {db_name!r} could not be read: {_query_error(error)}")
+                continue  # another database's trouble is not this search's
+            if row is not None:
+                matches.append(Found(db_name, name, row[0]))
+        if matches:
+            return matches
+    return []
 
 
 def _number(text: Optional[str]) -> int:
     if text in (None, ""):
-        return 10
+        return DEFAULT_RESULTS
     try:
         number = int(text)
     except ValueError:
@@ -92,160 +223,147 @@ def _number(text: Optional[str]) -> int:
     return number
 
 
-async def _search(datasette: Any, request: Any, available: list[dict]) -> dict:
-    """Run the search the request asks for; raises SearchError with a message and status."""
-    args = request.args
-    name = args.get("collection") or ""
-    query = args.get("q") or ""
-    database = args.get("db") or ""
-    prefix = args.get("prefix") or ""
-    number = _number(args.get("n"))
-    if not name:
-        raise SearchError("pass collection= (and db= when several databases have it)")
-    matches = [c for c in available if c["name"] == name and (not database or c["database"] == database)]
-    if not matches:
-        where = f" in database {database!r}" if database else ""
-        raise SearchError(f"collection {name!r} not found{where}", 404)
-    if len(matches) > 1:
-        dbs = ", ".join(c["database"] for c in matches)
-        raise SearchError(f"collection {name!r} is in several databases ({dbs}): pass db=")
-    chosen = matches[0]
-    if not query:
-        raise SearchError("pass q= with the text to search for")
-    db = datasette.get_database(chosen["database"])
-    row = (await db.execute("select id, model from collections where name = ?", [name])).first()
-    collection_id, model_id = row[0], row[1]
-    try:
-        model = get_embedding_model(model_id)
-    except (UnknownModelError, ModelNotInstalledError) as error:
-        raise SearchError(f"cannot embed with model {model_id!r}: {error}", 500) from None
-    loop = asyncio.get_running_loop()
-    try:
-        vector = await loop.run_in_executor(None, model.embed, query)
-    except ValueError as error:
-        raise SearchError(str(error)) from None
-    # The C function writes the vector as the shortest JSON that reads back exactly.
-    query_json = (await db.execute("select embedding_to_json(?)", [vectors.encode(vector)])).first()[0]
-    params: dict[str, Any] = {"query": query_json, "collection_id": collection_id, "number": number}
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def search_sql(model: str, prefix: str) -> tuple[str, dict]:
+    """The search query for a collection's model, and the parameters a prefix adds."""
+    params: dict[str, Any] = {}
     prefix_sql = ""
     if prefix:
         low, high = prefix_range(prefix)
-        params["low"] = low
-        prefix_sql = "\n  and id >= :low"
+        params["prefix"] = low
+        prefix_sql = "\n  and id >= :prefix"
         if high is not None:
-            params["high"] = high
-            prefix_sql += " and id < :high"
-    sql = SEARCH_SQL.format(prefix=prefix_sql)
+            params["prefix_end"] = high
+            prefix_sql += " and id < :prefix_end"
+    sql = SEARCH_SQL.format(function=EMBED_FUNCTION, model=_sql_literal(model), prefix=prefix_sql)
+    return sql, params
+
+
+def _metadata(text: Optional[str]) -> dict:
+    """The stored metadata, parsed; text that is not JSON is passed on as text, marked."""
+    if text is None:
+        return {"metadata": None}
     try:
-        rows = (await db.execute(sql, params)).rows
-    except Exception as error:  # a dimension mismatch, a time limit, ...
-        raise SearchError(f"the search query failed: {error}") from None
-    results = [
-        {"id": r[0], "score": r[1], "content": r[2],
-         "metadata": json.loads(r[3]) if r[3] else None}
-        for r in rows
-    ]
-    sql_url = datasette.urls.database(chosen["database"]) + "?" + urllib.parse.urlencode(
-        {"sql": sql, **{k: str(v) for k, v in params.items()}}
-    )
-    return {
-        "database": chosen["database"],
-        "collection": name,
-        "model": model_id,
-        "q": query,
-        "prefix": prefix or None,
-        "number": number,
-        "sql": sql,
-        "sql_url": sql_url,
-        "results": results,
+        return {"metadata": json.loads(text)}
+    except ValueError:
+        return {"metadata": text, "metadata_error": "not valid JSON"}
+
+
+async def run_search(datasette: Any, request: Any) -> dict:
+    """Run the search the request asks for; raises SearchError with a message and status.
+    With no text to search for, returns the chosen collection and no "results"."""
+    number = _number(request.args.get("n"))
+    if not request.args.get("collection"):
+        raise SearchError("choose a collection: pass collection=DATABASE/NAME (or db= and collection=)")
+    matches = await _find(datasette, request.actor, request.args)
+    if not matches:
+        raise SearchError(f"collection {request.args.get('collection')!r} not found", 404)
+    if len(matches) > 1:
+        places = ", ".join(m.database for m in matches)
+        raise SearchError(f"collection {matches[0].name!r} is in several databases ({places}):"
+                          f" pass collection=DATABASE/NAME or db=")
+    chosen = matches[0]
+    if not isinstance(chosen.model, str) or not chosen.model:
+        raise SearchError(f"collection {chosen.name!r} names no model to embed with", 500)
+    query = request.args.get("q") or ""
+    prefix = request.args.get("prefix") or ""
+    outcome: dict[str, Any] = {
+        "database": chosen.database, "collection": chosen.name, "key": chosen.key,
+        "model": chosen.model, "q": query, "prefix": prefix or None, "number": number,
     }
+    if not query.strip():
+        return outcome
+    # Embed off the event loop and outside the query's time limit (a model may take
+    # seconds to load); the SQL function then finds the vector in its cache.
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(None, embed_text, chosen.model, query)
+    except ValueError as error:
+        raise SearchError(str(error), 500) from None
+    sql, params = search_sql(chosen.model, prefix)
+    params.update({"q": query, "collection": chosen.name, "n": number})
+    try:
+        rows = (await datasette.get_database(chosen.database).execute(sql, params)).rows
+    except Exception as error:
+        raise SearchError(f"the search failed: {_query_error(error)}") from None
+    outcome["sql"] = sql
+    outcome["params"] = params
+    outcome["results"] = [
+        {"id": r[0], "score": r[1], "content": r[2], **_metadata(r[3])} for r in rows
+    ]
+    if await may_execute_sql(datasette, request.actor, chosen.database):
+        outcome["sql_url"] = _sql_editor_url(datasette, chosen.database, sql, params)
+    return outcome
+
+
+def _sql_editor_url(datasette: Any, database: str, sql: str, params: dict) -> str:
+    """Datasette's SQL page for this query, its parameters filled in."""
+    path = datasette.urls.database(database)
+    if is_datasette_1(datasette):
+        path += "/-/query"
+    return path + "?" + urllib.parse.urlencode({"sql": sql, **{k: str(v) for k, v in params.items()}})
+
+
+def _json(body: dict, status: int = 200) -> Response:
+    return Response.json(body, status=status)
+
+
+async def collections_json(datasette: Any, request: Any) -> Response:
+    if not await may_view_instance(datasette, request.actor):
+        return _json({"ok": False, "error": "permission denied: you may not view this instance"}, 403)
+    found, problems = await list_collections(datasette, request.actor)
+    return _json({"ok": True, "collections": found, "unreadable": problems})
 
 
 async def search(datasette: Any, request: Any) -> Response:
-    await datasette.ensure_permissions(request.actor, ["view-instance"])
     as_json = bool(request.url_vars.get("as_json"))
-    available = await _collections(datasette, request.actor)
-    searched = bool(request.args.get("collection") or request.args.get("q"))
+    if not await may_view_instance(datasette, request.actor):
+        if as_json:
+            return _json({"ok": False, "error": "permission denied: you may not view this instance"}, 403)
+        raise Forbidden("view-instance")
     outcome: Optional[dict] = None
     error: Optional[str] = None
     status = 200
-    if searched or as_json:
+    if as_json or request.args.get("collection") or request.args.get("q"):
         try:
-            outcome = await _search(datasette, request, available)
+            outcome = await run_search(datasette, request)
         except SearchError as failure:
             error, status = str(failure), failure.status
     if as_json:
-        body = {"ok": error is None, **(outcome or {})}
+        if error is None and "results" not in outcome:
+            error, status = "q is empty: pass q= with the text to search for", 400
         if error is not None:
-            body["error"] = error
-        else:
-            body.pop("sql_url", None)
-        return Response.json(body, status=status)
-    template = datasette.jinja_env.from_string(TEMPLATE)
+            return _json({"ok": False, "error": error}, status)
+        outcome.pop("sql_url", None)
+        return _json({"ok": True, **outcome})
+    collections, problems = await list_collections(datasette, request.actor)
+    selected = outcome["key"] if outcome else None
+    if selected is None and request.args.get("collection"):
+        wanted = _target(request.args)[0]
+        selected = next((c["key"] for c in collections
+                         if (wanted[0] in (None, c["database"])) and c["name"] == wanted[1]), None)
+    query_string = request.query_string
     html = await datasette.render_template(
-        template,
+        TEMPLATE,
         {
-            "collections": available,
-            "args": request.args,
+            "collections": collections,
+            "databases": sorted({c["database"] for c in collections}),
+            "unreadable": problems,
+            "selected": selected,
+            "q": request.args.get("q") or "",
+            "prefix": request.args.get("prefix") or "",
+            "n": request.args.get("n") or str(DEFAULT_RESULTS),
+            "max_results": MAX_RESULTS,
             "outcome": outcome,
             "error": error,
-            "json_url": datasette.urls.path(SEARCH_PATH + ".json") + (
-                "?" + request.query_string if request.query_string else ""),
+            "json_url": datasette.urls.path(SEARCH_PATH + ".json")
+            + ("?" + query_string if query_string else ""),
+            "datasette_version": datasette_version,
         },
         request=request,
         view_name="embsqlite_search",
     )
     return Response.html(html, status=status)
-
-
-TEMPLATE = """{% extends "base.html" %}
-{% block title %}Search embeddings{% endblock %}
-{% block content %}
-<h1>Search embeddings</h1>
-{% if not collections %}
-<p>No database here has embsqlite (or llm) collections. Make one with
-<code>embsqlite embed-multi NAME items.csv -d DATABASE.db</code>.</p>
-{% else %}
-<form class="core" action="" method="get">
-  <p>
-    <label for="es-collection">Collection</label>
-    <select id="es-collection" name="collection">
-      {% for c in collections %}
-      <option value="{{ c.name }}"{% if args.get('collection') == c.name %} selected{% endif %}>
-        {{ c.name }} ({{ c.database }}, {{ c.model }}, {{ c.count }} items)</option>
-      {% endfor %}
-    </select>
-    {% if args.get('db') %}<input type="hidden" name="db" value="{{ args.get('db') }}">{% endif %}
-  </p>
-  <p>
-    <input type="search" name="q" value="{{ args.get('q', '') }}" placeholder="Text to search for" size="50" aria-label="Text to search for">
-    <input type="text" name="prefix" value="{{ args.get('prefix', '') }}" placeholder="id prefix" size="12" aria-label="Only ids starting with">
-    <input type="number" name="n" min="1" max="100" value="{{ args.get('n', '10') }}" aria-label="Number of results">
-    <input type="submit" value="Search">
-  </p>
-</form>
-{% endif %}
-{% if error %}<p class="message-error">{{ error }}</p>{% endif %}
-{% if outcome %}
-<p>{{ outcome.results|length }} most similar in <strong>{{ outcome.collection }}</strong>
-  ({{ outcome.database }}), embedded with <code>{{ outcome.model }}</code>.
-  <a href="{{ outcome.sql_url }}">Run this SQL</a> &middot; <a href="{{ json_url }}">JSON</a></p>
-<div class="table-wrapper">
-<table class="rows-and-columns embsqlite-results">
-  <thead><tr><th>score</th><th>id</th><th>content</th><th>metadata</th></tr></thead>
-  <tbody>
-  {% for r in outcome.results %}
-  <tr>
-    <td class="score">{{ "%.4f"|format(r.score) }}</td>
-    <td class="id">{{ r.id }}</td>
-    <td>{{ r.content or "" }}</td>
-    <td>{% if r.metadata %}<code>{{ r.metadata|tojson }}</code>{% endif %}</td>
-  </tr>
-  {% endfor %}
-  </tbody>
-</table>
-</div>
-<details><summary>SQL</summary><pre>{{ outcome.sql }}</pre></details>
-{% endif %}
-{% endblock %}
-"""

@@ -129,21 +129,31 @@ def _load_extension(conn: Any) -> bool:
     return False
 
 
-def register(conn: Any) -> Any:
+def register(conn: Any, *, embed_text: bool = False) -> Any:
     """Make the SQL functions available on `conn`, in C wherever possible.
 
     Accepts a stdlib or pysqlite3/sqlean ``Connection``, an ``apsw.Connection`` or a
-    ``sqlite_utils.Database``. Returns `conn`.
+    ``sqlite_utils.Database``. Returns `conn`. `embed_text=True` also adds
+    ``embedding_from_text(model_id, text)`` (see `sql_embed`), which runs models.
     """
     target = getattr(conn, "conn", conn)  # sqlite_utils.Database wraps a connection
-    if _has_functions(target):
-        return conn
-    if isinstance(target, sqlite3.Connection) and _register_stdlib(target):
-        return conn
-    if _load_extension(target) and _has_functions(target):
-        return conn
-    _register_fallback(target)
+    _register_functions(target)
+    if embed_text:
+        from .sql_embed import register_embed_text
+
+        register_embed_text(target)
     return conn
+
+
+def _register_functions(target: Any) -> None:
+    """The C functions (else the Python fallback) on an unwrapped connection."""
+    if _has_functions(target):
+        return
+    if isinstance(target, sqlite3.Connection) and _register_stdlib(target):
+        return
+    if _load_extension(target) and _has_functions(target):
+        return
+    _register_fallback(target)
 
 
 def connect(path: str | os.PathLike = ":memory:", **kwargs: Any) -> sqlite3.Connection:
@@ -224,7 +234,7 @@ def _register_fallback(conn: Any) -> None:
             "embsqlite: the C SQL functions cannot be loaded into this connection; "
             "using slower Python functions (one Python call per row)",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         _fallback_warned = True
     from . import __version__

@@ -7,7 +7,8 @@
 # System packages, installed with apt only when missing: the sqlite3 shell, python3-venv
 # (the build needs only a C compiler: SQLite's headers are vendored in csrc/); for --test
 # also valgrind, clang and libclang-rt-dev (libFuzzer and sanitizer runtimes for
-# tests/test_c_safety.py) and libsqlite3-dev (the C test drivers in fuzz/ link -lsqlite3).
+# tests/test_c_safety.py) and libsqlite3-dev (the C test drivers in fuzz/ link -lsqlite3);
+# chromium (the headless browser of tests/test_datasette.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=minilm,datasette
@@ -19,6 +20,7 @@ if [ "${1:-}" = --test ]; then
   command -v valgrind >/dev/null || need+=(valgrind)
   [ -f "$(gcc -print-file-name=libsqlite3.so 2>/dev/null)" ] || need+=(libsqlite3-dev)
   command -v clang >/dev/null || need+=(clang)
+  command -v chromium >/dev/null || need+=(chromium)
   [ -f "$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ] \
     || need+=(libclang-rt-dev)
 fi
