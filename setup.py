@@ -17,6 +17,7 @@ LOADABLE = "embsqlite.embsqlite"
 loadable = Extension(
     LOADABLE,
     sources=["csrc/embsqlite.c"],
+    depends=["csrc/embsqlite_dot.h"],
     # Export only the entry points (EMBSQLITE_EXPORT), never sqlite3_api.
     extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-fvisibility=hidden"],
     libraries=[] if sys.platform == "win32" else ["m"],
