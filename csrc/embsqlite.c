@@ -5,7 +5,7 @@
 ** the format of the `llm` package's embeddings database. This extension adds:
 **
 **   cosine_similarity(A, B)      -> REAL   cosine similarity of two embeddings
-**   embedding_to_json(A)         -> TEXT   '[0.5,-1,...]' (shortest float32 text)
+**   embedding_to_json(A)         -> TEXT   '[0.5,-1,2e3,...]' (shortest text)
 **   embedding_from_json(J)       -> BLOB   JSON array of numbers -> float32 blob
 **   embedding_dimensions(A)      -> INT    number of float32 values in A
 **   embedding_norm(A)            -> REAL   L2 norm of A
@@ -22,12 +22,20 @@
 **     every vector: it has no direction, and 0.0 ranks it below any vector
 **     that points the same way as the query;
 **   - embedding_from_json accepts only a JSON array of JSON numbers, each
-**     finite as a float32.
-** Errors are SQL errors whose message starts with the function's name.
+**     finite as a float32; a number is read to the nearest double, then to
+**     the nearest float32 (as Python's float and struct do);
+**   - embedding_to_json writes each value with the fewest significant digits
+**     that read back as that float32 that way, in positional or exponent
+**     notation, whichever is shorter (positional on a tie): 0.1, 2e3, 1e-45.
+** Errors are SQL errors whose message starts with the function's name; so
+** are running out of memory (code SQLITE_NOMEM) and a result longer than the
+** connection's SQLITE_LIMIT_LENGTH (code SQLITE_TOOBIG).
 **
 ** Accuracy: the float32 products are exact in double precision and summed in
 ** double, so cosine_similarity agrees with a float64 reference computed from
-** the same float32 values to about 1e-15 relative to |A||B|.
+** the same float32 values to about 1e-15 relative to |A||B|. It is symmetric
+** to the bit (both norms are summed the same way), within [-1, 1], and 1.0
+** exactly for a nonzero vector with itself (embsqlite_dot.h).
 **
 ** Speed: in `ORDER BY cosine_similarity(embedding, :query)` the constant second
 ** argument is checked, decoded and normalised once per statement and kept with
@@ -118,6 +126,33 @@ struct QueryVec {
 };
 
 /*
+** Report SQLITE_NOMEM or SQLITE_TOOBIG from zFunc with a message that names it,
+** like every other error (SQLite's own helpers say only "out of memory" or
+** "string or blob too big"). The message is built without allocating.
+*/
+static void error_code(sqlite3_context *ctx, const char *zFunc, int rc){
+  char zMsg[200];
+  if( rc==SQLITE_TOOBIG ){
+    sqlite3_snprintf(sizeof(zMsg), zMsg,
+        "%s: the result is too big: longer than this connection's length "
+        "limit of %d bytes (SQLITE_LIMIT_LENGTH)", zFunc,
+        sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1));
+  }else{
+    sqlite3_snprintf(sizeof(zMsg), zMsg, "%s: out of memory", zFunc);
+  }
+  sqlite3_result_error(ctx, zMsg, -1);
+  sqlite3_result_error_code(ctx, rc);
+}
+
+/* Report the error zMsg (from sqlite3_mprintf; freed here), or, when there
+** was no memory to write it, that zFunc ran out of memory. */
+static void error_message(sqlite3_context *ctx, const char *zFunc, char *zMsg){
+  if( zMsg==0 ){ error_code(ctx, zFunc, SQLITE_NOMEM); return; }
+  sqlite3_result_error(ctx, zMsg, -1);
+  sqlite3_free(zMsg);
+}
+
+/*
 ** Fetch argument iArg of a function as an embedding blob. On success set
 ** *ppBlob and *pN (number of floats) and return 1. For NULL return 0 with
 ** nothing set. For anything else set an error on ctx and return -1.
@@ -134,36 +169,30 @@ static int embedding_arg(
     case SQLITE_BLOB:
       break;
     default: {
-      char *z = sqlite3_mprintf(
+      error_message(ctx, zFunc, sqlite3_mprintf(
         "%s: argument %d must be a float32 BLOB, not %s", zFunc, iArg+1,
         sqlite3_value_type(v)==SQLITE_TEXT ? "TEXT" :
-        sqlite3_value_type(v)==SQLITE_INTEGER ? "INTEGER" : "REAL");
-      if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
-      else sqlite3_result_error_nomem(ctx);
+        sqlite3_value_type(v)==SQLITE_INTEGER ? "INTEGER" : "REAL"));
       return -1;
     }
   }
   nByte = sqlite3_value_bytes(v);
   if( nByte%4 ){
-    char *z = sqlite3_mprintf(
+    error_message(ctx, zFunc, sqlite3_mprintf(
       "%s: argument %d is a %d-byte blob; a float32 embedding's length "
-      "is a multiple of 4", zFunc, iArg+1, nByte);
-    if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
-    else sqlite3_result_error_nomem(ctx);
+      "is a multiple of 4", zFunc, iArg+1, nByte));
     return -1;
   }
   *ppBlob = (const unsigned char*)sqlite3_value_blob(v);
   *pN = nByte/4;
-  if( *ppBlob==0 && nByte>0 ){ sqlite3_result_error_nomem(ctx); return -1; }
+  if( *ppBlob==0 && nByte>0 ){ error_code(ctx, zFunc, SQLITE_NOMEM); return -1; }
   return 1;
 }
 
 /* Report that zFunc met a NaN or infinity. */
 static void error_not_finite(sqlite3_context *ctx, const char *zFunc){
-  char *z = sqlite3_mprintf(
-      "%s: the result is not finite (an input holds NaN or infinity)", zFunc);
-  if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
-  else sqlite3_result_error_nomem(ctx);
+  error_message(ctx, zFunc, sqlite3_mprintf(
+      "%s: the result is not finite (an input holds NaN or infinity)", zFunc));
 }
 
 /* Bytes to allocate for a QueryVec of n values. */
@@ -210,17 +239,15 @@ static void cosine_similarity_func(
     rc = embedding_arg(ctx, "cosine_similarity", argv, 1, &b, &nb);
     if( rc<=0 ) return;
     q = queryvec_new(b, nb);
-    if( q==0 ){ sqlite3_result_error_nomem(ctx); return; }
+    if( q==0 ){ error_code(ctx, "cosine_similarity", SQLITE_NOMEM); return; }
     sqlite3_set_auxdata(ctx, 1, q, sqlite3_free);
     q = (QueryVec*)sqlite3_get_auxdata(ctx, 1);
-    if( q==0 ){ sqlite3_result_error_nomem(ctx); return; }
+    if( q==0 ){ error_code(ctx, "cosine_similarity", SQLITE_NOMEM); return; }
   }
   if( q->n!=na ){
-    char *z = sqlite3_mprintf(
+    error_message(ctx, "cosine_similarity", sqlite3_mprintf(
       "cosine_similarity: the vectors have different dimensions (%d and %d)",
-      na, q->n);
-    if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
-    else sqlite3_result_error_nomem(ctx);
+      na, q->n));
     return;
   }
   r = cosine_with(a, q->v, q->norm2, na);
@@ -425,8 +452,7 @@ static void embedding_to_json_func(
   rc = sqlite3_str_errcode(pStr);
   if( rc ){
     sqlite3_free(sqlite3_str_finish(pStr));
-    if( rc==SQLITE_NOMEM ) sqlite3_result_error_nomem(ctx);
-    else sqlite3_result_error_toobig(ctx);
+    error_code(ctx, "embedding_to_json", rc==SQLITE_NOMEM ? SQLITE_NOMEM : SQLITE_TOOBIG);
     return;
   }
   sqlite3_result_text(ctx, sqlite3_str_finish(pStr), -1, sqlite3_free);
@@ -490,10 +516,8 @@ static double json_number_value(const char *z, int n){
 
 /* Report a JSON error for embedding_from_json at byte offset iOfst. */
 static void json_error(sqlite3_context *ctx, const char *zWhat, int iOfst){
-  char *z = sqlite3_mprintf(
-      "embedding_from_json: %s at character %d", zWhat, iOfst+1);
-  if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
-  else sqlite3_result_error_nomem(ctx);
+  error_message(ctx, "embedding_from_json", sqlite3_mprintf(
+      "embedding_from_json: %s at character %d", zWhat, iOfst+1));
 }
 
 /* embedding_from_json(J): a JSON array of numbers as a float32 blob. */
@@ -503,6 +527,8 @@ static void embedding_from_json_func(
   const char *zJson, *z;
   unsigned char *aOut = 0;
   sqlite3_int64 nAlloc = 0, n = 0;
+  sqlite3_int64 mxLen = sqlite3_limit(sqlite3_context_db_handle(ctx),
+                                      SQLITE_LIMIT_LENGTH, -1);
   (void)argc;
   switch( sqlite3_value_type(argv[0]) ){
     case SQLITE_NULL: return;
@@ -514,7 +540,7 @@ static void embedding_from_json_func(
       return;
   }
   zJson = (const char*)sqlite3_value_text(argv[0]);
-  if( zJson==0 ){ sqlite3_result_error_nomem(ctx); return; }
+  if( zJson==0 ){ error_code(ctx, "embedding_from_json", SQLITE_NOMEM); return; }
   z = skip_ws(zJson);
   if( *z!='[' ){ json_error(ctx, "expected '['", (int)(z-zJson)); return; }
   z = skip_ws(z+1);
@@ -531,11 +557,15 @@ static void embedding_from_json_func(
         json_error(ctx, "number is not a finite float32", (int)(z-zJson));
         goto fail;
       }
+      if( (n+1)*4>mxLen ){
+        error_code(ctx, "embedding_from_json", SQLITE_TOOBIG);
+        goto fail;
+      }
       if( n==nAlloc ){
         unsigned char *aNew;
         nAlloc = nAlloc ? nAlloc*2 : 64;
         aNew = sqlite3_realloc64(aOut, nAlloc*4);
-        if( aNew==0 ){ sqlite3_result_error_nomem(ctx); goto fail; }
+        if( aNew==0 ){ error_code(ctx, "embedding_from_json", SQLITE_NOMEM); goto fail; }
         aOut = aNew;
       }
       store_f32(aOut+4*n, (float)r);
