@@ -28,7 +28,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any, NamedTuple, Optional
 
-from . import schema
+from . import idorder, schema
 
 _DEFAULT_MB = 2048
 _lock = threading.Lock()
@@ -90,6 +90,8 @@ class _Matrix(NamedTuple):
     matrix: bytearray  # rows of `dimensions` float32, in id order
     norms: Any  # cffi double[]: each row's squared L2 norm
     ids: list  # the rows' ids, ascending
+    keys: list  # the ids under idorder.sort_key, which bisection searches (ids in UTF-8)
+    key: Any  # idorder.sort_key of the database's encoding
     dimensions: int
     token: tuple[int, int]
     nbytes: int  # memory held: matrix, norms and the ids list with its strings
@@ -176,17 +178,22 @@ class VectorCache:
         _evict(nbytes + 8 * rows, keep=self)
         matrix = bytearray(nbytes)
         ids = self._read(matrix, rows, row_bytes)
-        # Python must order the ids as SQLite did (not so in a UTF-16 database, say)
-        if ids is None or not all(type(i) is str for i in ids) or not all(
-            a < b for a, b in zip(ids, itertools.islice(ids, 1, None))
-        ):
+        if ids is None or not all(type(i) is str for i in ids):
+            return None
+        # Bisection orders the ids as SQLite does, in the database's text encoding
+        encoding = idorder.database_encoding(self.conn)
+        key = idorder.sort_key(encoding)
+        keys = ids if encoding == "UTF-8" else [key(i) for i in ids]
+        if not all(a < b for a, b in zip(keys, itertools.islice(keys, 1, None))):
             return None
         from . import _native
 
         norms = _native.ffi.new("double[]", rows)
         _native.lib.embsqlite_norms(_native.ffi.from_buffer(matrix), rows, row_bytes // 4, norms)
         held = nbytes + 8 * rows + sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
-        return _Matrix(matrix, norms, ids, row_bytes // 4, token, held)
+        if keys is not ids:
+            held += sys.getsizeof(keys) + sum(map(sys.getsizeof, keys))
+        return _Matrix(matrix, norms, ids, keys, key, row_bytes // 4, token, held)
 
     def _read(self, matrix: bytearray, rows: int, row_bytes: int) -> Optional[list[str]]:
         """Fill `matrix` with the collection's vectors in id order and return the ids,
@@ -244,12 +251,12 @@ def _scan(
     from . import _native
 
     ffi, lib = _native.ffi, _native.lib
-    ids = state.ids
-    lo = 0 if low is None else bisect.bisect_left(ids, low)
-    hi = len(ids) if high is None else bisect.bisect_left(ids, high)
+    ids, keys, key = state.ids, state.keys, state.key
+    lo = 0 if low is None else bisect.bisect_left(keys, key(low))
+    hi = len(ids) if high is None else bisect.bisect_left(keys, key(high))
     skip = -1
     if skip_id is not None:
-        at = bisect.bisect_left(ids, skip_id)
+        at = bisect.bisect_left(keys, key(skip_id))
         if at < len(ids) and ids[at] == skip_id:
             skip = at
     k = min(number, max(hi - lo, 0))

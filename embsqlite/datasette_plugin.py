@@ -124,7 +124,8 @@ async def _search(datasette: Any, request: Any, available: list[dict]) -> dict:
     params: dict[str, Any] = {"query": query_json, "collection_id": collection_id, "number": number}
     prefix_sql = ""
     if prefix:
-        low, high = prefix_range(prefix)
+        encoding = (await db.execute("pragma encoding")).first()[0]
+        low, high = prefix_range(prefix, encoding)
         params["low"] = low
         prefix_sql = "\n  and id >= :low"
         if high is not None:
