@@ -95,3 +95,28 @@ def test_cosine_helper():
     a = np.array([1, 2, 3], dtype="<f4").tobytes()
     b = np.array([1, 2, 4], dtype="<f4").tobytes()
     assert lib.embsqlite_cosine(a, b, 3) == pytest.approx(17 / (14 ** 0.5 * 21 ** 0.5), rel=1e-12)
+
+
+def test_a_stored_vector_scores_exactly_one_from_sql_and_from_the_cache(tmp_path):
+    """cos(a, a) is 1.0 to the bit on both paths (it was 1.0000000000000002 or
+    0.9999999999999999 for about half of all vectors), and every score is the same bits."""
+    import embsqlite
+
+    gen = np.random.default_rng(12)
+    data = (gen.standard_normal((200, 384)) * 10.0 ** gen.integers(-30, 30, (200, 1)))
+    data = data.astype(np.float32)
+    from embsqlite.hashing import HashingModel
+
+    docs = embsqlite.Collection("n", tmp_path / "n.db", model=HashingModel(dimensions=384))
+    docs.conn.executemany(
+        "insert into embeddings (collection_id, id, embedding) values (?, ?, ?)",
+        [(docs.id, f"{i:03d}", row.tobytes()) for i, row in enumerate(data)],
+    )
+    docs.conn.commit()
+    for i in range(0, 200, 7):
+        runs = [docs.similar_by_vector(data[i].tolist(), number=5) for _ in range(3)]
+        assert docs._cache.token is not None  # the last ones came from the cache
+        assert runs[0] == runs[1] == runs[2]
+        assert (runs[0][0].id, runs[0][0].score) == (f"{i:03d}", 1.0)
+        opposite = docs.similar_by_vector((-data[i]).tolist(), number=200)
+        assert (opposite[-1].id, opposite[-1].score) == (f"{i:03d}", -1.0)
