@@ -119,7 +119,8 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
 def _reads_back(digits: str, exponent: int, value: float) -> bool:
     """Whether digits * 10^(exponent - len + 1) reads back as `value` the way
     embedding_from_json reads it (nearest double, then nearest float32)."""
-    number = float(f"{digits[0]}.{digits[1:]}e{exponent}" if len(digits) > 1 else f"{digits}e{exponent}")
+    mantissa = f"{digits[0]}.{digits[1:]}" if len(digits) > 1 else digits
+    number = float(f"{mantissa}e{exponent}")
     return abs(number) < _F32_LIMIT and _F32.unpack(_F32.pack(number))[0] == value
 
 

@@ -321,7 +321,8 @@ def _every_kind_of_float32(seed: int, count: int) -> np.ndarray:
     bits = [gen.integers(0, 2**32, count, dtype=np.uint64)]
     for length in range(1, 24):  # subnormals: 1 bit to 23 bits of mantissa
         low = 1 << (length - 1)
-        bits.append(np.array([low, low + 1, (1 << length) - 1] + list(gen.integers(low, 1 << length, 8))))
+        some = list(gen.integers(low, 1 << length, 8))
+        bits.append(np.array([low, low + 1, (1 << length) - 1] + some))
     exponents = np.arange(0, 255, dtype=np.uint64) << np.uint64(23)
     bits += [exponents, exponents + 1, exponents | np.uint64(0x7FFFFF)]
     values = _float32s_from_bits(np.concatenate(bits))
@@ -339,21 +340,23 @@ def test_json_text_is_the_shortest_that_reads_back(conn):
     """Each value has exactly the digits of numpy's shortest unique float32 text (Dragon4,
     which is really shortest for float32), e.g. 1e-45 where 1.4013e-45 was written."""
     values = _every_kind_of_float32(seed=1, count=20000)
-    text = conn.execute("select embedding_to_json(?)", (values.astype("<f4").tobytes(),)).fetchone()[0]
+    blob = values.astype("<f4").tobytes()
+    text = conn.execute("select embedding_to_json(?)", (blob,)).fetchone()[0]
     parts = text[1:-1].split(",")
     assert len(parts) == len(values)
     for value, part in zip(values.tolist(), parts):
         reference = np.format_float_scientific(np.float32(value), unique=True)
         assert _digits(part)[0] == _digits(reference)[0], (value, part, reference)
         assert np.float32(float(part)) == np.float32(value) and float(part) == float(reference)
-    assert conn.execute("select embedding_from_json(?)", (text,)).fetchone()[0] == values.astype("<f4").tobytes()
+    assert conn.execute("select embedding_from_json(?)", (text,)).fetchone()[0] == blob
 
 
 @pytest.mark.parametrize(
     "value, text",
     [
         (1e-45, "1e-45"), (3e-45, "3e-45"), (1.1754942e-38, "1.1754942e-38"),
-        (1.17549435e-38, "1.1754944e-38"), (3.4028235e38, "3.4028235e38"), (2.0**-126, "1.1754944e-38"),
+        (1.17549435e-38, "1.1754944e-38"), (3.4028235e38, "3.4028235e38"),
+        (2.0**-126, "1.1754944e-38"),
         (0.1, "0.1"), (0.01, "0.01"), (1e-3, "1e-3"), (100.0, "100"), (1000.0, "1e3"),
         (1024.0, "1024"), (123456789.0, "123456790"), (0.33333334, "0.33333334"),
         (-2.5, "-2.5"), (16777216.0, "16777216"), (2.0**24 + 2, "16777218"), (1e10, "1e10"),
@@ -455,8 +458,8 @@ def test_too_big_names_the_function(sqlite3_shell, loadable, conn):
         f"select length({ONES.format(n=299)});",  # 601 bytes of text, 1,200 as a blob
         "select 'still usable';",
     ]))
-    assert re.search(r"embedding_to_json: the result is too big: longer than this "
-                     r"connection's length limit of 1000 bytes \(SQLITE_LIMIT_LENGTH\) \(18\)", out), out
+    assert re.search(r"embedding_to_json: the result is too big: longer than this connection's "
+                     r"length limit of 1000 bytes \(SQLITE_LIMIT_LENGTH\) \(18\)", out), out
     assert re.search(r"embedding_from_json: the result is too big.*\(18\)", out), out
     assert "string or blob too big" not in out and "still usable" in out
     # the same through Python's sqlite3 (DataError is its class for SQLITE_TOOBIG)

@@ -208,7 +208,8 @@ def _cache_cosine(a: np.ndarray, b: np.ndarray) -> float:
     norms = ffi.new("double[]", 1)
     lib.embsqlite_norms(a.tobytes(), 1, len(a), norms)
     rows, scores = ffi.new("long long[]", 1), ffi.new("double[]", 1)
-    assert lib.embsqlite_topk(a.tobytes(), norms, 1, len(a), b.tobytes(), 0, 1, -1, 1, rows, scores) == 1
+    found = lib.embsqlite_topk(a.tobytes(), norms, 1, len(a), b.tobytes(), 0, 1, -1, 1, rows, scores)
+    assert found == 1
     return scores[0]
 
 
