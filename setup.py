@@ -45,6 +45,7 @@ loadable = Extension(
     LOADABLE,
     sources=["csrc/embsqlite.c"],
     include_dirs=["csrc"],  # the vendored sqlite3.h and sqlite3ext.h
+    depends=["csrc/embsqlite_dot.h"],
     # Export only the entry points (EMBSQLITE_EXPORT), never sqlite3_api.
     extra_compile_args=["-O3", "-fvisibility=hidden"],
     libraries=["m"],

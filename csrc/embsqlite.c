@@ -5,7 +5,7 @@
 ** the format of the `llm` package's embeddings database. This extension adds:
 **
 **   cosine_similarity(A, B)      -> REAL   cosine similarity of two embeddings
-**   embedding_to_json(A)         -> TEXT   '[0.5,-1,...]' (shortest float32 text)
+**   embedding_to_json(A)         -> TEXT   '[0.5,-1,2e3,...]' (shortest text)
 **   embedding_from_json(J)       -> BLOB   JSON array of numbers -> float32 blob
 **   embedding_dimensions(A)      -> INT    number of float32 values in A
 **   embedding_norm(A)            -> REAL   L2 norm of A
@@ -22,12 +22,20 @@
 **     every vector: it has no direction, and 0.0 ranks it below any vector
 **     that points the same way as the query;
 **   - embedding_from_json accepts only a JSON array of JSON numbers, each
-**     finite as a float32.
-** Errors are SQL errors whose message starts with the function's name.
+**     finite as a float32; a number is read to the nearest double, then to
+**     the nearest float32 (as Python's float and struct do);
+**   - embedding_to_json writes each value with the fewest significant digits
+**     that read back as that float32 that way, in positional or exponent
+**     notation, whichever is shorter (positional on a tie): 0.1, 2e3, 1e-45.
+** Errors are SQL errors whose message starts with the function's name; so
+** are running out of memory (code SQLITE_NOMEM) and a result longer than the
+** connection's SQLITE_LIMIT_LENGTH (code SQLITE_TOOBIG).
 **
 ** Accuracy: the float32 products are exact in double precision and summed in
 ** double, so cosine_similarity agrees with a float64 reference computed from
-** the same float32 values to about 1e-15 relative to |A||B|.
+** the same float32 values to about 1e-15 relative to |A||B|. It is symmetric
+** to the bit (both norms are summed the same way), within [-1, 1], and 1.0
+** exactly for a nonzero vector with itself (embsqlite_dot.h).
 **
 ** Speed: in `ORDER BY cosine_similarity(embedding, :query)` the constant second
 ** argument is checked, decoded and normalised once per statement and kept with
@@ -44,8 +52,10 @@ SQLITE_EXTENSION_INIT1
 #include <assert.h>
 #include <locale.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "embsqlite_dot.h"
 
 #ifndef EMBSQLITE_VERSION   /* setup.py passes embsqlite.__version__ */
 # define EMBSQLITE_VERSION "unknown"
@@ -80,22 +90,6 @@ static double json_number_value(const char *z, int n);
 */
 #define EMBSQLITE_F32_LIMIT 3.4028235677973366e38
 
-/*
-** Read the little-endian float32 at p. memcpy keeps the load legal for blobs
-** at any alignment; compilers turn it into a plain (vectorisable) load.
-*/
-static float load_f32(const unsigned char *p){
-  float f;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__==__ORDER_BIG_ENDIAN__
-  unsigned char b[4];
-  b[0] = p[3]; b[1] = p[2]; b[2] = p[1]; b[3] = p[0];
-  memcpy(&f, b, 4);
-#else
-  memcpy(&f, p, 4);
-#endif
-  return f;
-}
-
 /* Write f at p as little-endian float32. */
 static void store_f32(unsigned char *p, float f){
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__==__ORDER_BIG_ENDIAN__
@@ -108,61 +102,6 @@ static void store_f32(unsigned char *p, float f){
 }
 
 /*
-** On x86-64 glibc Linux with GCC 12 or later (target_clones needs ifunc, which
-** musl lacks), compile the hot loops twice, for the
-** baseline (SSE2) and for x86-64-v3 (AVX2, FMA), and let the loader pick one
-** for the CPU it runs on. ("arch=haswell" would be refused by CPUs that lack
-** one of Intel's extras, such as AMD's.) The products of two floats are exact
-** in double, so both versions return the same bits.
-*/
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__>=12 \
-    && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) \
-    && !defined(EMBSQLITE_NO_MULTIVERSION)
-# define EMBSQLITE_HOT \
-    __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-# define EMBSQLITE_HOT
-#endif
-
-/* Independent partial sums per accumulation; 16 keeps AVX2's FMA units busy. */
-#define EMBSQLITE_LANES 16
-
-/*
-** Dot product of the float32 blob a with the float vector q, and the squared
-** norm of a, both over n values, summed in double. EMBSQLITE_LANES separate
-** partial sums let the compiler use SIMD without reassociating one sum
-** (no -ffast-math needed); they are added pairwise at the end.
-*/
-EMBSQLITE_HOT static void dot_and_norm2(
-  const unsigned char *a, const float *q, int n,
-  double *pDot, double *pNorm2
-){
-  double d[EMBSQLITE_LANES] = {0}, s[EMBSQLITE_LANES] = {0};
-  int i = 0, k, w;
-  /* Pointer steps, not a+4*(i+k): Python builds with -fwrapv, under which an
-  ** int index may wrap, and GCC then stops vectorising (2x slower). */
-  for(; i+EMBSQLITE_LANES<=n; i+=EMBSQLITE_LANES){
-    const unsigned char *p = a + (size_t)i*4;
-    const float *r = q + i;
-    for(k=0; k<EMBSQLITE_LANES; k++){
-      double x = load_f32(p+4*k);
-      d[k] += x*r[k];
-      s[k] += x*x;
-    }
-  }
-  for(; i<n; i++){
-    double x = load_f32(a+4*i);
-    d[0] += x*q[i];
-    s[0] += x*x;
-  }
-  for(w=EMBSQLITE_LANES/2; w>0; w/=2){
-    for(k=0; k<w; k++){ d[k] += d[k+w]; s[k] += s[k+w]; }
-  }
-  *pDot = d[0];
-  *pNorm2 = s[0];
-}
-
-/*
 ** Cosine similarity of float32 blob a with the float vector q whose squared
 ** norm is qNorm2. Zero vectors give 0.0. The result may be non-finite when
 ** the inputs hold NaN or infinity; the caller checks.
@@ -172,8 +111,7 @@ static double cosine_with(
 ){
   double dot, aNorm2;
   dot_and_norm2(a, q, n, &dot, &aNorm2);
-  if( aNorm2==0.0 || qNorm2==0.0 ) return 0.0;
-  return dot / (sqrt(aNorm2) * sqrt(qNorm2));
+  return cosine_of(dot, aNorm2, qNorm2);
 }
 
 /*
@@ -186,6 +124,33 @@ struct QueryVec {
   double norm2;    /* sum of squares, in double */
   float v[1];      /* n values (allocated to size) */
 };
+
+/*
+** Report SQLITE_NOMEM or SQLITE_TOOBIG from zFunc with a message that names it,
+** like every other error (SQLite's own helpers say only "out of memory" or
+** "string or blob too big"). The message is built without allocating.
+*/
+static void error_code(sqlite3_context *ctx, const char *zFunc, int rc){
+  char zMsg[200];
+  if( rc==SQLITE_TOOBIG ){
+    sqlite3_snprintf(sizeof(zMsg), zMsg,
+        "%s: the result is too big: longer than this connection's length "
+        "limit of %d bytes (SQLITE_LIMIT_LENGTH)", zFunc,
+        sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1));
+  }else{
+    sqlite3_snprintf(sizeof(zMsg), zMsg, "%s: out of memory", zFunc);
+  }
+  sqlite3_result_error(ctx, zMsg, -1);
+  sqlite3_result_error_code(ctx, rc);
+}
+
+/* Report the error zMsg (from sqlite3_mprintf; freed here), or, when there
+** was no memory to write it, that zFunc ran out of memory. */
+static void error_message(sqlite3_context *ctx, const char *zFunc, char *zMsg){
+  if( zMsg==0 ){ error_code(ctx, zFunc, SQLITE_NOMEM); return; }
+  sqlite3_result_error(ctx, zMsg, -1);
+  sqlite3_free(zMsg);
+}
 
 /*
 ** Fetch argument iArg of a function as an embedding blob. On success set
@@ -204,36 +169,30 @@ static int embedding_arg(
     case SQLITE_BLOB:
       break;
     default: {
-      char *z = sqlite3_mprintf(
+      error_message(ctx, zFunc, sqlite3_mprintf(
         "%s: argument %d must be a float32 BLOB, not %s", zFunc, iArg+1,
         sqlite3_value_type(v)==SQLITE_TEXT ? "TEXT" :
-        sqlite3_value_type(v)==SQLITE_INTEGER ? "INTEGER" : "REAL");
-      if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
-      else sqlite3_result_error_nomem(ctx);
+        sqlite3_value_type(v)==SQLITE_INTEGER ? "INTEGER" : "REAL"));
       return -1;
     }
   }
   nByte = sqlite3_value_bytes(v);
   if( nByte%4 ){
-    char *z = sqlite3_mprintf(
+    error_message(ctx, zFunc, sqlite3_mprintf(
       "%s: argument %d is a %d-byte blob; a float32 embedding's length "
-      "is a multiple of 4", zFunc, iArg+1, nByte);
-    if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
-    else sqlite3_result_error_nomem(ctx);
+      "is a multiple of 4", zFunc, iArg+1, nByte));
     return -1;
   }
   *ppBlob = (const unsigned char*)sqlite3_value_blob(v);
   *pN = nByte/4;
-  if( *ppBlob==0 && nByte>0 ){ sqlite3_result_error_nomem(ctx); return -1; }
+  if( *ppBlob==0 && nByte>0 ){ error_code(ctx, zFunc, SQLITE_NOMEM); return -1; }
   return 1;
 }
 
 /* Report that zFunc met a NaN or infinity. */
 static void error_not_finite(sqlite3_context *ctx, const char *zFunc){
-  char *z = sqlite3_mprintf(
-      "%s: the result is not finite (an input holds NaN or infinity)", zFunc);
-  if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
-  else sqlite3_result_error_nomem(ctx);
+  error_message(ctx, zFunc, sqlite3_mprintf(
+      "%s: the result is not finite (an input holds NaN or infinity)", zFunc));
 }
 
 /* Bytes to allocate for a QueryVec of n values. */
@@ -241,16 +200,15 @@ static size_t queryvec_size(int n){
   return sizeof(QueryVec) + sizeof(float)*(size_t)(n>0 ? n : 1);
 }
 
-/* Decode the n float32 values at p into q, and sum their squares. */
+/*
+** Decode the n float32 values at p into q, and sum their squares exactly as
+** the other argument's are summed, so that the result is symmetric.
+*/
 static void queryvec_fill(QueryVec *q, const unsigned char *p, int n){
   int i;
-  double s = 0;
   q->n = n;
-  for(i=0; i<n; i++){
-    q->v[i] = load_f32(p+4*i);
-    s += (double)q->v[i]*q->v[i];
-  }
-  q->norm2 = s;
+  for(i=0; i<n; i++) q->v[i] = load_f32(p+4*i);
+  q->norm2 = norm2_f32(p, n);
 }
 
 /* Decode n float32 values at p into a new QueryVec; NULL on OOM. */
@@ -281,17 +239,15 @@ static void cosine_similarity_func(
     rc = embedding_arg(ctx, "cosine_similarity", argv, 1, &b, &nb);
     if( rc<=0 ) return;
     q = queryvec_new(b, nb);
-    if( q==0 ){ sqlite3_result_error_nomem(ctx); return; }
+    if( q==0 ){ error_code(ctx, "cosine_similarity", SQLITE_NOMEM); return; }
     sqlite3_set_auxdata(ctx, 1, q, sqlite3_free);
     q = (QueryVec*)sqlite3_get_auxdata(ctx, 1);
-    if( q==0 ){ sqlite3_result_error_nomem(ctx); return; }
+    if( q==0 ){ error_code(ctx, "cosine_similarity", SQLITE_NOMEM); return; }
   }
   if( q->n!=na ){
-    char *z = sqlite3_mprintf(
+    error_message(ctx, "cosine_similarity", sqlite3_mprintf(
       "cosine_similarity: the vectors have different dimensions (%d and %d)",
-      na, q->n);
-    if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
-    else sqlite3_result_error_nomem(ctx);
+      na, q->n));
     return;
   }
   r = cosine_with(a, q->v, q->norm2, na);
@@ -315,33 +271,158 @@ static void embedding_norm_func(
   sqlite3_context *ctx, int argc, sqlite3_value **argv
 ){
   const unsigned char *a;
-  int n, i;
-  double s = 0;
+  int n;
+  double s;
   (void)argc;
   if( embedding_arg(ctx, "embedding_norm", argv, 0, &a, &n)<=0 ) return;
-  for(i=0; i<n; i++){ double x = load_f32(a+4*i); s += x*x; }
-  s = sqrt(s);
+  s = sqrt(norm2_f32(a, n));
   if( !isfinite(s) ){ error_not_finite(ctx, "embedding_norm"); return; }
   sqlite3_result_double(ctx, s);
 }
 
 /*
-** Append the shortest decimal text that reads back as the float32 f: try 6
-** to 9 significant digits (9 always round-trips a float32).
+** Significant digits enough to write any float32 exactly: 2^-149, the
+** smallest, has 105.
+*/
+#define EMBSQLITE_F32_DIGITS 105
+
+/*
+** Write the decimal number 0.D * 10^(iExp+1), D being the nDig digits at zDig,
+** as JSON text at zOut (room for EMBSQLITE_F32_DIGITS+48 bytes): in positional
+** notation or as D.DDDeX, whichever is shorter (positional on a tie). Returns
+** the length.
+*/
+static int format_digits(char *zOut, const char *zDig, int nDig, int iExp){
+  int nPos, nSci, n = 0, i, e;
+  char zExp[16];
+  int nExp = snprintf(zExp, sizeof(zExp), "%d", iExp);
+  if( iExp>=nDig-1 ) nPos = iExp+1;
+  else if( iExp>=0 ) nPos = nDig+1;
+  else nPos = 1 - iExp + nDig;
+  nSci = nDig + (nDig>1) + 1 + nExp;
+  if( nPos<=nSci ){
+    if( iExp>=nDig-1 ){
+      memcpy(zOut, zDig, nDig); n = nDig;
+      for(i=nDig; i<=iExp; i++) zOut[n++] = '0';
+    }else if( iExp>=0 ){
+      memcpy(zOut, zDig, iExp+1); n = iExp+1;
+      zOut[n++] = '.';
+      memcpy(zOut+n, zDig+iExp+1, nDig-iExp-1); n += nDig-iExp-1;
+    }else{
+      zOut[n++] = '0'; zOut[n++] = '.';
+      for(e=-1; e>iExp; e--) zOut[n++] = '0';
+      memcpy(zOut+n, zDig, nDig); n += nDig;
+    }
+  }else{
+    zOut[n++] = zDig[0];
+    if( nDig>1 ){
+      zOut[n++] = '.';
+      memcpy(zOut+n, zDig+1, nDig-1); n += nDig-1;
+    }
+    zOut[n++] = 'e';
+    memcpy(zOut+n, zExp, nExp); n += nExp;
+  }
+  zOut[n] = 0;
+  return n;
+}
+
+/*
+** 1 if the decimal 0.D * 10^(iExp+1) (nDig digits at zDig) reads back, as
+** embedding_from_json reads it (to the nearest double, then to the nearest
+** float32), as the positive float32 f.
+*/
+static int digits_read_back(const char *zDig, int nDig, int iExp, float f){
+  char zText[EMBSQLITE_F32_DIGITS+48];
+  int n = format_digits(zText, zDig, nDig, iExp);
+  double r = json_number_value(zText, n);
+  return fabs(r)<EMBSQLITE_F32_LIMIT && (float)r==f;
+}
+
+/*
+** Append the shortest JSON number that reads back as the finite float32 f:
+** the fewest significant digits that do (the nearest to f of those when two
+** do; the even one on an exact tie), then the shorter of positional and
+** exponent notation. f's exact decimal expansion comes from the C library's
+** printf, which writes exact digits (glibc, macOS); each candidate of p
+** digits is f's expansion cut to p digits, or that plus one in the last
+** digit, as no other p-digit decimal is nearer to f on either side.
 */
 static void append_f32(sqlite3_str *pStr, float f){
-  char zBuf[40];
-  int prec;
-  if( f==0.0f ){  /* SQLite's printf drops the sign of -0.0 */
+  char zExact[EMBSQLITE_F32_DIGITS+32];
+  char zDig[EMBSQLITE_F32_DIGITS+2], zUp[EMBSQLITE_F32_DIGITS+2];
+  char zText[EMBSQLITE_F32_DIGITS+48];
+  double aRest[EMBSQLITE_F32_DIGITS+1];
+  double halfUlp, unit;
+  const char *z;
+  int nDig = 0, iExp, p, nUp, iUpExp, i, ex, nPrec;
+  unsigned int m;
+  if( f==0.0f ){
     sqlite3_str_appendall(pStr, signbit(f) ? "-0" : "0");
     return;
   }
-  for(prec=6; prec<9; prec++){
-    sqlite3_snprintf(sizeof(zBuf), zBuf, "%.*g", prec, (double)f);
-    if( (float)json_number_value(zBuf, (int)strlen(zBuf))==f ) break;
+  if( f<0 ){
+    sqlite3_str_appendchar(pStr, 1, '-');
+    f = -f;
   }
-  if( prec==9 ) sqlite3_snprintf(sizeof(zBuf), zBuf, "%.9g", (double)f);
-  sqlite3_str_appendall(pStr, zBuf);
+  /* f = m * 2^(ex-24): it has as many digits after the point as m's binary
+  ** fraction has bits, k; so k + X digits after the first (X: the decimal
+  ** exponent, estimated to one either way) are all of them. */
+  m = (unsigned int)ldexp(frexp((double)f, &ex), 24);
+  halfUlp = ldexp(1.0, (ex-24 < -149 ? -149 : ex-24) - 1);
+  i = 24 - ex;
+  while( i>0 && (m&1)==0 ){ m >>= 1; i--; }
+  nPrec = i<=0 ? 39 : i + (int)floor(log10((double)f)) + 1;
+  if( nPrec<0 ) nPrec = 0;
+  if( nPrec>EMBSQLITE_F32_DIGITS-1 ) nPrec = EMBSQLITE_F32_DIGITS-1;
+  /* The digits before 'e', skipping the decimal point of any locale. */
+  snprintf(zExact, sizeof(zExact), "%.*e", nPrec, (double)f);
+  for(z=zExact; *z && *z!='e'; z++){
+    if( *z>='0' && *z<='9' && nDig<EMBSQLITE_F32_DIGITS ) zDig[nDig++] = *z;
+  }
+  iExp = *z=='e' ? atoi(z+1) : 0;
+  while( nDig>1 && zDig[nDig-1]=='0' ) nDig--;
+  /* aRest[p]: the digits from p on, as a fraction of one unit of digit p-1. */
+  aRest[nDig] = 0.0;
+  for(i=nDig-1; i>=0; i--) aRest[i] = (zDig[i]-'0' + aRest[i+1]) / 10.0;
+  unit = pow(10.0, iExp+1);
+  for(p=1; p<nDig; p++){
+    int downOk, upOk;
+    double rest = aRest[p];
+    unit /= 10.0;   /* about 10^(iExp-p+1): one unit of the p-th digit */
+    /* Neither candidate is within half an ulp (and a margin far above the
+    ** rounding of these doubles) of f: neither can read back. */
+    if( (rest<0.5 ? rest : 1.0-rest)*unit > halfUlp*1.0001 ) continue;
+    /* zUp: the first p digits plus one unit in the last, with carry. */
+    memcpy(zUp, zDig, p);
+    nUp = p; iUpExp = iExp;
+    for(i=p-1; i>=0 && zUp[i]=='9'; i--) zUp[i] = '0';
+    if( i>=0 ){
+      zUp[i]++;
+    }else{
+      zUp[0] = '1';   /* 99..9 + 1 = 10..0: one more power of ten */
+      iUpExp++;
+    }
+    while( nUp>1 && zUp[nUp-1]=='0' ) nUp--;
+    downOk = digits_read_back(zDig, p, iExp, f);
+    upOk = digits_read_back(zUp, nUp, iUpExp, f);
+    if( downOk && upOk ){
+      /* Both read back: the nearer, by the digits cut off (a tie is exactly
+      ** one '5'); on a tie the one whose last digit is even. */
+      int up = zDig[p]>'5' || (zDig[p]=='5' && nDig>p+1)
+            || (zDig[p]=='5' && nDig==p+1 && (zDig[p-1]-'0')%2==1);
+      downOk = !up;
+      upOk = up;
+    }
+    if( downOk ){ nDig = p; break; }
+    if( upOk ){
+      memcpy(zDig, zUp, nUp);
+      nDig = nUp; iExp = iUpExp;
+      break;
+    }
+  }
+  /* p==nDig: all the digits, f's exact value, which always reads back. */
+  format_digits(zText, zDig, nDig, iExp);
+  sqlite3_str_appendall(pStr, zText);
 }
 
 /* embedding_to_json(A): A as a JSON array of numbers. */
@@ -371,8 +452,7 @@ static void embedding_to_json_func(
   rc = sqlite3_str_errcode(pStr);
   if( rc ){
     sqlite3_free(sqlite3_str_finish(pStr));
-    if( rc==SQLITE_NOMEM ) sqlite3_result_error_nomem(ctx);
-    else sqlite3_result_error_toobig(ctx);
+    error_code(ctx, "embedding_to_json", rc==SQLITE_NOMEM ? SQLITE_NOMEM : SQLITE_TOOBIG);
     return;
   }
   sqlite3_result_text(ctx, sqlite3_str_finish(pStr), -1, sqlite3_free);
@@ -436,10 +516,8 @@ static double json_number_value(const char *z, int n){
 
 /* Report a JSON error for embedding_from_json at byte offset iOfst. */
 static void json_error(sqlite3_context *ctx, const char *zWhat, int iOfst){
-  char *z = sqlite3_mprintf(
-      "embedding_from_json: %s at character %d", zWhat, iOfst+1);
-  if( z ){ sqlite3_result_error(ctx, z, -1); sqlite3_free(z); }
-  else sqlite3_result_error_nomem(ctx);
+  error_message(ctx, "embedding_from_json", sqlite3_mprintf(
+      "embedding_from_json: %s at character %d", zWhat, iOfst+1));
 }
 
 /* embedding_from_json(J): a JSON array of numbers as a float32 blob. */
@@ -449,6 +527,8 @@ static void embedding_from_json_func(
   const char *zJson, *z;
   unsigned char *aOut = 0;
   sqlite3_int64 nAlloc = 0, n = 0;
+  sqlite3_int64 mxLen = sqlite3_limit(sqlite3_context_db_handle(ctx),
+                                      SQLITE_LIMIT_LENGTH, -1);
   (void)argc;
   switch( sqlite3_value_type(argv[0]) ){
     case SQLITE_NULL: return;
@@ -460,7 +540,7 @@ static void embedding_from_json_func(
       return;
   }
   zJson = (const char*)sqlite3_value_text(argv[0]);
-  if( zJson==0 ){ sqlite3_result_error_nomem(ctx); return; }
+  if( zJson==0 ){ error_code(ctx, "embedding_from_json", SQLITE_NOMEM); return; }
   z = skip_ws(zJson);
   if( *z!='[' ){ json_error(ctx, "expected '['", (int)(z-zJson)); return; }
   z = skip_ws(z+1);
@@ -477,11 +557,15 @@ static void embedding_from_json_func(
         json_error(ctx, "number is not a finite float32", (int)(z-zJson));
         goto fail;
       }
+      if( (n+1)*4>mxLen ){
+        error_code(ctx, "embedding_from_json", SQLITE_TOOBIG);
+        goto fail;
+      }
       if( n==nAlloc ){
         unsigned char *aNew;
         nAlloc = nAlloc ? nAlloc*2 : 64;
         aNew = sqlite3_realloc64(aOut, nAlloc*4);
-        if( aNew==0 ){ sqlite3_result_error_nomem(ctx); goto fail; }
+        if( aNew==0 ){ error_code(ctx, "embedding_from_json", SQLITE_NOMEM); goto fail; }
         aOut = aNew;
       }
       store_f32(aOut+4*n, (float)r);

@@ -21,10 +21,9 @@
 **
 ** The cache keeps each row's squared norm, so a search computes only dot
 ** products: half the arithmetic of cosine_similarity(), which must compute
-** both. dot_f32() and norm2_f32() keep exactly the lanes and the order of
-** additions of dot_and_norm2(), and the score is the same expression as
-** cosine_with()'s, so a cached search returns the same scores, to the bit, as
-** `ORDER BY cosine_similarity(embedding, :q) DESC, id`.
+** both. dot_f32(), norm2_f32() and cosine_of() are the ones cosine_similarity()
+** uses (embsqlite_dot.h), so a cached search returns the same scores, to the
+** bit, as `ORDER BY cosine_similarity(embedding, :q) DESC, id`.
 */
 
 static int embsqlite_is_bound(void){ return sqlite3_api!=0; }
@@ -63,40 +62,6 @@ static double embsqlite_cosine(
   r = cosine_with(a, q->v, q->norm2, n);
   free(q);
   return r;
-}
-
-/* The dot product of dot_and_norm2(), alone (same lanes, same sums). */
-EMBSQLITE_HOT static double dot_f32(const unsigned char *a, const float *q, int n){
-  double d[EMBSQLITE_LANES] = {0};
-  int i = 0, k, w;
-  for(; i+EMBSQLITE_LANES<=n; i+=EMBSQLITE_LANES){  /* pointer steps: see dot_and_norm2 */
-    const unsigned char *p = a + (size_t)i*4;
-    const float *r = q + i;
-    for(k=0; k<EMBSQLITE_LANES; k++) d[k] += (double)load_f32(p+4*k)*r[k];
-  }
-  for(; i<n; i++) d[0] += (double)load_f32(a+4*i)*q[i];
-  for(w=EMBSQLITE_LANES/2; w>0; w/=2){
-    for(k=0; k<w; k++) d[k] += d[k+w];
-  }
-  return d[0];
-}
-
-/* The squared norm of dot_and_norm2(), alone (same lanes, same sums). */
-EMBSQLITE_HOT static double norm2_f32(const unsigned char *a, int n){
-  double s[EMBSQLITE_LANES] = {0};
-  int i = 0, k, w;
-  for(; i+EMBSQLITE_LANES<=n; i+=EMBSQLITE_LANES){
-    const unsigned char *p = a + (size_t)i*4;
-    for(k=0; k<EMBSQLITE_LANES; k++){
-      double x = load_f32(p+4*k);
-      s[k] += x*x;
-    }
-  }
-  for(; i<n; i++){ double x = load_f32(a+4*i); s[0] += x*x; }
-  for(w=EMBSQLITE_LANES/2; w>0; w/=2){
-    for(k=0; k<w; k++) s[k] += s[k+w];
-  }
-  return s[0];
 }
 
 /* Write the squared norm of each of the nRow rows of matrix to aNorm2. */
@@ -231,10 +196,10 @@ static long long embsqlite_topk(
     Hit h;
     if( i==skip ) continue;
     if( aNorm2[i]==0.0 || q->norm2==0.0 ){
-      h.score = 0.0;   /* as cosine_with() */
+      h.score = 0.0;   /* cosine_of() of a zero vector, without the dot product */
     }else{
-      h.score = dot_f32(matrix + (size_t)i*nDim*4, q->v, nDim)
-                / (sqrt(aNorm2[i]) * sqrt(q->norm2));
+      h.score = cosine_of(dot_f32(matrix + (size_t)i*nDim*4, q->v, nDim),
+                          aNorm2[i], q->norm2);
     }
     h.row = i;
     if( !isfinite(h.score) ){ nHeap = -2; break; }

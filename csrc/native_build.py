@@ -41,6 +41,8 @@ ffibuilder.set_source(
     "embsqlite._native",
     '#include "embsqlite.c"\n#include "native.c"\n',
     include_dirs=[HERE],  # embsqlite.c, native.c and the vendored SQLite headers
+    depends=[os.path.join(HERE, "embsqlite.c"), os.path.join(HERE, "native.c"),
+             os.path.join(HERE, "embsqlite_dot.h")],
     # Export nothing but PyInit: see EMBSQLITE_EXPORT in embsqlite.c.
     define_macros=[("EMBSQLITE_EXPORT", "")],
     extra_compile_args=["-O3", "-fvisibility=hidden"],

@@ -35,7 +35,7 @@ import weakref
 from collections import OrderedDict, deque
 from typing import Any, NamedTuple, Optional
 
-from . import schema
+from . import idorder, schema
 
 _DEFAULT_MB = 2048
 _lock = threading.Lock()
@@ -172,6 +172,8 @@ class _Matrix(NamedTuple):
     matrix: bytearray  # rows of `dimensions` float32, in id order
     norms: Any  # cffi double[]: each row's squared L2 norm
     ids: list  # the rows' ids, ascending
+    keys: list  # the ids under idorder.sort_key, which bisection searches (ids in UTF-8)
+    key: Any  # idorder.sort_key of the database's encoding
     dimensions: int
     token: tuple[int, ...]
     nbytes: int  # memory held: matrix, norms and the ids list with its strings
@@ -262,10 +264,10 @@ class VectorCache:
         needed = None
         # each id's str object, sized by its widest character as CPython stores it
         # (length() stops at a NUL: such an id is bounded by its bytes)
-        rows, ids_bytes = self.conn.execute(
+        rows, ids_bytes, blob_bytes = self.conn.execute(
             "select count(*), total(case when nul then ? + 4 * b when b = c then ? + c"
             " when id not glob ? then ? + c when id not glob ? then ? + 2 * c"
-            " else ? + 4 * c end) from (select id, length(cast(id as blob)) as b,"
+            " else ? + 4 * c end), total(b) from (select id, length(cast(id as blob)) as b,"
             " length(id) as c, instr(cast(id as blob), x'00') > 0 as nul"
             " from embeddings where collection_id = ?)",
             (_STR_BASE[4], _STR_BASE[0], "*[^\x01-\xff]*", _STR_BASE[1],
@@ -280,6 +282,9 @@ class VectorCache:
         if rows and row_bytes and row_bytes % 4 == 0:
             list_bytes = sys.getsizeof([]) + 9 * rows + 64  # its slots, growth included
             needed = rows * (row_bytes + 8) + list_bytes + int(ids_bytes)
+            if idorder.database_encoding(self.conn) != "UTF-8":
+                # bisection keys: each id's bytes in the database's encoding, and their list
+                needed += list_bytes + rows * sys.getsizeof(b"") + int(blob_bytes)
         self._plan = (token, needed)
         return needed
 
@@ -297,10 +302,13 @@ class VectorCache:
             return None
         matrix = bytearray(rows * row_bytes)
         ids = self._read(matrix, rows, row_bytes)
-        # Python must order the ids as SQLite did (not so in a UTF-16 database, say)
-        if not ids or not all(type(i) is str for i in ids) or not all(
-            a < b for a, b in zip(ids, itertools.islice(ids, 1, None))
-        ):
+        if not ids or not all(type(i) is str for i in ids):
+            return None
+        # Bisection orders the ids as SQLite does, in the database's text encoding
+        encoding = idorder.database_encoding(self.conn)
+        key = idorder.sort_key(encoding)
+        keys = ids if encoding == "UTF-8" else [key(i) for i in ids]
+        if not all(a < b for a, b in zip(keys, itertools.islice(keys, 1, None))):
             return None
         from . import _native
 
@@ -308,7 +316,9 @@ class VectorCache:
         norms = _native.ffi.new("double[]", rows)
         _native.lib.embsqlite_norms(_native.ffi.from_buffer(matrix), rows, row_bytes // 4, norms)
         held = len(matrix) + 8 * rows + sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
-        return _Matrix(matrix, norms, ids, row_bytes // 4, token, held)
+        if keys is not ids:
+            held += sys.getsizeof(keys) + sum(map(sys.getsizeof, keys))
+        return _Matrix(matrix, norms, ids, keys, key, row_bytes // 4, token, held)
 
     def _read(self, matrix: bytearray, rows: int, row_bytes: int) -> Optional[list[str]]:
         """Fill `matrix` with the collection's vectors in id order, leaving out rows whose
@@ -365,12 +375,12 @@ def _scan(
     from . import _native
 
     ffi, lib = _native.ffi, _native.lib
-    ids = state.ids
-    lo = 0 if low is None else bisect.bisect_left(ids, low)
-    hi = len(ids) if high is None else bisect.bisect_left(ids, high)
+    ids, keys, key = state.ids, state.keys, state.key
+    lo = 0 if low is None else bisect.bisect_left(keys, key(low))
+    hi = len(ids) if high is None else bisect.bisect_left(keys, key(high))
     skip = -1
     if skip_id is not None:
-        at = bisect.bisect_left(ids, skip_id)
+        at = bisect.bisect_left(keys, key(skip_id))
         if at < len(ids) and ids[at] == skip_id:
             skip = at
     k = min(number, max(hi - lo, 0))

@@ -12,17 +12,16 @@ import functools
 import itertools
 import json
 import os
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from . import cache, dbfile, ingest, schema, sql, vectors
+from . import cache, dbfile, idorder, ingest, schema, sql, vectors
+from .idorder import prefix_range
 from .model import EmbeddingModel, UnknownModelError
 from .registry import get_embedding_model
 
 Value = Union[str, bytes]
-_MAX_CODE_POINT = sys.maxunicode
 
 
 @dataclass
@@ -48,20 +47,6 @@ def _connection(db: Any) -> tuple[Any, bool]:
             f"not {type(db).__name__}"
         )
     return conn, False
-
-
-def prefix_range(prefix: str) -> tuple[str, Optional[str]]:
-    """The ids starting with `prefix` are exactly those in [low, high) in code point
-    (= SQLite BINARY on UTF-8) order; `high` is None when no upper bound exists."""
-    chars = list(prefix)
-    while chars:
-        last = ord(chars.pop())
-        if last < _MAX_CODE_POINT:
-            successor = last + 1
-            if 0xD800 <= successor <= 0xDFFF:  # surrogates cannot occur in stored text
-                successor = 0xE000
-            return prefix, "".join(chars) + chr(successor)
-    return prefix, None
 
 
 def _one_thread_at_a_time(method):
@@ -127,6 +112,7 @@ class Collection:
             row = self._row()
             model, model_id = chosen, None
         self.id, self.model_id = row
+        self._encoding = idorder.database_encoding(self.conn)  # fixed once the tables exist
         self._model = self._resolve(model, model_id, self.model_id)
         self._cache = cache.VectorCache(self.conn, self.id)
 
@@ -334,7 +320,9 @@ class Collection:
         if prefix:
             if not isinstance(prefix, str):
                 raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
-            low, high = prefix_range(prefix)
+            if not idorder.searchable(prefix, self._encoding):
+                return []
+            low, high = prefix_range(prefix, self._encoding)
         if number == 0:
             return []
         cached = self._cache.search(query, number, low, high, skip_id)

@@ -26,8 +26,8 @@ from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import Forbidden, Response
 from datasette.version import __version__ as datasette_version
 
-from . import schema
-from .collection import prefix_range
+from . import idorder, schema
+from .idorder import prefix_range
 from .datasette_access import (
     is_datasette_1,
     may_execute_sql,
@@ -227,12 +227,13 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def search_sql(model: str, prefix: str) -> tuple[str, dict]:
-    """The search query for a collection's model, and the parameters a prefix adds."""
+def search_sql(model: str, prefix: str, encoding: str = "UTF-8") -> tuple[str, dict]:
+    """The search query for a collection's model, and the parameters a prefix adds (its
+    range in SQLite's order for the database's text `encoding`)."""
     params: dict[str, Any] = {}
     prefix_sql = ""
     if prefix:
-        low, high = prefix_range(prefix)
+        low, high = prefix_range(prefix, encoding)
         params["prefix"] = low
         prefix_sql = "\n  and id >= :prefix"
         if high is not None:
@@ -283,10 +284,15 @@ async def run_search(datasette: Any, request: Any) -> dict:
         await loop.run_in_executor(None, embed_text, chosen.model, query)
     except ValueError as error:
         raise SearchError(str(error), 500) from None
-    sql, params = search_sql(chosen.model, prefix)
-    params.update({"q": query, "collection": chosen.name, "n": number})
+    db = datasette.get_database(chosen.database)
+    encoding = "UTF-8"
     try:
-        rows = (await datasette.get_database(chosen.database).execute(sql, params)).rows
+        if prefix:
+            encoding = (await db.execute("pragma encoding")).first()[0]
+        sql, params = search_sql(chosen.model, prefix, encoding)
+        params.update({"q": query, "collection": chosen.name, "n": number})
+        # a prefix no stored id can start with (see idorder.searchable) matches nothing
+        rows = (await db.execute(sql, params)).rows if idorder.searchable(prefix, encoding) else []
     except Exception as error:
         raise SearchError(f"the search failed: {_query_error(error)}") from None
     outcome["sql"] = sql

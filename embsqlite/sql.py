@@ -172,11 +172,15 @@ def uses_c(conn: Any) -> bool:
 # The fallback: the same functions, in Python, registered with create_function.
 
 
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+
+
 def _fallback_vector(name: str, blob: Any, arg: int) -> list[float] | None:
     if blob is None:
         return None
     if not isinstance(blob, (bytes, bytearray, memoryview)):
-        raise ValueError(f"{name}: argument {arg} must be a float32 BLOB")
+        kind = _SQL_TYPES.get(type(blob), type(blob).__name__)
+        raise ValueError(f"{name}: argument {arg} must be a float32 BLOB, not {kind}")
     if len(blob) % 4:
         raise ValueError(
             f"{name}: argument {arg} is a {len(blob)}-byte blob; "
@@ -192,10 +196,11 @@ def _fallback_finite(name: str, value: float) -> float:
 
 
 def _cosine_similarity(a: Any, b: Any) -> float | None:
+    if a is None or b is None:
+        return None
     va = _fallback_vector("cosine_similarity", a, 1)
     vb = _fallback_vector("cosine_similarity", b, 2)
-    if va is None or vb is None:
-        return None
+    assert va is not None and vb is not None
     if len(va) != len(vb):
         raise ValueError(
             f"cosine_similarity: the vectors have different dimensions ({len(va)} and {len(vb)})"
@@ -209,9 +214,7 @@ def _embedding_to_json(a: Any) -> str | None:
 
 
 def _embedding_from_json(text: Any) -> bytes | None:
-    if text is None:
-        return None
-    return vectors.encode(vectors.from_json(text))
+    return None if text is None else vectors.from_json(text)
 
 
 def _embedding_dimensions(a: Any) -> int | None:
@@ -223,7 +226,7 @@ def _embedding_norm(a: Any) -> float | None:
     va = _fallback_vector("embedding_norm", a, 1)
     if va is None:
         return None
-    return _fallback_finite("embedding_norm", math.sqrt(math.fsum(x * x for x in va)))
+    return _fallback_finite("embedding_norm", math.sqrt(vectors.norm2(va)))
 
 
 def _register_fallback(conn: Any) -> None:

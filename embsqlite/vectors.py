@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import array
 import functools
-import json
 import math
+import operator
+import re
 import struct
 import sys
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 _BIG_ENDIAN = sys.byteorder == "big"
 
@@ -73,42 +74,151 @@ def decode(blob: bytes) -> list[float]:
     return unpacked.tolist()
 
 
+# The Python fallback's arithmetic and text, the same to the bit as csrc/embsqlite.c.
+
+_LANES = 16  # EMBSQLITE_LANES: the lane order of every sum (csrc/embsqlite_dot.h)
+# Doubles below this magnitude round to a finite float32 (EMBSQLITE_F32_LIMIT).
+_F32_LIMIT = 3.4028235677973366e38
+_F32 = struct.Struct("<f")
+
+
+def _lane_sum(terms: Sequence[float]) -> float:
+    """Sum in the C loops' order: term i into lane i % 16 while a full block of 16
+    remains, the tail into lane 0, then the lanes pairwise (8, 4, 2, 1)."""
+    full = len(terms) - len(terms) % _LANES
+    lanes = [functools.reduce(operator.add, terms[k:full:_LANES], 0.0) for k in range(_LANES)]
+    lanes[0] = functools.reduce(operator.add, terms[full:], lanes[0])
+    width = _LANES // 2
+    while width:
+        for k in range(width):
+            lanes[k] += lanes[k + width]
+        width //= 2
+    return lanes[0]
+
+
+def norm2(a: Sequence[float]) -> float:
+    """Sum of squares of float32 values, as the C extension sums them."""
+    return _lane_sum(list(map(operator.mul, a, a)))
+
+
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    """Cosine similarity in Python (the fallback's); a zero vector gives 0.0."""
-    dot = math.fsum(x * y for x, y in zip(a, b))
-    norm_a = math.sqrt(math.fsum(x * x for x in a))
-    norm_b = math.sqrt(math.fsum(y * y for y in b))
-    if norm_a == 0.0 or norm_b == 0.0:
+    """Cosine similarity of float32 values, the same bits as the C function: symmetric,
+    exactly 1.0 for a vector with itself, within [-1, 1]; a zero vector gives 0.0.
+    NaN when the data holds NaN or infinity (the caller reports it)."""
+    na2, nb2 = norm2(a), norm2(b)
+    if na2 == 0.0 or nb2 == 0.0:
         return 0.0
-    return dot / (norm_a * norm_b)
+    r = _lane_sum(list(map(operator.mul, a, b))) / math.sqrt(na2 * nb2)
+    if r > 1.0:
+        return 1.0
+    if r < -1.0:
+        return -1.0
+    return r
+
+
+def _reads_back(digits: str, exponent: int, value: float) -> bool:
+    """Whether digits * 10^(exponent - len + 1) reads back as `value` the way
+    embedding_from_json reads it (nearest double, then nearest float32)."""
+    mantissa = f"{digits[0]}.{digits[1:]}" if len(digits) > 1 else digits
+    number = float(f"{mantissa}e{exponent}")
+    return abs(number) < _F32_LIMIT and _F32.unpack(_F32.pack(number))[0] == value
+
+
+def _layout(digits: str, exponent: int) -> str:
+    """The shorter of positional and exponent notation for d.ddd * 10^exponent
+    (positional on a tie)."""
+    n = len(digits)
+    if exponent >= n - 1:
+        positional = digits + "0" * (exponent - n + 1)
+    elif exponent >= 0:
+        positional = f"{digits[: exponent + 1]}.{digits[exponent + 1 :]}"
+    else:
+        positional = "0." + "0" * (-exponent - 1) + digits
+    scientific = (f"{digits[0]}.{digits[1:]}" if n > 1 else digits) + f"e{exponent}"
+    return positional if len(positional) <= len(scientific) else scientific
+
+
+def shortest_f32(value: float) -> str:
+    """The shortest JSON number that reads back as the finite float32 `value`: the
+    fewest significant digits that do (the nearer when two do, the even one on an exact
+    tie), in the shorter notation; the text embedding_to_json writes."""
+    value = _F32.unpack(_F32.pack(value))[0]
+    if value == 0.0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    mantissa, _, exp_text = f"{value:.104e}".partition("e")
+    digits = (mantissa[0] + mantissa[2:]).rstrip("0")
+    exponent = int(exp_text)
+    for p in range(1, len(digits)):
+        down = digits[:p]
+        up = str(int(down) + 1)
+        up_exponent = exponent + len(up) - p  # 99 + 1 = 100: one more power of ten
+        up = up.rstrip("0") or "0"
+        down_ok = _reads_back(down, exponent, value)
+        up_ok = _reads_back(up, up_exponent, value)
+        if down_ok and up_ok:  # the nearer, by the digits cut off; a tie goes to even
+            rest = digits[p:]
+            go_up = rest > "5" or (rest == "5" and int(down[-1]) % 2 == 1)
+            down_ok, up_ok = not go_up, go_up
+        if down_ok:
+            return sign + _layout(down, exponent)
+        if up_ok:
+            return sign + _layout(up, up_exponent)
+    return sign + _layout(digits, exponent)
 
 
 def to_json(values: Sequence[float]) -> str:
     """A JSON array with the shortest text that reads back as each float32."""
-    parts = []
-    for value in values:
-        text = repr(value)
-        for digits in range(6, 10):
-            candidate = f"{value:.{digits}g}"
-            if array.array("f", [float(candidate)])[0] == value:
-                text = candidate
+    if not all(map(math.isfinite, values)):
+        raise ValueError(
+            "embedding_to_json: the blob holds NaN or infinity, which JSON cannot represent"
+        )
+    return "[" + ",".join(map(shortest_f32, values)) + "]"
+
+
+# JSON's number grammar as embedding_from_json reads it: a '.' or an 'e' must be
+# followed by digits, or the number is not one.
+_JSON_WS = re.compile(rb"[ \t\n\r]*")
+_JSON_NUMBER = re.compile(
+    rb"-?(?:0|[1-9][0-9]*)(?:\.(?=[0-9])[0-9]+|(?!\.))(?:[eE](?=[+-]?[0-9])[+-]?[0-9]+|(?![eE]))"
+)
+
+
+def from_json(text: Any) -> bytes:
+    """A JSON array of numbers as a float32 blob, with embedding_from_json's rules and
+    errors (positions count bytes of UTF-8, as SQLite's text does)."""
+    if not isinstance(text, str):
+        raise ValueError("embedding_from_json: the argument must be TEXT holding a JSON array")
+    data = text.encode("utf-8")
+
+    def skip(at: int) -> int:
+        return _JSON_WS.match(data, at).end()  # type: ignore[union-attr]
+
+    def error(what: str, at: int) -> ValueError:
+        return ValueError(f"embedding_from_json: {what} at character {at + 1}")
+
+    at = skip(0)
+    if data[at : at + 1] != b"[":
+        raise error("expected '['", at)
+    at = skip(at + 1)
+    numbers: list[float] = []
+    if data[at : at + 1] != b"]":
+        while True:
+            match = _JSON_NUMBER.match(data, at)
+            if match is None:
+                raise error("expected a number", at)
+            number = float(match.group())
+            if not abs(number) < _F32_LIMIT:
+                raise error("number is not a finite float32", at)
+            numbers.append(number)
+            at = skip(match.end())
+            if data[at : at + 1] == b"]":
                 break
-        parts.append(text)
-    return "[" + ",".join(parts) + "]"
-
-
-def from_json(text: str) -> list[float]:
-    """Parse a JSON array of numbers, refusing anything else."""
-    try:
-        values = json.loads(text, parse_constant=_refuse_constant)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"embedding_from_json: {error}") from None
-    if not isinstance(values, list) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-    ):
-        raise ValueError("embedding_from_json: expected a JSON array of numbers")
-    return values
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number")
+            if data[at : at + 1] != b",":
+                raise error("expected ',' or ']'", at)
+            at = skip(at + 1)
+    at = skip(at + 1)
+    if at < len(data):
+        raise error("unexpected text after the array", at)
+    return _packer(len(numbers)).pack(*numbers)

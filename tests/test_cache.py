@@ -327,19 +327,19 @@ def test_nothing_is_cached_inside_a_transaction_so_a_rollback_is_seen(tmp_path):
     assert "ghost" not in [e.id for e in got] and collection._cache.token is not None
 
 
-def test_ids_sorted_differently_by_sqlite_are_not_cached(tmp_path):
-    """In a UTF-16 database SQLite's BINARY order is not code point order: the cache must
-    notice and leave the search to SQLite, prefixes included."""
+def test_ids_sorted_differently_by_sqlite_are_bisected_in_its_order(tmp_path):
+    """In a UTF-16 database SQLite's BINARY order is not code point order: the cache keeps
+    SQLite's order and bisects it with the same rule (embsqlite/idorder.py)."""
     import sqlite3
 
     conn = sqlite3.connect(tmp_path / "u16.db")
     conn.execute("pragma encoding = 'UTF-16le'")
     collection = embsqlite.Collection("u", conn, model=VectorModel())
-    collection.embed_multi([("a", "1,0"), ("ab", "1,1"), ("\u0100", "0,1")])
-    for _ in range(3):
-        got = collection.similar_by_vector([1.0, 0.0], 5, prefix="a")
-    assert collection._cache.token is None
-    assert sorted(e.id for e in got) == ["a", "ab"]
+    collection.embed_multi([("a", "1,0"), ("ab", "1,1"), ("\u0100", "0,1"), ("\xff", "1,0")])
+    results = [collection.similar_by_vector([1.0, 0.0], 5, prefix=p) for p in ("a", "\xff") * 3]
+    assert collection._cache.token is not None
+    assert [sorted(e.id for e in got) for got in results] == [["a", "ab"], ["\xff"]] * 3
+    assert [e.id for e in collection.similar_by_vector([0.0, 1.0], 5)] == ["\u0100", "ab", "a", "\xff"]
 
 
 def test_an_id_python_cannot_decode_does_not_break_cached_searches(tmp_path):

@@ -102,12 +102,55 @@ def test_zero_and_empty_vectors_score_zero(conn):
 
 def test_identical_and_opposite(conn):
     v = f32([0.25, -1.5, 3.0, 7.0])
-    assert conn.execute("select cosine_similarity(?, ?)", (v.tobytes(),) * 2).fetchone()[0] == (
-        pytest.approx(1.0, abs=1e-12)
-    )
+    assert conn.execute("select cosine_similarity(?, ?)", (v.tobytes(),) * 2).fetchone()[0] == 1.0
     assert conn.execute(
         "select cosine_similarity(?, ?)", (v.tobytes(), (-v).tobytes())
-    ).fetchone()[0] == pytest.approx(-1.0, abs=1e-12)
+    ).fetchone()[0] == -1.0
+
+
+def _cosines(conn, pairs) -> list[float]:
+    return [
+        conn.execute("select cosine_similarity(?, ?)", (a.tobytes(), b.tobytes())).fetchone()[0]
+        for a, b in pairs
+    ]
+
+
+@pytest.mark.parametrize("dim", DIMENSIONS)
+def test_cosine_is_symmetric_to_the_bit_and_one_with_itself(conn, dim):
+    """Expression indexes and joins rely on cos(a, b) == cos(b, a) and cos(a, a) == 1.0
+    exactly; summing the two norms in different orders broke both for about half of all
+    random vectors."""
+    gen = np.random.default_rng(100 + dim)
+    vectors = [f32(gen.standard_normal(dim) * 10.0 ** gen.integers(-20, 20)) for _ in range(60)]
+    pairs = list(zip(vectors[::2], vectors[1::2]))
+    forward = _cosines(conn, pairs)
+    backward = _cosines(conn, [(b, a) for a, b in pairs])
+    assert [s.hex() for s in forward] == [s.hex() for s in backward]
+    assert _cosines(conn, [(v, v) for v in vectors]) == [1.0] * len(vectors)
+    assert _cosines(conn, [(v, -v) for v in vectors]) == [-1.0] * len(vectors)
+    # the constant (cached) argument gives the same bits as a per-row one
+    conn.execute("create table t (id integer primary key, e blob)")
+    conn.executemany("insert into t values (?, ?)", [(i, v.tobytes()) for i, v in enumerate(vectors)])
+    query = vectors[0].tobytes()
+    scan = [r[0] for r in conn.execute("select cosine_similarity(e, ?) from t order by id", (query,))]
+    scan_first = [r[0] for r in conn.execute("select cosine_similarity(?, e) from t order by id", (query,))]
+    assert scan == scan_first == _cosines(conn, [(v, vectors[0]) for v in vectors])
+    assert scan[0] == 1.0
+
+
+def test_cosine_never_leaves_minus_one_to_one(conn):
+    """Nearly parallel vectors whose rounded quotient exceeded 1.0 are clamped."""
+    gen = np.random.default_rng(4)
+    seen_above = 0
+    for dim in (3, 17, 384):
+        for _ in range(300):
+            a = f32(gen.standard_normal(dim))
+            b = f32(a * np.float32(1 + 2**-20))  # the same direction, other roundings
+            for x, y in ((a, b), (a, -b)):
+                score = _cosines(conn, [(x, y)])[0]
+                assert -1.0 <= score <= 1.0
+                seen_above += abs(score) == 1.0
+    assert seen_above  # the bound is reached, never passed
 
 
 def test_extreme_magnitudes_do_not_overflow(conn):
@@ -214,7 +257,7 @@ def test_json_is_short_and_accepts_json_spacing(conn):
     blob = conn.execute("select embedding_from_json(' [ 0.1 ,-2e3,\n1E-7 , 0, -0.0 ] ')").fetchone()[0]
     assert blob == f32([0.1, -2000, 1e-7, 0, -0.0]).tobytes()
     text = conn.execute("select embedding_to_json(?)", (blob,)).fetchone()[0]
-    assert text == "[0.1,-2000,1e-07,0,-0]"
+    assert text == "[0.1,-2e3,1e-7,0,-0]"
     assert conn.execute("select embedding_to_json(x'')").fetchone()[0] == "[]"
     assert conn.execute("select embedding_from_json('[]')").fetchone()[0] == b""
 
@@ -262,3 +305,183 @@ def test_encode_rejects_non_finite_and_non_numbers(bad):
 def test_decode_rejects_bad_length():
     with pytest.raises(ValueError, match="multiple of 4"):
         embsqlite.decode(b"\x00\x00\x00")
+
+
+# embedding_to_json: the shortest text, the same in C and in the Python fallback
+
+
+def _float32s_from_bits(bits: np.ndarray) -> np.ndarray:
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def _every_kind_of_float32(seed: int, count: int) -> np.ndarray:
+    """Random bit patterns (NaN and infinity dropped), every subnormal bit length with its
+    neighbours, and the ends of every binade (powers of two have lopsided intervals)."""
+    gen = np.random.default_rng(seed)
+    bits = [gen.integers(0, 2**32, count, dtype=np.uint64)]
+    for length in range(1, 24):  # subnormals: 1 bit to 23 bits of mantissa
+        low = 1 << (length - 1)
+        some = list(gen.integers(low, 1 << length, 8))
+        bits.append(np.array([low, low + 1, (1 << length) - 1] + some))
+    exponents = np.arange(0, 255, dtype=np.uint64) << np.uint64(23)
+    bits += [exponents, exponents + 1, exponents | np.uint64(0x7FFFFF)]
+    values = _float32s_from_bits(np.concatenate(bits))
+    values = values[np.isfinite(values)]
+    return np.concatenate([values, -values])
+
+
+def _digits(text: str) -> tuple[str, float]:
+    """The significant digits of a decimal number's text, and its value."""
+    mantissa = text.lstrip("-").partition("e")[0].replace(".", "")
+    return mantissa.strip("0") or "0", float(text)
+
+
+def test_json_text_is_the_shortest_that_reads_back(conn):
+    """Each value has exactly the digits of numpy's shortest unique float32 text (Dragon4,
+    which is really shortest for float32), e.g. 1e-45 where 1.4013e-45 was written."""
+    values = _every_kind_of_float32(seed=1, count=20000)
+    blob = values.astype("<f4").tobytes()
+    text = conn.execute("select embedding_to_json(?)", (blob,)).fetchone()[0]
+    parts = text[1:-1].split(",")
+    assert len(parts) == len(values)
+    for value, part in zip(values.tolist(), parts):
+        reference = np.format_float_scientific(np.float32(value), unique=True)
+        assert _digits(part)[0] == _digits(reference)[0], (value, part, reference)
+        assert np.float32(float(part)) == np.float32(value) and float(part) == float(reference)
+    assert conn.execute("select embedding_from_json(?)", (text,)).fetchone()[0] == blob
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (1e-45, "1e-45"), (3e-45, "3e-45"), (1.1754942e-38, "1.1754942e-38"),
+        (1.17549435e-38, "1.1754944e-38"), (3.4028235e38, "3.4028235e38"),
+        (2.0**-126, "1.1754944e-38"),
+        (0.1, "0.1"), (0.01, "0.01"), (1e-3, "1e-3"), (100.0, "100"), (1000.0, "1e3"),
+        (1024.0, "1024"), (123456789.0, "123456790"), (0.33333334, "0.33333334"),
+        (-2.5, "-2.5"), (16777216.0, "16777216"), (2.0**24 + 2, "16777218"), (1e10, "1e10"),
+    ],
+)
+def test_json_text_of_known_values(conn, value, text):
+    blob = f32([value]).tobytes()
+    assert conn.execute("select embedding_to_json(?)", (blob,)).fetchone()[0] == f"[{text}]"
+    assert sql._embedding_to_json(blob) == f"[{text}]"
+
+
+def _fallback_connection() -> sqlite3.Connection:
+    """A stdlib connection whose SQL functions are the Python fallback's."""
+    import warnings
+
+    connection = sqlite3.connect(":memory:")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sql._register_fallback(connection)
+    assert not sql.uses_c(connection)
+    return connection
+
+
+def test_fallback_writes_and_reads_json_like_c(conn):
+    """The same text for every float32 (and the same refusal of NaN and infinity), and the
+    same blob when that text, or any other JSON number, is read back."""
+    fallback = _fallback_connection()
+    values = _every_kind_of_float32(seed=2, count=20000)
+    blob = values.astype("<f4").tobytes()
+    text = conn.execute("select embedding_to_json(?)", (blob,)).fetchone()[0]
+    assert fallback.execute("select embedding_to_json(?)", (blob,)).fetchone()[0] == text
+    assert fallback.execute("select embedding_from_json(?)", (text,)).fetchone()[0] == blob
+    # doubles and long decimals: read to the nearest double, then to float32, in both
+    gen = np.random.default_rng(3)
+    doubles = gen.standard_normal(2000) * 10.0 ** gen.integers(-46, 39, 2000)
+    doubles = doubles[np.abs(doubles) < 3.4028235677973366e38]
+    for source in (repr(doubles.tolist()).replace(" ", ""),
+                   "[" + ",".join(f"{d:.25e}" for d in doubles[:300]) + "]"):
+        want = conn.execute("select embedding_from_json(?)", (source,)).fetchone()[0]
+        assert fallback.execute("select embedding_from_json(?)", (source,)).fetchone()[0] == want
+        assert want == np.array([float(x) for x in source[1:-1].split(",")]).astype("<f4").tobytes()
+    for special in ("0000c07f", "0000807f", "000080ff", "0100807f"):  # NaNs and infinities
+        bad = bytes.fromhex("0000803f" + special)
+        with pytest.raises(sqlite3.OperationalError, match="embedding_to_json: the blob holds NaN"):
+            conn.execute("select embedding_to_json(?)", (bad,)).fetchone()
+        with pytest.raises(ValueError, match="embedding_to_json: the blob holds NaN"):
+            sql._embedding_to_json(bad)
+
+
+def test_fallback_arithmetic_is_the_same_bits_as_c(conn):
+    fallback = _fallback_connection()
+    gen = np.random.default_rng(6)
+    for dim in (1, 15, 16, 17, 33, 384, 1536):
+        for scale in (1.0, 1e-42, 1e36):
+            a = f32(gen.standard_normal(dim) * scale)
+            b = f32(gen.standard_normal(dim) * scale)
+            for query in ("select cosine_similarity(?, ?)", "select embedding_norm(?)"):
+                args = (a.tobytes(), b.tobytes()) if "cosine" in query else (a.tobytes(),)
+                want = conn.execute(query, args).fetchone()[0]
+                assert fallback.execute(query, args).fetchone()[0].hex() == want.hex()
+
+
+@pytest.mark.parametrize("query, message", BAD_INPUTS)
+def test_fallback_refuses_bad_input_with_the_same_message(conn, query, message):
+    """The fallback's errors say exactly what C's say (hosts such as apsw show them)."""
+    with pytest.raises(sqlite3.OperationalError) as c_error:
+        conn.execute(query).fetchall()
+    name, args = re.fullmatch(r"select (\w+)\((.*)\)", query).groups()
+    values = conn.execute(f"select {args}").fetchone()
+    with pytest.raises(ValueError) as py_error:
+        getattr(sql, "_" + name)(*values)
+    assert str(py_error.value) == str(c_error.value)
+
+
+# Too big and out of memory name the function like every other error
+
+
+def _shell(sqlite3_shell: str, loadable: str, script: str, db: str = ":memory:") -> str:
+    import subprocess
+
+    done = subprocess.run(
+        [sqlite3_shell, db], input=f".load {loadable}\n{script}\n",
+        capture_output=True, text=True, timeout=120,
+    )
+    return done.stdout + done.stderr
+
+
+THIRD = "embedding_from_json('[' || replace(hex(zeroblob({n})), '00', '0.33333334,') || '1]')"
+ONES = "embedding_from_json('[' || replace(hex(zeroblob({n})), '00', '1,') || '1]')"
+
+
+def test_too_big_names_the_function(sqlite3_shell, loadable, conn):
+    """A result longer than SQLITE_LIMIT_LENGTH: code SQLITE_TOOBIG (18), and the
+    function's name in the message."""
+    out = _shell(sqlite3_shell, loadable, "\n".join([
+        f"create table t as select {THIRD.format(n=199)} as e;",  # 800 bytes, 2,200 as text
+        ".limit length 1000",
+        "select length(embedding_to_json(e)) from t;",
+        f"select length({ONES.format(n=299)});",  # 601 bytes of text, 1,200 as a blob
+        "select 'still usable';",
+    ]))
+    assert re.search(r"embedding_to_json: the result is too big: longer than this connection's "
+                     r"length limit of 1000 bytes \(SQLITE_LIMIT_LENGTH\) \(18\)", out), out
+    assert re.search(r"embedding_from_json: the result is too big.*\(18\)", out), out
+    assert "string or blob too big" not in out and "still usable" in out
+    # the same through Python's sqlite3 (DataError is its class for SQLITE_TOOBIG)
+    limit = getattr(conn, "setlimit", None)
+    if limit is not None:
+        limit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
+        with pytest.raises(sqlite3.DataError, match="embedding_from_json: the result is too big"):
+            conn.execute(f"select {ONES.format(n=299)}").fetchone()
+
+
+def test_out_of_memory_names_the_function(sqlite3_shell, loadable, tmp_path):
+    """SQLite's hard heap limit makes the functions' allocations fail: code SQLITE_NOMEM
+    (7), and the function's name in the message."""
+    out = _shell(sqlite3_shell, loadable, "\n".join([
+        "pragma cache_size = -64;",  # pages stay on disk, out of the heap
+        f"create table t as select {THIRD.format(n=300000)} as e;",  # 1.2 MB, 3.3 MB as text
+        "create table j as select '[' || replace(hex(zeroblob(900000)), '00', '1,') || '1]' as j;",
+        "pragma hard_heap_limit = 4000000;",
+        "select length(embedding_to_json(e)) from t;",
+        "select length(embedding_from_json(j)) from j;",  # 1.8 MB of text, 3.6 MB as a blob
+        "select cosine_similarity(x'0000803f', x'0000803f');",  # and the connection lives on
+    ]), db=str(tmp_path / "big.db"))
+    assert re.search(r"embedding_to_json: out of memory \(7\)", out), out
+    assert re.search(r"embedding_from_json: out of memory \(7\)", out), out
+    assert "\n1.0\n" in out, out

@@ -1,6 +1,12 @@
 """The cffi module's own C entry points: the top-k scan behind the vector cache."""
 from __future__ import annotations
 
+import platform
+import re
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -95,3 +101,63 @@ def test_cosine_helper():
     a = np.array([1, 2, 3], dtype="<f4").tobytes()
     b = np.array([1, 2, 4], dtype="<f4").tobytes()
     assert lib.embsqlite_cosine(a, b, 3) == pytest.approx(17 / (14 ** 0.5 * 21 ** 0.5), rel=1e-12)
+
+
+def test_a_stored_vector_scores_exactly_one_from_sql_and_from_the_cache(tmp_path):
+    """cos(a, a) is 1.0 to the bit on both paths (it was 1.0000000000000002 or
+    0.9999999999999999 for about half of all vectors), and every score is the same bits."""
+    import embsqlite
+
+    gen = np.random.default_rng(12)
+    data = (gen.standard_normal((200, 384)) * 10.0 ** gen.integers(-30, 30, (200, 1)))
+    data = data.astype(np.float32)
+    from embsqlite.hashing import HashingModel
+
+    docs = embsqlite.Collection("n", tmp_path / "n.db", model=HashingModel(dimensions=384))
+    docs.conn.executemany(
+        "insert into embeddings (collection_id, id, embedding) values (?, ?, ?)",
+        [(docs.id, f"{i:03d}", row.tobytes()) for i, row in enumerate(data)],
+    )
+    docs.conn.commit()
+    for i in range(0, 200, 7):
+        runs = [docs.similar_by_vector(data[i].tolist(), number=5) for _ in range(3)]
+        assert docs._cache.token is not None  # the last ones came from the cache
+        assert runs[0] == runs[1] == runs[2]
+        assert (runs[0][0].id, runs[0][0].score) == (f"{i:03d}", 1.0)
+        opposite = docs.similar_by_vector((-data[i]).tolist(), number=200)
+        assert (opposite[-1].id, opposite[-1].score) == (f"{i:03d}", -1.0)
+
+
+@pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and platform.machine() == "x86_64"
+         and shutil.which("objdump")),
+    reason="the AVX2 clones are built on x86-64 Linux only (GCC target_clones)",
+)
+def test_the_float_loops_are_vectorised_in_both_builds():
+    """The shared loops (csrc/embsqlite_dot.h) compile to SIMD code: packed SSE2 in the
+    default clone and AVX2 (ymm registers) in the x86-64-v3 clone, in the cffi module and
+    in the loadable extension alike."""
+    import embsqlite
+
+    builds = {
+        _native.__file__: ("dot_and_norm2", "dot_f32", "norm2_f32"),
+        embsqlite.loadable_path(): ("dot_and_norm2", "norm2_f32"),
+    }
+    for path, loops in builds.items():
+        listing = subprocess.run(
+            ["objdump", "-d", "--no-show-raw-insn", path], capture_output=True, text=True,
+            check=True,
+        ).stdout
+        bodies: dict[str, list[str]] = {}
+        name = None
+        for line in listing.splitlines():
+            header = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
+            if header:
+                name = header.group(1)
+            elif name:
+                bodies.setdefault(name, []).append(line)
+        for loop in loops:
+            avx2 = " ".join(bodies[f"{loop}.arch_x86_64_v3"])
+            sse2 = " ".join(bodies[f"{loop}.default"])
+            assert "ymm" in avx2 and "vcvtps2pd" in avx2, (path, loop)
+            assert re.search(r"\b(mulpd|addpd)\b", sse2), (path, loop)

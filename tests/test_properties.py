@@ -150,3 +150,90 @@ def test_similar_by_vector_ranks_like_numpy_with_ties_by_id(rows, query, number,
             assert chosen == group
     if not any(query):
         assert all(e.score == 0.0 for e in first)
+
+
+# cosine_similarity: symmetric, within [-1, 1], 1.0 with itself; SQL == cache == fallback
+
+_KINDS = ("normal", "subnormal", "huge", "mixed", "bits", "sparse", "zeros")
+
+
+def _vector(gen: np.random.Generator, dim: int, kind: str) -> np.ndarray:
+    """float32 values of one kind: subnormals only, values near FLT_MAX, magnitudes from
+    1e-45 to 1e38 mixed, random bit patterns, mostly zeros, all zeros."""
+    if kind == "zeros":
+        return np.zeros(dim, dtype=np.float32)
+    if kind == "bits":
+        values = gen.integers(0, 2**32, dim, dtype=np.uint64).astype(np.uint32).view(np.float32)
+        return np.where(np.isfinite(values), values, np.float32(0))
+    base = gen.standard_normal(dim)
+    if kind == "subnormal":
+        base = base * 1e-41
+    elif kind == "huge":
+        base = np.clip(base * 1e38, -3.4e38, 3.4e38)
+    elif kind == "mixed":
+        base = np.clip(base * 10.0 ** gen.integers(-45, 39, dim), -3.4e38, 3.4e38)
+    elif kind == "sparse":
+        base = np.where(gen.random(dim) < 0.9, 0.0, base)
+    return base.astype(np.float32)
+
+
+@st.composite
+def vector_pairs(draw):
+    dim = draw(st.integers(1, 1536))
+    gen = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    a = _vector(gen, dim, draw(st.sampled_from(_KINDS)))
+    b = _vector(gen, dim, draw(st.sampled_from(_KINDS)))
+    # a few chosen values at chosen places: extremes, subnormals, zeros of either sign
+    for index, value in draw(st.lists(st.tuples(st.integers(0, dim - 1), float32s), max_size=4)):
+        (a if index % 2 else b)[index] = value
+    relation = draw(st.sampled_from(("independent", "same", "opposite", "scaled")))
+    if relation == "same":
+        b = a.copy()
+    elif relation == "opposite":
+        b = -a
+    elif relation == "scaled":
+        b = (a * np.float32(0.5)).astype(np.float32)
+    return a, b
+
+
+def _c_cosine(conn, a: np.ndarray, b: np.ndarray) -> float:
+    return conn.execute("select cosine_similarity(?, ?)", (a.tobytes(), b.tobytes())).fetchone()[0]
+
+
+def _cache_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The score the vector cache's top-k scan gives row `a` for query `b`."""
+    from embsqlite import _native
+
+    ffi, lib = _native.ffi, _native.lib
+    norms = ffi.new("double[]", 1)
+    lib.embsqlite_norms(a.tobytes(), 1, len(a), norms)
+    rows, scores = ffi.new("long long[]", 1), ffi.new("double[]", 1)
+    found = lib.embsqlite_topk(a.tobytes(), norms, 1, len(a), b.tobytes(), 0, 1, -1, 1, rows, scores)
+    assert found == 1
+    return scores[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(vector_pairs())
+def test_cosine_is_symmetric_bounded_and_the_same_everywhere(pair):
+    from embsqlite import sql
+
+    a, b = pair
+    conn = embsqlite.connect(":memory:")
+    ab, ba = _c_cosine(conn, a, b), _c_cosine(conn, b, a)
+    assert ab.hex() == ba.hex()
+    assert -1.0 <= ab <= 1.0
+    nonzero_a, nonzero_b = bool(np.any(a)), bool(np.any(b))
+    assert _c_cosine(conn, a, a) == (1.0 if nonzero_a else 0.0)
+    assert _c_cosine(conn, b, b) == (1.0 if nonzero_b else 0.0)
+    if not (nonzero_a and nonzero_b):
+        assert ab == 0.0
+    elif np.array_equal(b, -a):
+        assert ab == -1.0
+    # the vector cache and the Python fallback: the same bits, both ways round
+    assert _cache_cosine(a, b).hex() == ab.hex() == _cache_cosine(b, a).hex()
+    assert sql._cosine_similarity(a.tobytes(), b.tobytes()).hex() == ab.hex()
+    assert sql._cosine_similarity(b.tobytes(), a.tobytes()).hex() == ab.hex()
+    assert _cache_cosine(a, a) == _c_cosine(conn, a, a)
+    norm = conn.execute("select embedding_norm(?)", (a.tobytes(),)).fetchone()[0]
+    assert sql._embedding_norm(a.tobytes()).hex() == norm.hex()
