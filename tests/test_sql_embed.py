@@ -12,7 +12,7 @@ import pytest
 import sqlite_utils
 
 import embsqlite
-from embsqlite import models, sql_embed
+from embsqlite import registry, sql_embed
 from embsqlite.collection import Collection
 
 from conftest import CountingModel
@@ -28,7 +28,7 @@ def counting():
     embsqlite.register_embedding_model(model)
     sql_embed.embed_text.cache_clear()
     yield model
-    models._entries.pop(model.model_id, None)
+    registry._entries.pop(model.model_id, None)
     sql_embed.embed_text.cache_clear()
 
 
