@@ -388,28 +388,30 @@ async def test_databases_whose_tables_are_not_llms_are_skipped(db_path, tmp_path
 
 
 async def test_a_database_that_fails_to_read_does_not_break_another(db_path, tmp_path):
-    """llm's columns, but a collation only its writer had: every read of it fails."""
+    """llm's tables, but the page holding the collections rows is corrupt: every read of
+    them fails while the schema still says the tables are llm's."""
     broken = tmp_path / "broken.db"
+    Collection("phrases", str(broken), model=HashingModel(4)).close()
     conn = sqlite3.connect(broken)
-    conn.create_collation("writers_own", lambda a, b: (a > b) - (a < b))
-    conn.executescript(
-        "create table collections (id integer primary key, name text collate writers_own, model text);"
-        "create table embeddings (collection_id integer, id text, embedding blob, content text,"
-        " metadata text, primary key (collection_id, id));"
-        "insert into collections values (1, 'phrases', 'hashing');")
+    conn.execute("pragma journal_mode=delete")
+    page_size = conn.execute("pragma page_size").fetchone()[0]
+    root = conn.execute("select rootpage from sqlite_master where name = 'collections'").fetchone()[0]
     conn.close()
+    with open(broken, "r+b") as file:  # page type 0 is no b-tree page SQLite knows
+        file.seek((root - 1) * page_size)
+        file.write(b"\x00" * 16)
     ds = datasette([broken, db_path])
     body = (await ds.client.get("/-/embsqlite/search.json?collection=phrases&q=happy+hound")).json()
     assert body["ok"] and body["database"] == "phrases" and body["results"][0]["id"] == "dog-1"
     listing = (await ds.client.get("/-/embsqlite/collections.json")).json()
     assert [c["database"] for c in listing["collections"]] == ["phrases"]
-    assert listing["unreadable"] == [{"database": "broken", "error": "no such collation sequence: writers_own"}]
+    assert listing["unreadable"] == [{"database": "broken", "error": "database disk image is malformed"}]
     page = await ds.client.get("/-/embsqlite/search?collection=phrases/phrases&q=happy+hound")
     assert page.status_code == 200 and result_ids(page.text)[0] == "dog-1"
-    assert "Could not read <strong>broken</strong> (no such collation sequence: writers_own)" in page.text
+    assert "Could not read <strong>broken</strong> (database disk image is malformed)" in page.text
     response = await ds.client.get("/-/embsqlite/search.json?collection=broken/phrases&q=happy")
     assert response.status_code == 400
-    assert response.json()["error"] == "database 'broken' could not be read: no such collation sequence: writers_own"
+    assert response.json()["error"] == "database 'broken' could not be read: database disk image is malformed"
 
 
 @pytest.fixture(scope="module")
