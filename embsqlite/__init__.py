@@ -15,7 +15,7 @@ from .registry import (
     get_embedding_models_with_aliases,
     register_embedding_model,
 )
-from .sql import connect, loadable_path, register
+from .loading import connect, loadable_path, register
 from .vectors import encode
 
 __all__ = [

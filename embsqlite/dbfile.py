@@ -20,7 +20,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Union
 
-from . import schema, sql
+from . import loading, schema
 
 PathLike = Union[str, "os.PathLike[str]"]
 MEMORY = ("", ":memory:")
@@ -95,11 +95,11 @@ def connect(path: PathLike, create_parent: bool = False) -> Any:
     that cannot be a database file."""
     timeout = schema.BUSY_TIMEOUT_MS / 1000
     if str(path) in MEMORY:
-        conn = sql.connect(str(path), timeout=timeout)
+        conn = loading.connect(str(path), timeout=timeout)
         schema.prepare_connection(conn, owned=True)
         return conn
     where = check_path(path, create_parent)
-    conn = sql.connect(str(where), timeout=timeout)
+    conn = loading.connect(str(where), timeout=timeout)
     try:
         conn.execute("select count(*) from sqlite_master").fetchone()
     except sqlite3.OperationalError as error:
@@ -124,7 +124,7 @@ def _open_read_only(where: Path, error: sqlite3.Error) -> Any:
             f"{where.name}-shm along with it, or open it once where it can be written "
             "(that folds the WAL into the file)"
         )
-    conn = sql.connect(_read_only_uri(where), uri=True, timeout=schema.BUSY_TIMEOUT_MS / 1000)
+    conn = loading.connect(_read_only_uri(where), uri=True, timeout=schema.BUSY_TIMEOUT_MS / 1000)
     conn.execute("select count(*) from sqlite_master").fetchone()
     return conn
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import embsqlite
-from embsqlite import sql
+from embsqlite import fallback, loading
 
 DIMENSIONS = [1, 2, 3, 7, 16, 384, 1536, 4096]
 
@@ -38,7 +38,7 @@ def random_table(conn, seed: int, rows: int, dim: int) -> tuple[np.ndarray, np.n
 
 
 def test_functions_are_the_c_ones(conn):
-    assert sql.uses_c(conn)
+    assert loading.uses_c(conn)
     assert conn.execute("select embsqlite_version()").fetchone()[0] == embsqlite.__version__
 
 
@@ -365,7 +365,7 @@ def test_json_text_is_the_shortest_that_reads_back(conn):
 def test_json_text_of_known_values(conn, value, text):
     blob = f32([value]).tobytes()
     assert conn.execute("select embedding_to_json(?)", (blob,)).fetchone()[0] == f"[{text}]"
-    assert sql._embedding_to_json(blob) == f"[{text}]"
+    assert fallback.embedding_to_json(blob) == f"[{text}]"
 
 
 def _fallback_connection() -> sqlite3.Connection:
@@ -375,20 +375,20 @@ def _fallback_connection() -> sqlite3.Connection:
     connection = sqlite3.connect(":memory:")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        sql._register_fallback(connection)
-    assert not sql.uses_c(connection)
+        fallback.register(connection)
+    assert not loading.uses_c(connection)
     return connection
 
 
 def test_fallback_writes_and_reads_json_like_c(conn):
     """The same text for every float32 (and the same refusal of NaN and infinity), and the
     same blob when that text, or any other JSON number, is read back."""
-    fallback = _fallback_connection()
+    python_conn = _fallback_connection()
     values = _every_kind_of_float32(seed=2, count=20000)
     blob = values.astype("<f4").tobytes()
     text = conn.execute("select embedding_to_json(?)", (blob,)).fetchone()[0]
-    assert fallback.execute("select embedding_to_json(?)", (blob,)).fetchone()[0] == text
-    assert fallback.execute("select embedding_from_json(?)", (text,)).fetchone()[0] == blob
+    assert python_conn.execute("select embedding_to_json(?)", (blob,)).fetchone()[0] == text
+    assert python_conn.execute("select embedding_from_json(?)", (text,)).fetchone()[0] == blob
     # doubles and long decimals: read to the nearest double, then to float32, in both
     gen = np.random.default_rng(3)
     doubles = gen.standard_normal(2000) * 10.0 ** gen.integers(-46, 39, 2000)
@@ -396,18 +396,18 @@ def test_fallback_writes_and_reads_json_like_c(conn):
     for source in (repr(doubles.tolist()).replace(" ", ""),
                    "[" + ",".join(f"{d:.25e}" for d in doubles[:300]) + "]"):
         want = conn.execute("select embedding_from_json(?)", (source,)).fetchone()[0]
-        assert fallback.execute("select embedding_from_json(?)", (source,)).fetchone()[0] == want
+        assert python_conn.execute("select embedding_from_json(?)", (source,)).fetchone()[0] == want
         assert want == np.array([float(x) for x in source[1:-1].split(",")]).astype("<f4").tobytes()
     for special in ("0000c07f", "0000807f", "000080ff", "0100807f"):  # NaNs and infinities
         bad = bytes.fromhex("0000803f" + special)
         with pytest.raises(sqlite3.OperationalError, match="embedding_to_json: the blob holds NaN"):
             conn.execute("select embedding_to_json(?)", (bad,)).fetchone()
         with pytest.raises(ValueError, match="embedding_to_json: the blob holds NaN"):
-            sql._embedding_to_json(bad)
+            fallback.embedding_to_json(bad)
 
 
 def test_fallback_arithmetic_is_the_same_bits_as_c(conn):
-    fallback = _fallback_connection()
+    python_conn = _fallback_connection()
     gen = np.random.default_rng(6)
     for dim in (1, 15, 16, 17, 33, 384, 1536):
         for scale in (1.0, 1e-42, 1e36):
@@ -416,7 +416,7 @@ def test_fallback_arithmetic_is_the_same_bits_as_c(conn):
             for query in ("select cosine_similarity(?, ?)", "select embedding_norm(?)"):
                 args = (a.tobytes(), b.tobytes()) if "cosine" in query else (a.tobytes(),)
                 want = conn.execute(query, args).fetchone()[0]
-                assert fallback.execute(query, args).fetchone()[0].hex() == want.hex()
+                assert python_conn.execute(query, args).fetchone()[0].hex() == want.hex()
 
 
 @pytest.mark.parametrize("query, message", BAD_INPUTS)
@@ -427,7 +427,7 @@ def test_fallback_refuses_bad_input_with_the_same_message(conn, query, message):
     name, args = re.fullmatch(r"select (\w+)\((.*)\)", query).groups()
     values = conn.execute(f"select {args}").fetchone()
     with pytest.raises(ValueError) as py_error:
-        getattr(sql, "_" + name)(*values)
+        getattr(fallback, name)(*values)
     assert str(py_error.value) == str(c_error.value)
 
 
