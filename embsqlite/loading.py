@@ -109,22 +109,33 @@ def _handle_layout_known() -> bool:
     return sys.implementation.name == "cpython" and low <= sys.version_info[:2] <= high
 
 
-def _register_stdlib(conn: sqlite3.Connection) -> bool:
-    """Register the C functions on an open stdlib connection that lacks them (opened
-    before the hook) through its sqlite3*, checked against the file it reports."""
+def connection_handle(conn: Any) -> Optional[tuple[int, bytes]]:
+    """The `sqlite3 *` of an open connection of a stdlib-layout module (sqlite3,
+    pysqlite3, sqlean) and the main database file the connection reports, which the
+    caller must check the handle against (`sqlite3_db_filename`) before using it; None
+    on an interpreter whose layout the tests do not cover."""
     conn.execute("select 1")  # raises ProgrammingError if the connection is closed
-    native = _native()
-    if native is None or not _handle_layout_known() or not install_hook():
-        return False
+    if not _handle_layout_known():
+        return None
     try:
         row = conn.execute("select file from pragma_database_list where name = 'main'").fetchone()
     except Exception:
-        return False
+        return None
     db = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
     if not db or row is None:
+        return None
+    return db, os.fsencode(row[0] or "")
+
+
+def _register_stdlib(conn: sqlite3.Connection) -> bool:
+    """Register the C functions on an open stdlib connection that lacks them (opened
+    before the hook) through its sqlite3*, checked in C against the file it reports."""
+    found = connection_handle(conn)
+    native = _native()
+    if found is None or native is None or not install_hook():
         return False
-    handle = native.ffi.cast("sqlite3 *", db)
-    if native.lib.embsqlite_register_on(handle, os.fsencode(row[0] or "")) != 0:
+    db, main_file = found
+    if native.lib.embsqlite_register_on(native.ffi.cast("sqlite3 *", db), main_file) != 0:
         return False
     return _has_functions(conn)
 

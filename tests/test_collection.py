@@ -11,13 +11,13 @@ import time
 import numpy as np
 import pytest
 import sqlite_utils
+from conftest import CountingModel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import embsqlite
 from embsqlite import Collection, Entry, schema
 from embsqlite.collection import prefix_range
-from conftest import CountingModel
 
 
 def make(tmp_path, model, name="docs", **kwargs):

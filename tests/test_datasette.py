@@ -87,15 +87,15 @@ def needs_an_extra() -> embsqlite.EmbeddingModel:
 def test_models():
     """`hashing-4`, `hashing-64`, `failing` and `needs-extra` registered for this module's
     collections, then removed."""
-    from embsqlite import models
+    from embsqlite import registry
 
     added = [HashingModel(4), HashingModel(64), FailingModel()]
     for model in added:
         embsqlite.register_embedding_model(model)
-    models.register_lazy_embedding_model("needs-extra", needs_an_extra)
+    registry.register_lazy_embedding_model("needs-extra", needs_an_extra)
     yield
     for model_id in [m.model_id for m in added] + ["needs-extra"]:
-        models._entries.pop(model_id, None)
+        registry._entries.pop(model_id, None)
 
 
 def datasette(files, config=None, settings=None) -> Datasette:

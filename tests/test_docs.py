@@ -7,7 +7,7 @@ from __future__ import annotations
 import pathlib
 import re
 
-from embsqlite import fallback, loading
+from embsqlite import loading
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -27,8 +27,8 @@ def test_header_lists_the_functions():
 
 def test_compiled_extension_registers_exactly_those(conn):
     rows = conn.execute(
-        "select name, narg, flags from pragma_function_list where name in (%s)"
-        % ",".join("?" * len(loading.FUNCTIONS)),
+        "select name, narg, flags from pragma_function_list"
+        f" where name in ({','.join('?' * len(loading.FUNCTIONS))})",
         loading.FUNCTIONS,
     ).fetchall()
     assert {(name, narg) for name, narg, _ in rows} == set(header_functions().items())

@@ -7,12 +7,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from conftest import CountingModel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import embsqlite
 from embsqlite import Collection
-from conftest import CountingModel
 
 float32s = st.floats(width=32, allow_nan=False, allow_infinity=False)
 

@@ -19,11 +19,11 @@ import threading
 import time
 
 import pytest
+from conftest import CountingModel
 
 import embsqlite
 from embsqlite import Collection
 from embsqlite.hashing import HashingModel
-from conftest import CountingModel
 
 # Crash safety: SIGKILL during embed_multi
 

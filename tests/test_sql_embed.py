@@ -10,12 +10,11 @@ import apsw
 import pysqlite3.dbapi2 as pysqlite3
 import pytest
 import sqlite_utils
+from conftest import CountingModel
 
 import embsqlite
-from embsqlite import models, sql_embed
+from embsqlite import registry, sql_embed
 from embsqlite.collection import Collection
-
-from conftest import CountingModel
 
 RANK_SQL = ("select id from embeddings order by "
             "cosine_similarity(embedding, embedding_from_text(?, ?)) desc, id limit 5")
@@ -28,7 +27,7 @@ def counting():
     embsqlite.register_embedding_model(model)
     sql_embed.embed_text.cache_clear()
     yield model
-    models._entries.pop(model.model_id, None)
+    registry._entries.pop(model.model_id, None)
     sql_embed.embed_text.cache_clear()
 
 
