@@ -37,6 +37,7 @@ FUNCTIONS = (
 # on the oldest and newest of them.
 HANDLE_LAYOUT_VERSIONS = ((3, 9), (3, 13))
 
+_REGISTER_ON = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p)
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _hook: Optional[bool] = None  # None: not tried yet; else whether the hook works
 
@@ -135,7 +136,11 @@ def _register_stdlib(conn: sqlite3.Connection) -> bool:
     if found is None or native is None or not install_hook():
         return False
     db, main_file = found
-    if native.lib.embsqlite_register_on(native.ffi.cast("sqlite3 *", db), main_file) != 0:
+    # Called through ctypes.PYFUNCTYPE, which keeps the GIL (cffi releases it): replacing a
+    # Python function of the same name makes SQLite run its destructor, a Py_DECREF.
+    entry = native.ffi.addressof(native.lib, "embsqlite_register_on")
+    register_on = _REGISTER_ON(int(native.ffi.cast("uintptr_t", entry)))
+    if register_on(db, main_file) != 0:
         return False
     return _has_functions(conn)
 

@@ -124,20 +124,34 @@ def test_handle_of_another_file_is_refused():
         """
         import ctypes, os, sqlite3, tempfile
         from embsqlite import _native, loading
-        loading.install_hook()
         path = os.path.join(tempfile.mkdtemp(), "x.db")
-        conn = sqlite3.connect(path)
-        conn.execute("select 1")
-        conn.create_function("embsqlite_version", 0, lambda: "not yet")  # hide the hook's
+        conn = sqlite3.connect(path)  # before the hook: no functions
+        loading.install_hook()
         db = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
         handle = _native.ffi.cast("sqlite3 *", db)
         print(_native.lib.embsqlite_register_on(handle, b"/another/file.db"))
-        print(conn.execute("select embsqlite_version()").fetchone()[0] == "not yet")
+        print(loading._has_functions(conn))
         print(_native.lib.embsqlite_register_on(handle, os.fsencode(path)))
         print(loading.uses_c(conn))
         """
     )
-    assert out.split() == ["20", "True", "0", "True"]  # SQLITE_MISMATCH, then SQLITE_OK
+    assert out.split() == ["20", "False", "0", "True"]  # SQLITE_MISMATCH, then SQLITE_OK
+
+
+def test_register_replaces_a_python_function_of_the_same_name():
+    """SQLite frees the replaced Python function while the C functions are registered:
+    that must happen with the GIL held (Python 3.9 and 3.10 need it)."""
+    out = run_python(
+        """
+        import sqlite3
+        conn = sqlite3.connect(":memory:")
+        conn.create_function("cosine_similarity", 2, lambda a, b: -2.0)
+        import embsqlite
+        embsqlite.register(conn)
+        print(conn.execute("select cosine_similarity(x'0000803f', x'0000803f')").fetchone()[0])
+        """
+    )
+    assert out.split() == ["1.0"]
 
 
 def test_untested_interpreter_layout_falls_back_with_the_warning():
@@ -207,8 +221,10 @@ def test_forced_fallback_calls_python_per_row_and_warns_once(tmp_path, monkeypat
     assert conn.execute("select embedding_to_json(embedding_from_json('[0.1, -0.0, 3]'))").fetchone()[0] == "[0.1,-0,3]"
     assert conn.execute("select cosine_similarity(x'00000000', x'00000000')").fetchone()[0] == 0.0
     # stdlib shows a generic message; the Python exception reaches sys.unraisablehook
+    # (sys.excepthook before Python 3.10)
     raised: list[str] = []
     monkeypatch.setattr(sys, "unraisablehook", lambda info: raised.append(str(info.exc_value)))
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: raised.append(str(value)))
     sqlite3.enable_callback_tracebacks(True)
     try:
         for bad, message in [
