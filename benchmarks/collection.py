@@ -1,4 +1,4 @@
-"""Collection against llm 0.36's Collection, on the same files, in one run (issue 4).
+"""Collection against llm 0.36's Collection, on the same files, in one run.
 
 Search: one database of N random float32 vectors (fixed seed, 384 dimensions by default)
 in llm's schema. Median `similar_by_vector(query, number=10)` time of

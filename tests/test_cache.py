@@ -711,6 +711,7 @@ print(json.dumps({"added": status("VmHWM") - base, "held": cache.loaded_bytes(),
 """
 
 
+@pytest.mark.linux_only(reason="/proc/self/status and clear_refs")
 @pytest.mark.parametrize("budget_mb, expect_loaded", [(64, True), (8.6, False)])
 def test_peak_memory_stays_within_the_budget(tmp_path, budget_mb, expect_loaded):
     """In a fresh process: the peak RSS added by searches (VmHWM) never exceeds the

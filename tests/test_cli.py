@@ -138,7 +138,7 @@ def test_embed_defaults_to_the_user_path(user_path):
     assert "items: hashing" in ok("collections").stdout
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="Linux only: platformdirs follows XDG_* there")
+@pytest.mark.linux_only(reason="platformdirs follows XDG_* there")
 def test_without_user_path_embed_uses_the_platform_data_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("EMBSQLITE_USER_PATH")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))

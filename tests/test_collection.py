@@ -1,4 +1,5 @@
-"""Collection: SPEC sections 3 and 4 on real SQLite files with the compiled extension."""
+"""Collection: creating and opening, embedding with deduplication, search and llm's storage
+layout, on real SQLite files with the compiled extension."""
 from __future__ import annotations
 
 import hashlib

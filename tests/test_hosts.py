@@ -43,6 +43,7 @@ def run_python(code: str) -> str:
     return result.stdout
 
 
+@pytest.mark.linux_only(reason="nm -D reads ELF dynamic symbols")
 def test_loadable_has_no_python_symbols(loadable):
     undefined = subprocess.run(
         ["nm", "-D", "--undefined-only", loadable], capture_output=True, text=True, check=True
@@ -361,6 +362,7 @@ def test_loadable_loaded_first_by_another_sqlite_does_not_break_stdlib():
     assert out.split() == ["True", "True", "1.0"]
 
 
+@pytest.mark.linux_only(reason="nm -D reads ELF dynamic symbols")
 def test_only_the_entry_points_are_exported(loadable):
     import embsqlite._native as native
 

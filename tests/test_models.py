@@ -418,7 +418,7 @@ def test_empty_user_path_means_unset(tmp_path, monkeypatch):
     assert user_dir.user_path() == Path.home() / "somewhere"
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="Linux only: platformdirs follows XDG_* there")
+@pytest.mark.linux_only(reason="platformdirs follows XDG_* there")
 def test_without_user_path_the_platform_config_directory_keeps_the_default(tmp_path, monkeypatch):
     monkeypatch.delenv("EMBSQLITE_USER_PATH")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))

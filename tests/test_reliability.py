@@ -1,4 +1,4 @@
-"""Reliability (issue 7, parts 3-5): SIGKILL mid-ingestion, concurrent processes and
+"""Reliability: SIGKILL mid-ingestion, concurrent processes and
 threads on one file, and bad input that must raise clearly and write nothing.
 
 The subprocess tests print their figures (rows written and verified, searches, errors);
