@@ -485,3 +485,55 @@ def test_out_of_memory_names_the_function(sqlite3_shell, loadable, tmp_path):
     assert re.search(r"embedding_to_json: out of memory \(7\)", out), out
     assert re.search(r"embedding_from_json: out of memory \(7\)", out), out
     assert "\n1.0\n" in out, out
+
+
+@pytest.fixture(scope="module")
+def decimal_comma_locale(tmp_path_factory) -> dict[str, str]:
+    """Environment for a process under de_DE.UTF-8 (decimal comma), compiled from the
+    system's locale sources into a private LOCPATH (the `locales` package)."""
+    import shutil
+    import subprocess
+
+    localedef = shutil.which("localedef")
+    assert localedef, "localedef is required (apt-get install locales; scripts/setup.sh does)"
+    where = tmp_path_factory.mktemp("locales")
+    subprocess.run([localedef, "-i", "de_DE", "-f", "UTF-8", str(where / "de_DE.UTF-8")],
+                   check=True, capture_output=True, timeout=120)
+    return {"LOCPATH": str(where), "LC_ALL": "de_DE.UTF-8"}
+
+
+@pytest.mark.linux_only(reason="glibc's localedef and LOCPATH")
+def test_json_parsing_and_printing_ignore_a_decimal_comma_locale(conn, decimal_comma_locale):
+    """Under a locale whose decimal point is a comma (set for C too, as an application
+    may), embedding_from_json still reads '0.5' and embedding_to_json still writes it;
+    the control shows that C's own strtod is affected in that process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import ctypes, json, locale, embsqlite\n"
+        "locale.setlocale(locale.LC_ALL, '')\n"
+        "libc = ctypes.CDLL(None); libc.strtod.restype = ctypes.c_double\n"
+        "libc.strtod.argtypes = [ctypes.c_char_p, ctypes.c_void_p]\n"
+        "conn = embsqlite.connect(':memory:')\n"
+        "text = '[0.5, -1.25e-3, 3, 1e10, 0.1]'\n"
+        "blob = conn.execute('select embedding_from_json(?)', (text,)).fetchone()[0]\n"
+        "out = conn.execute('select embedding_to_json(?)', (blob,)).fetchone()[0]\n"
+        "print(json.dumps({'point': locale.localeconv()['decimal_point'],\n"
+        "                  'strtod': libc.strtod(b'0.5', None), 'blob': blob.hex(),\n"
+        "                  'json': out, 'c': embsqlite.loading.uses_c(conn)}))\n"
+    )
+    env = {**os.environ, **decimal_comma_locale}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["point"] == "," and got["strtod"] == 0.0  # the locale is in force in C
+    assert got["c"] is True
+    assert got["blob"] == np.array([0.5, -1.25e-3, 3, 1e10, 0.1], "<f4").tobytes().hex()
+    # the same text as in this process's C locale
+    assert got["json"] == conn.execute(
+        "select embedding_to_json(?)", (bytes.fromhex(got["blob"]),)).fetchone()[0]
+    assert got["json"] == "[0.5,-0.00125,3,1e10,0.1]"
