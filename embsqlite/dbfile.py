@@ -76,11 +76,14 @@ def _is_wal_file(path: Path) -> bool:
     return len(header) == 20 and header[18] == 2 and header[19] == 2
 
 
+_SQLITE_CANTOPEN = 14  # sqlite3.SQLITE_CANTOPEN from Python 3.11 on
+
+
 def _cannot_open(error: sqlite3.Error) -> bool:
     """SQLITE_CANTOPEN (a WAL file's -shm could not be made), not a busy or other error."""
     code = getattr(error, "sqlite_errorcode", None)
     if code is not None:
-        return code & 0xFF == sqlite3.SQLITE_CANTOPEN
+        return code & 0xFF == _SQLITE_CANTOPEN
     return "unable to open" in str(error)
 
 

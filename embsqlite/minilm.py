@@ -99,7 +99,8 @@ class MiniLMModel(EmbeddingModel):
             tokenizer.no_padding()  # _run pads each call to its own longest text
             self._tokenizer = tokenizer
 
-    def embed_batch(self, items: Iterable[str]) -> Iterator[list[float]]:
+    # A text-only model: EmbeddingModel checks types and passes it only str.
+    def embed_batch(self, items: Iterable[str]) -> Iterator[list[float]]:  # type: ignore[override]
         """Embed the texts in order. They are tokenized, sorted by length and run
         `RUN_SIZE` at a time, so each call pads to a length close to its texts' own
         (mixed lengths padded together cost up to several times more)."""
