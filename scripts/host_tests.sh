@@ -11,8 +11,12 @@ here=$PWD
 root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
 wheels=$(mktemp -d)
 trap 'rm -rf "$wheels"' EXIT
-.venv/bin/pip wheel -q --no-deps -w "$wheels" . >"$wheels/build.log" 2>&1 \
-  || { tail -n 15 "$wheels/build.log" >&2; exit 1; }
+log=$wheels/pip.log
+quiet() {  # run a pip command with its output in $log, shown only if it fails
+  "$@" >>"$log" 2>&1 || { grep -v '^WARNING: Location' "$log" | tail -n 15 >&2; exit 1; }
+}
+# .venv has the build requirements (setuptools, cffi): no isolated build environment.
+quiet .venv/bin/pip wheel -q --no-deps --no-build-isolation -w "$wheels" .
 for version in 3.9 3.13; do
   python=$(ls -d "$root"/versions/"$version".*/bin/python 2>/dev/null | sort -V | tail -n 1)
   if [ -z "$python" ]; then
@@ -21,8 +25,8 @@ for version in 3.9 3.13; do
   fi
   venv=.venv-py$version
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-  "$venv/bin/pip" install -q --force-reinstall --no-deps "$wheels"/embsqlite-*.whl
-  "$venv/bin/pip" install -q "$(ls "$wheels"/embsqlite-*.whl)" pytest numpy apsw \
+  quiet "$venv/bin/pip" install -q --force-reinstall --no-deps "$wheels"/embsqlite-*.whl
+  quiet "$venv/bin/pip" install -q "$(ls "$wheels"/embsqlite-*.whl)" pytest numpy apsw \
     "pysqlite3-binary; platform_system == 'Linux'"
   echo "test_hosts.py on $("$venv/bin/python" --version)"
   (cd "$wheels" && "$here/$venv/bin/python" -m pytest -q -p no:cacheprovider -o addopts= \
