@@ -15,8 +15,7 @@ log=$wheels/pip.log
 quiet() {  # run a pip command with its output in $log, shown only if it fails
   "$@" >>"$log" 2>&1 || { grep -v '^WARNING: Location' "$log" | tail -n 15 >&2; exit 1; }
 }
-# .venv has the build requirements (setuptools, cffi): no isolated build environment.
-quiet .venv/bin/pip wheel -q --no-deps --no-build-isolation -w "$wheels" .
+quiet .venv/bin/pip wheel -q --no-deps -w "$wheels" .
 for version in 3.9 3.13; do
   python=$(ls -d "$root"/versions/"$version".*/bin/python 2>/dev/null | sort -V | tail -n 1)
   if [ -z "$python" ]; then
