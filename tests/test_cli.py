@@ -494,6 +494,7 @@ def test_a_bug_prints_a_traceback_in_a_real_process(tmp_path):
 # the main job
 
 
+@pytest.mark.slow
 def test_demo_with_the_hashing_model(tmp_path):
     path = tmp_path / "demo.db"
     out = ok("demo", "-d", str(path), "-m", "hashing", "-n", "400",
@@ -564,6 +565,7 @@ def _module(*args: str, input: str | None = None, env: dict | None = None) -> su
                                                       **(env or {})})
 
 
+@pytest.mark.slow
 def test_subprocess_round_trip(tmp_path):
     db = str(tmp_path / "e.db")
     done = _module("embed-multi", "items", "-", "--store", "-d", db,
@@ -588,6 +590,7 @@ def test_subprocess_round_trip(tmp_path):
         (["embed-multi"], "Missing argument"),
     ],
 )
+@pytest.mark.slow
 def test_subprocess_errors_are_one_line(tmp_path, args, message):
     db = str(tmp_path / "e.db")
     assert _module("embed", "items", "a", "-c", "alpha", "-d", db).returncode == 0

@@ -211,6 +211,7 @@ def test_saved_state_restores_the_registry():
     assert embsqlite.get_embedding_model("hash") is not replacement
 
 
+@pytest.mark.slow
 def test_each_test_starts_with_the_registry_and_user_directory_it_was_given(tmp_path):
     """The autouse fixtures of conftest.py, run for real: a pytest session whose first test
     registers a model, a plugin and a saved default, and whose second test sees none."""
