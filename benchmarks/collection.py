@@ -1,4 +1,4 @@
-"""Collection against llm 0.36's Collection, on the same files, in one run (issue 4).
+"""Collection against llm 0.36's Collection, on the same files, in one run.
 
 Search: one database of N random float32 vectors (fixed seed, 384 dimensions by default)
 in llm's schema. Median `similar_by_vector(query, number=10)` time of
@@ -91,12 +91,12 @@ def bench_search(path: str, queries: list, repeats: int, llm_repeats: int) -> di
     first, first_result = timed(lambda: ours.similar_by_vector(queries[0], number=10), "first")
     repeated = []
     for query in queries[1 : 1 + repeats]:
-        seconds, _ = timed(lambda: ours.similar_by_vector(query, number=10), "repeated")
+        seconds, _ = timed(lambda q=query: ours.similar_by_vector(q, number=10), "repeated")
         repeated.append(seconds)
     theirs = llm.Collection("bench", sqlite_utils.Database(path))
     llm_times = []
     for i, query in enumerate(queries[:llm_repeats]):
-        seconds, result = timed(lambda: theirs.similar_by_vector(query, number=10), "llm")
+        seconds, result = timed(lambda q=query: theirs.similar_by_vector(q, number=10), "llm")
         llm_times.append(seconds)
         mine = ours.similar_by_vector(query, number=10)
         if [e.id for e in result] != [e.id for e in mine]:

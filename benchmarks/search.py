@@ -14,8 +14,8 @@ builds one llm-format database file and times, on a warm page cache:
   floor                  one read pass over the matrix bytes (numpy, one thread)
 
 Every method's top-10 ids are checked against numpy's. Each row prints the median
-time and its ratio to embsqlite repeated (and to embsqlite first / SQL where the targets
-of issue 6 compare them). Then the peak RSS of a 1,000,000-row search without the cache
+time and its ratio to embsqlite repeated (and to embsqlite first / SQL, where the cache's
+speed-up is judged). Then the peak RSS of a 1,000,000-row search without the cache
 and with it, each in its own process.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/search.py          # all sizes, a few minutes

@@ -6,18 +6,34 @@
 **   embsqlite_auto_init(...)   the entry registered with sqlite3_auto_extension
 **   embsqlite_is_bound()       1 once an auto-extension call has bound this copy
 **                              of the extension to a SQLite library
-**   embsqlite_register_on(db)  register the SQL functions on an open connection
-**                              of that library
+**   embsqlite_register_on(db, zFile)  register the SQL functions on an open
+**                              connection of that library, if its main database
+**                              file is zFile (a check of a handle read by Python)
 **   embsqlite_cosine(a, b, n)  cosine_similarity of two blobs, without SQLite
 **   embsqlite_all_finite(a, n) 1 if the n float32 values of a are all finite
-**   embsqlite_read_matrix(...) copy a collection's embeddings, in id order, from
-**                              a connection of the bound library into a matrix
-**                              (rows whose embedding is NULL are left out)
-**   embsqlite_data_version(db, zDb)  a counter that moves with every commit to
-**                              database zDb of db, this connection's own too
+**   embsqlite_sink_open(a, nRow, nByte)  a handle to a matrix of nRow rows of
+**                              nByte bytes, filled by the SQL function below
+**   embsqlite_sink_close(h)    forget handle h; the number of rows it received,
+**                              or -1 if a row did not fit
 **   embsqlite_norms(...)       squared L2 norm of each row of such a matrix
 **   embsqlite_topk(...)        best k rows of an in-memory matrix of float32
 **                              embeddings, for embsqlite's per-process cache
+**
+** SQL functions that only this copy registers (with SQLITE_DIRECTONLY, so no
+** trigger or view can call them), for embsqlite's cache; arguments are checked
+** and errors name the function:
+**
+**   embsqlite_sink(h, i, embedding)  copy the float32 blob `embedding` into
+**                              row i (from 0) of sink h; NULL. One statement
+**                              `SELECT id, embsqlite_sink(h, row_number()
+**                              OVER (ORDER BY id) - 1, embedding) ... ORDER
+**                              BY id` reads the ids and the matrix in one
+**                              read. The row number is an argument because
+**                              SQLite may compute result columns before it
+**                              sorts (in table order).
+**   embsqlite_data_version(schema)  SQLITE_FCNTL_DATA_VERSION of that database
+**                              of the calling connection (from
+**                              sqlite3_context_db_handle); NULL if it has none
 **
 ** The cache keeps each row's squared norm, so a search computes only dot
 ** products: half the arithmetic of cosine_similarity(), which must compute
@@ -25,6 +41,8 @@
 ** uses (embsqlite_dot.h), so a cached search returns the same scores, to the
 ** bit, as `ORDER BY cosine_similarity(embedding, :q) DESC, id`.
 */
+
+#include <pthread.h>
 
 static int embsqlite_is_bound(void){ return sqlite3_api!=0; }
 
@@ -34,16 +52,31 @@ static int embsqlite_is_bound(void){ return sqlite3_api!=0; }
 ** gets nothing, and opens without error (an auto-extension that fails makes
 ** every sqlite3_open of that library fail).
 */
+static int native_register(sqlite3 *db);
+
 static int embsqlite_auto_init(
   sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi
 ){
+  int rc;
   if( sqlite3_api!=0 && sqlite3_api!=pApi ) return SQLITE_OK;
-  return sqlite3_embsqlite_init(db, pzErrMsg, pApi);
+  rc = sqlite3_embsqlite_init(db, pzErrMsg, pApi);
+  return rc==SQLITE_OK ? native_register(db) : rc;
 }
 
-static int embsqlite_register_on(sqlite3 *db){
-  if( sqlite3_api==0 ) return SQLITE_MISUSE;
-  return sqlite3_embsqlite_init(db, 0, sqlite3_api);
+/*
+** Register everything on db, a handle Python read out of a connection object,
+** but only if db is an open connection of the bound library whose main
+** database is the file zFile ("" for an in-memory or temporary database), as
+** the connection reported it: SQLITE_MISMATCH otherwise.
+*/
+static int embsqlite_register_on(sqlite3 *db, const char *zFile){
+  const char *zMain;
+  int rc;
+  if( sqlite3_api==0 || db==0 ) return SQLITE_MISUSE;
+  zMain = sqlite3_db_filename(db, "main");
+  if( zMain==0 || strcmp(zMain, zFile)!=0 ) return SQLITE_MISMATCH;
+  rc = sqlite3_embsqlite_init(db, 0, sqlite3_api);
+  return rc==SQLITE_OK ? native_register(db) : rc;
 }
 
 /* queryvec_new() with malloc: this copy may not be bound to a SQLite yet. */
@@ -79,56 +112,130 @@ static int embsqlite_all_finite(const unsigned char *a, long long n){
 }
 
 /*
-** Copy the embeddings of collection iColl, in id order, into aOut: room for
-** nRow rows of nByte bytes (the caller counted the collection's rows). A row
-** whose embedding is NULL has no vector to rank and is skipped. Runs on db,
-** an open connection of the SQLite library this copy is bound to. Returns the
-** number of rows copied, or -1 when a vector is not a blob or of another
-** length, or there is one row too many (the caller then leaves the search to
-** SQLite), or -2 on an SQLite error or when this copy is not bound.
+** A sink: a matrix that Python allocated and SQL fills row by row. Sinks are
+** found by handle in a list under a mutex, so SQL can only ever write into a
+** matrix that is open now, and never past its end.
 */
-static long long embsqlite_read_matrix(
-  sqlite3 *db, long long iColl, unsigned char *aOut, long long nRow, int nByte
-){
-  static const char zSql[] =
-    "SELECT embedding FROM embeddings WHERE collection_id=?1 ORDER BY id";
-  sqlite3_stmt *pStmt = 0;
-  long long n = 0;
-  int rc;
-  if( sqlite3_api==0 ) return -2;
-  if( sqlite3_prepare_v2(db, zSql, -1, &pStmt, 0)!=SQLITE_OK ) return -2;
-  sqlite3_bind_int64(pStmt, 1, iColl);
-  while( (rc = sqlite3_step(pStmt))==SQLITE_ROW ){
-    const void *pBlob;
-    int eType = sqlite3_column_type(pStmt, 0);
-    if( eType==SQLITE_NULL ) continue;
-    if( n==nRow || eType!=SQLITE_BLOB || sqlite3_column_bytes(pStmt, 0)!=nByte ){
-      n = -1;
-      break;
-    }
-    pBlob = sqlite3_column_blob(pStmt, 0);
-    if( pBlob==0 ){ n = -2; break; }
-    memcpy(aOut + (size_t)n*nByte, pBlob, (size_t)nByte);
-    n++;
+typedef struct Sink Sink;
+struct Sink {
+  long long iHandle;       /* what Python and SQL name it by */
+  unsigned char *aOut;     /* nRow rows of nByte bytes */
+  long long nRow;
+  int nByte;
+  long long n;             /* rows received */
+  int bOver;               /* a row did not fit */
+  Sink *pNext;
+};
+static Sink *sinkList = 0;
+static long long sinkLast = 0;
+static pthread_mutex_t sinkMutex = PTHREAD_MUTEX_INITIALIZER;
+
+/* Open a sink on aOut; its handle (> 0), or 0 when out of memory. */
+static long long embsqlite_sink_open(unsigned char *aOut, long long nRow, int nByte){
+  Sink *p = (Sink*)malloc(sizeof(Sink));
+  long long h;
+  if( p==0 ) return 0;
+  p->aOut = aOut;
+  p->nRow = nRow;
+  p->nByte = nByte;
+  p->n = 0;
+  p->bOver = 0;
+  pthread_mutex_lock(&sinkMutex);
+  h = p->iHandle = ++sinkLast;
+  p->pNext = sinkList;
+  sinkList = p;
+  pthread_mutex_unlock(&sinkMutex);
+  return h;
+}
+
+/* Close sink h: the rows it received, or -1 if a row did not fit or h is unknown. */
+static long long embsqlite_sink_close(long long h){
+  Sink **pp, *p = 0;
+  long long n = -1;
+  pthread_mutex_lock(&sinkMutex);
+  for(pp=&sinkList; *pp; pp=&(*pp)->pNext){
+    if( (*pp)->iHandle==h ){ p = *pp; *pp = p->pNext; break; }
   }
-  if( n>=0 && rc!=SQLITE_DONE ) n = -2;
-  sqlite3_finalize(pStmt);
+  pthread_mutex_unlock(&sinkMutex);
+  if( p ){
+    n = p->bOver ? -1 : p->n;
+    free(p);
+  }
   return n;
 }
 
-/*
-** SQLITE_FCNTL_DATA_VERSION of database zDb ("main", "temp", ...) of db. Unlike
-** PRAGMA data_version it also moves when this connection commits, whatever
-** wrote the pages (SQL, incremental blob I/O, a backup into it). -1 when the
-** database has no such counter or this copy is not bound.
-*/
-static long long embsqlite_data_version(sqlite3 *db, const char *zDb){
-  unsigned int v = 0;
-  if( sqlite3_api==0 ) return -1;
-  if( sqlite3_file_control(db, zDb, SQLITE_FCNTL_DATA_VERSION, &v)!=SQLITE_OK ){
-    return -1;
+/* embsqlite_sink(h, i, embedding): copy one row into row i of sink h. */
+static void sinkFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  long long h = sqlite3_value_int64(argv[0]);
+  long long i = sqlite3_value_int64(argv[1]);
+  const void *pBlob = 0;
+  int nBlob = 0, eType = sqlite3_value_type(argv[2]);
+  const char *zErr = 0;
+  Sink *p;
+  (void)argc;
+  if( sqlite3_value_type(argv[0])!=SQLITE_INTEGER
+   || sqlite3_value_type(argv[1])!=SQLITE_INTEGER ){
+    sqlite3_result_error(ctx,
+        "embsqlite_sink: arguments 1 and 2 must be a sink handle and a row number", -1);
+    return;
   }
-  return (long long)v;
+  if( eType==SQLITE_BLOB ){
+    pBlob = sqlite3_value_blob(argv[2]);
+    nBlob = sqlite3_value_bytes(argv[2]);
+  }
+  pthread_mutex_lock(&sinkMutex);
+  for(p=sinkList; p && p->iHandle!=h; p=p->pNext){}
+  if( p==0 ){
+    zErr = "embsqlite_sink: argument 1 is not an open sink";
+  }else if( eType!=SQLITE_BLOB || nBlob!=p->nByte || i<0 || i>=p->nRow
+         || p->n==p->nRow || (pBlob==0 && nBlob>0) ){
+    p->bOver = 1;
+    zErr = "embsqlite_sink: the row is not a blob of the sink's row size, "
+           "or its row number is outside the sink";
+  }else{
+    memcpy(p->aOut + (size_t)i*p->nByte, pBlob, (size_t)nBlob);
+    p->n++;
+  }
+  pthread_mutex_unlock(&sinkMutex);
+  if( zErr ){
+    sqlite3_result_error(ctx, zErr, -1);
+  }else{
+    sqlite3_result_null(ctx);
+  }
+}
+
+/*
+** embsqlite_data_version(schema): SQLITE_FCNTL_DATA_VERSION of that database
+** of the calling connection. Unlike PRAGMA data_version it also moves when
+** this connection commits, whatever wrote the pages (SQL, incremental blob
+** I/O, a backup into it). NULL when the database has no such counter.
+*/
+static void dataVersionFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  unsigned int v = 0;
+  const char *zDb = (const char*)sqlite3_value_text(argv[0]);
+  (void)argc;
+  if( zDb==0 ){
+    sqlite3_result_error(ctx,
+        "embsqlite_data_version: argument 1 must be a schema name", -1);
+    return;
+  }
+  if( sqlite3_file_control(sqlite3_context_db_handle(ctx), zDb,
+                           SQLITE_FCNTL_DATA_VERSION, &v)!=SQLITE_OK ){
+    sqlite3_result_null(ctx);
+    return;
+  }
+  sqlite3_result_int64(ctx, (sqlite3_int64)v);
+}
+
+/* The SQL functions of this copy only, for embsqlite's cache. */
+static int native_register(sqlite3 *db){
+  int rc = sqlite3_create_function(db, "embsqlite_sink", 3,
+      SQLITE_UTF8|SQLITE_DIRECTONLY, 0, sinkFunc, 0, 0);
+  if( rc==SQLITE_OK ){
+    rc = sqlite3_create_function(db, "embsqlite_data_version", 1,
+        SQLITE_UTF8|SQLITE_DIRECTONLY, 0, dataVersionFunc, 0, 0);
+  }
+  return rc;
 }
 
 /* One candidate of a top-k search: its score and its row number. */

@@ -23,12 +23,11 @@ ffibuilder.cdef(
     int embsqlite_auto_init(sqlite3 *db, char **pzErrMsg,
                             const sqlite3_api_routines *pApi);
     int embsqlite_is_bound(void);
-    int embsqlite_register_on(sqlite3 *db);
+    int embsqlite_register_on(sqlite3 *db, const char *zFile);
     double embsqlite_cosine(const unsigned char *a, const unsigned char *b, int n);
     int embsqlite_all_finite(const unsigned char *a, long long n);
-    long long embsqlite_read_matrix(sqlite3 *db, long long iColl, unsigned char *aOut,
-                                    long long nRow, int nByte);
-    long long embsqlite_data_version(sqlite3 *db, const char *zDb);
+    long long embsqlite_sink_open(unsigned char *aOut, long long nRow, int nByte);
+    long long embsqlite_sink_close(long long h);
     void embsqlite_norms(const unsigned char *matrix, long long nRow, int nDim,
                          double *aNorm2);
     long long embsqlite_topk(const unsigned char *matrix, const double *aNorm2,

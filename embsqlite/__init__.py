@@ -8,6 +8,7 @@ from .collection import Collection, Entry
 from .compat import cosine_similarity, decode
 from .default_model import get_default_embedding_model, set_default_embedding_model
 from .hookspecs import hookimpl
+from .loading import connect, loadable_path, register
 from .model import EmbeddingModel, ModelNotInstalledError, UnknownModelError
 from .registry import (
     get_embedding_model,
@@ -15,7 +16,6 @@ from .registry import (
     get_embedding_models_with_aliases,
     register_embedding_model,
 )
-from .sql import connect, loadable_path, register
 from .vectors import encode
 
 __all__ = [

@@ -147,14 +147,8 @@ def change_token(conn: Any) -> tuple[int, ...]:
 
 def _file_versions(conn: Any) -> tuple[int, ...]:
     """SQLITE_FCNTL_DATA_VERSION of main and temp: unlike the pragma, it moves with this
-    connection's own commits of any kind (incremental blob writes, backups into it)."""
-    from . import sql
-
-    db = sql.native_handle(conn)
-    if db is not None:
-        from . import _native
-
-        return tuple(_native.lib.embsqlite_data_version(db, name) for name in (b"main", b"temp"))
+    connection's own commits of any kind (incremental blob writes, backups into it). Read
+    by the cffi copy's embsqlite_data_version() (stdlib connections), or by apsw."""
     if hasattr(conn, "file_control"):  # apsw
         versions = []
         for name in ("main", "temp"):
@@ -162,7 +156,13 @@ def _file_versions(conn: Any) -> tuple[int, ...]:
             found = conn.file_control(name, _FCNTL_DATA_VERSION, ctypes.addressof(value))
             versions.append(value.value if found else -1)
         return tuple(versions)
-    return ()
+    try:
+        row = conn.execute(
+            "select embsqlite_data_version('main'), embsqlite_data_version('temp')"
+        ).fetchone()
+    except Exception:  # not a connection of the cffi copy: no such function
+        return ()
+    return tuple(-1 if v is None else int(v) for v in row)
 
 
 class _Matrix(NamedTuple):
@@ -325,28 +325,37 @@ class VectorCache:
         embedding is NULL (the matrix is cut to the rows read), and return their ids; None
         if a vector is of another length or type, or the rows changed meanwhile.
 
-        On a stdlib connection C reads the vectors straight from SQLite (3x faster than
-        through Python objects); elsewhere they come through the cursor."""
-        from . import _native, sql
+        Ids and vectors come from one statement. On a connection of the cffi copy the
+        SQL function embsqlite_sink() copies each vector into `matrix` in C (no Python
+        object per vector); elsewhere they come through the cursor."""
+        from . import _native
 
-        select = "from embeddings where collection_id = ? order by id"
-        db = sql.native_handle(self.conn)
-        if db is not None:
-            copied = _native.lib.embsqlite_read_matrix(
-                db, self.collection_id, _native.ffi.from_buffer(matrix), rows, row_bytes
+        select = "from embeddings where collection_id = ? and embedding is not null order by id"
+        sink = _native.lib.embsqlite_sink_open(_native.ffi.from_buffer(matrix), rows, row_bytes)
+        if sink == 0:
+            raise MemoryError("embsqlite_sink_open")
+        try:
+            # the row number, not the call order, places each vector: SQLite may compute
+            # result columns in table order, before it sorts
+            cursor = self.conn.execute(
+                "select id, embsqlite_sink(?, row_number() over (order by id) - 1, embedding)"
+                f" {select}", (sink, self.collection_id),
             )
-            if copied < 0:
+            ids = [row[0] for row in cursor]
+        except Exception as error:
+            if "no such function" not in str(error):
+                return None  # e.g. a vector of another length or type: SQLite's path reports it
+            ids = None  # not a connection of the cffi copy
+        finally:
+            copied = _native.lib.embsqlite_sink_close(sink)
+        if ids is not None:
+            if copied < 0 or copied != len(ids):
                 return None
-            if copied < rows:  # NULL vectors were left out: leave out their ids too
-                del matrix[copied * row_bytes :]
-                select = select.replace("order by", "and embedding is not null order by")
-            ids = [row[0] for row in self.conn.execute(f"select id {select}", (self.collection_id,))]
-            return ids if len(ids) == copied else None
-        ids: list[str] = []
+            del matrix[copied * row_bytes :]
+            return ids
+        ids = []
         offset = 0
         for id_, blob in self.conn.execute(f"select id, embedding {select}", (self.collection_id,)):
-            if blob is None:
-                continue
             if type(blob) is not bytes or len(blob) != row_bytes or offset == len(matrix):
                 return None
             matrix[offset : offset + row_bytes] = blob

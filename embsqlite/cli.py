@@ -28,7 +28,7 @@ from .collection import Collection
 from .default_model import get_default_embedding_model, set_default_embedding_model
 from .model import ModelNotInstalledError, UnknownModelError
 from .registry import get_embedding_model, get_embedding_models_with_aliases
-from .sql import connect
+from .loading import connect
 
 DATABASE_ENV = "EMBSQLITE_DATABASE"
 DATABASE_FILE = "embeddings.db"

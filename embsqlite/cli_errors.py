@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import click
 
@@ -58,7 +59,9 @@ class OneLineUsageGroup(click.Group):
     """A click group that shows usage errors (its own and its commands') as one line, like
     every other error, instead of the usage text."""
 
-    def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> click.Context:
+    def make_context(
+        self, info_name: Any, args: Any, parent: Any = None, **extra: Any
+    ) -> click.Context:
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as error:

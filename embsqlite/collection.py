@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from . import cache, dbfile, idorder, ingest, schema, sql, vectors
+from . import cache, dbfile, idorder, ingest, loading, schema, vectors
 from .idorder import prefix_range
 from .model import EmbeddingModel, UnknownModelError
 from .registry import get_embedding_model
@@ -88,7 +88,7 @@ class Collection:
         self._lock = threading.RLock()
         self._db = db if hasattr(db, "conn") else None
         self.conn, self._owns_connection = _connection(db)
-        sql.register(self.conn)
+        loading.register(self.conn)
         schema.prepare_connection(self.conn, owned=self._owns_connection)
         self._model = model
         row = self._row() if schema.has_schema(self.conn) else None

@@ -2,7 +2,7 @@
 for `llm.decode` and `llm.cosine_similarity` runs unchanged on `embsqlite`."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import vectors
 

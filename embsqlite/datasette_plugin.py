@@ -34,7 +34,7 @@ from .datasette_access import (
     may_view_collections,
     may_view_instance,
 )
-from .sql import register
+from .loading import register
 from .sql_embed import FUNCTION as EMBED_FUNCTION
 from .sql_embed import embed_text, one_line
 

@@ -20,7 +20,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Union
 
-from . import schema, sql
+from . import loading, schema
 
 PathLike = Union[str, "os.PathLike[str]"]
 MEMORY = ("", ":memory:")
@@ -76,11 +76,14 @@ def _is_wal_file(path: Path) -> bool:
     return len(header) == 20 and header[18] == 2 and header[19] == 2
 
 
+_SQLITE_CANTOPEN = 14  # sqlite3.SQLITE_CANTOPEN from Python 3.11 on
+
+
 def _cannot_open(error: sqlite3.Error) -> bool:
     """SQLITE_CANTOPEN (a WAL file's -shm could not be made), not a busy or other error."""
     code = getattr(error, "sqlite_errorcode", None)
     if code is not None:
-        return code & 0xFF == sqlite3.SQLITE_CANTOPEN
+        return code & 0xFF == _SQLITE_CANTOPEN
     return "unable to open" in str(error)
 
 
@@ -95,11 +98,11 @@ def connect(path: PathLike, create_parent: bool = False) -> Any:
     that cannot be a database file."""
     timeout = schema.BUSY_TIMEOUT_MS / 1000
     if str(path) in MEMORY:
-        conn = sql.connect(str(path), timeout=timeout)
+        conn = loading.connect(str(path), timeout=timeout)
         schema.prepare_connection(conn, owned=True)
         return conn
     where = check_path(path, create_parent)
-    conn = sql.connect(str(where), timeout=timeout)
+    conn = loading.connect(str(where), timeout=timeout)
     try:
         conn.execute("select count(*) from sqlite_master").fetchone()
     except sqlite3.OperationalError as error:
@@ -124,7 +127,7 @@ def _open_read_only(where: Path, error: sqlite3.Error) -> Any:
             f"{where.name}-shm along with it, or open it once where it can be written "
             "(that folds the WAL into the file)"
         )
-    conn = sql.connect(_read_only_uri(where), uri=True, timeout=schema.BUSY_TIMEOUT_MS / 1000)
+    conn = loading.connect(_read_only_uri(where), uri=True, timeout=schema.BUSY_TIMEOUT_MS / 1000)
     conn.execute("select count(*) from sqlite_master").fetchone()
     return conn
 

@@ -12,8 +12,9 @@ import hashlib
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
-from typing import Callable, Iterable, Iterator, Union
+from typing import Callable, Union
 
 from .model import EmbeddingModel
 

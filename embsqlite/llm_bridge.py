@@ -6,7 +6,8 @@ the id llm expects and the database stays usable from llm. llm is imported only 
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional, Union
+from collections.abc import Iterable, Iterator
+from typing import Any, Optional, Union
 
 from .model import EmbeddingModel, ModelNotInstalledError, UnknownModelError
 from .registry import LLM_PREFIX, EmbeddingModelWithAliases

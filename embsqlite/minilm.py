@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Optional
 
 from .model import EmbeddingModel, ModelNotInstalledError
 
@@ -98,7 +99,8 @@ class MiniLMModel(EmbeddingModel):
             tokenizer.no_padding()  # _run pads each call to its own longest text
             self._tokenizer = tokenizer
 
-    def embed_batch(self, items: Iterable[str]) -> Iterator[list[float]]:
+    # A text-only model: EmbeddingModel checks types and passes it only str.
+    def embed_batch(self, items: Iterable[str]) -> Iterator[list[float]]:  # type: ignore[override]
         """Embed the texts in order. They are tokenized, sorted by length and run
         `RUN_SIZE` at a time, so each call pads to a length close to its texts' own
         (mixed lengths padded together cost up to several times more)."""

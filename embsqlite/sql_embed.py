@@ -20,7 +20,7 @@ import functools
 import sys
 from typing import Any, Optional
 
-from . import vectors
+from . import loading, vectors
 from .registry import get_embedding_model
 
 FUNCTION = "embedding_from_text"
@@ -107,6 +107,7 @@ class _Library:
             "sqlite3_result_error": (None, [vp, ctypes.c_char_p, ip]),
             "sqlite3_libversion": (ctypes.c_char_p, []),
             "sqlite3_libversion_number": (ip, []),
+            "sqlite3_db_filename": (ctypes.c_char_p, [vp, ctypes.c_char_p]),
         }
         for name, (restype, argtypes) in signatures.items():
             function = getattr(lib, name)  # AttributeError: symbols hidden, no way in
@@ -134,7 +135,9 @@ class _Library:
             else:
                 self.lib.sqlite3_result_blob(context, blob, len(blob), _TRANSIENT)
         except BaseException as error:  # nothing may escape a C callback
-            message = str(error) if str(error).startswith(FUNCTION) else f"{FUNCTION}: {one_line(error)}"
+            message = str(error)
+            if not message.startswith(FUNCTION):
+                message = f"{FUNCTION}: {one_line(error)}"
             self.lib.sqlite3_result_error(context, message.encode("utf-8", "replace"), -1)
 
     def register(self, handle: int) -> bool:
@@ -153,7 +156,7 @@ class _TypeOnly:
         self.name = _TYPE_NAMES.get(kind, "unknown type")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _library(module_name: str) -> Optional[_Library]:
     """The C API of the SQLite library an imported `_sqlite3`-like module links, if its
     symbols can be reached and it is the version the module reports."""
@@ -177,10 +180,14 @@ def _register_with_ctypes(conn: Any) -> bool:
         library = _library(name)
         if library is None:
             return False
-        conn.execute("select 1")  # raises ProgrammingError if the connection is closed
-        # These modules keep the connection's sqlite3* right after the object header.
-        handle = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
-        return bool(handle) and library.register(handle)
+        found = loading.connection_handle(conn)
+        if found is None:
+            return False
+        handle, main_file = found
+        # Only a handle whose main database is the connection's own file is used.
+        if library.lib.sqlite3_db_filename(handle, b"main") != main_file:
+            return False
+        return library.register(handle)
     return False
 
 

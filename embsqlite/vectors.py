@@ -12,7 +12,8 @@ import operator
 import re
 import struct
 import sys
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 _BIG_ENDIAN = sys.byteorder == "big"
 

@@ -1,6 +1,6 @@
 /*
 ** native_check.c: drives csrc/native.c (the C half of the Python module: the
-** matrix reader and the top-k scan of the vector cache) with random and
+** matrix sink and the top-k scan of the vector cache) with random and
 ** malformed input, outside Python, so that AddressSanitizer, UBSan and
 ** valgrind can watch it (tests/test_native_safety.py builds and runs it).
 **
@@ -108,11 +108,52 @@ static void exec_ok(sqlite3 *db, const char *zSql){
   }
 }
 
-/* Check embsqlite_read_matrix on good and malformed collections. */
-static void check_read_matrix(void){
+/* 1 if zSql fails with an error message containing zWant; aborts if it works. */
+static int fails_with(sqlite3 *db, const char *zSql, const char *zWant){
+  char *zErr = 0;
+  int ok;
+  if( sqlite3_exec(db, zSql, 0, 0, &zErr)==SQLITE_OK ) return 0;
+  ok = zErr!=0 && strstr(zErr, zWant)!=0;
+  if( !ok ) fprintf(stderr, "unexpected error: %s\n  in %s\n", zErr, zSql);
+  sqlite3_free(zErr);
+  return ok;
+}
+
+/* The integer in the one row of zSql; *pNull is set when it is NULL. */
+static long long query_int(sqlite3 *db, const char *zSql, int *pNull){
+  sqlite3_stmt *pStmt = 0;
+  long long v;
+  CHECK( sqlite3_prepare_v2(db, zSql, -1, &pStmt, 0)==SQLITE_OK );
+  CHECK( sqlite3_step(pStmt)==SQLITE_ROW );
+  *pNull = sqlite3_column_type(pStmt, 0)==SQLITE_NULL;
+  v = sqlite3_column_int64(pStmt, 0);
+  sqlite3_finalize(pStmt);
+  return v;
+}
+
+/* Fill a sink of nRow rows of 12 bytes from the vectors of collection iColl of
+** table zTab in id order; the rows it received, or -1 (and zWant in the error). */
+static long long fill_sink(
+  sqlite3 *db, const char *zTab, int iColl, unsigned char *out, int nRow,
+  const char *zWant
+){
+  char zSql[400];
+  long long h = embsqlite_sink_open(out, nRow, 12);
+  CHECK( h>0 );
+  snprintf(zSql, sizeof(zSql),
+    "SELECT id, embsqlite_sink(%lld, row_number() OVER (ORDER BY id) - 1, embedding)"
+    " FROM %s WHERE collection_id=%d AND embedding IS NOT NULL ORDER BY id",
+    h, zTab, iColl);
+  if( zWant ) CHECK( fails_with(db, zSql, zWant) );
+  else exec_ok(db, zSql);
+  return embsqlite_sink_close(h);
+}
+
+/* The SQL function embsqlite_sink on good and malformed collections. */
+static void check_sink(void){
   sqlite3 *db;
   unsigned char out[4*3*4];
-  long long n;
+  long long h;
   CHECK( sqlite3_open(":memory:", &db)==SQLITE_OK );
   CHECK( embsqlite_is_bound() );
   exec_ok(db,
@@ -124,39 +165,52 @@ static void check_read_matrix(void){
     " (1,'c',embedding_from_json('[7,8,9]')),"
     " (2,'x',embedding_from_json('[1,2]')),"          /* another length */
     " (2,'y',embedding_from_json('[1,2,3]')),"
-    " (3,'n',NULL),"                                   /* a NULL vector */
     " (5,'a',NULL),"
     " (5,'b',embedding_from_json('[2,2,2]')),"
-    " (4,'t','text, not a blob');");
-  /* in id order: a, b, c */
-  n = embsqlite_read_matrix(db, 1, out, 3, 12);
-  CHECK( n==3 );
+    " (4,'t','text, not a blob');"
+    /* no index: SQLite computes the columns in table order, then sorts */
+    "CREATE TABLE heap AS SELECT * FROM embeddings;");
+  memset(out, 0, sizeof(out));
+  CHECK( fill_sink(db, "embeddings", 1, out, 3, 0)==3 );
   CHECK( load_f32(out)==1.0f && load_f32(out+12)==4.0f && load_f32(out+24)==7.0f );
-  CHECK( embsqlite_read_matrix(db, 1, out, 2, 12)==-1 );  /* more rows than room */
-  CHECK( embsqlite_read_matrix(db, 1, out, 4, 12)==3 );   /* fewer: caller compares */
-  CHECK( embsqlite_read_matrix(db, 2, out, 2, 12)==-1 );  /* a row of 2 values */
-  CHECK( embsqlite_read_matrix(db, 3, out, 1, 12)==0 );   /* NULL: left out */
-  CHECK( embsqlite_read_matrix(db, 5, out, 2, 12)==1 );   /* one NULL of two */
+  memset(out, 0, sizeof(out));
+  CHECK( fill_sink(db, "heap", 1, out, 3, 0)==3 );      /* id order, not table order */
+  CHECK( load_f32(out)==1.0f && load_f32(out+12)==4.0f && load_f32(out+24)==7.0f );
+  CHECK( fill_sink(db, "embeddings", 1, out, 2, "outside the sink")==-1 );
+  CHECK( fill_sink(db, "embeddings", 1, out, 4, 0)==3 ); /* fewer: caller compares */
+  CHECK( fill_sink(db, "embeddings", 2, out, 2, "row size")==-1 );
+  CHECK( fill_sink(db, "embeddings", 5, out, 2, 0)==1 );
   CHECK( load_f32(out)==2.0f );
-  CHECK( embsqlite_read_matrix(db, 4, out, 1, 12)==-1 );  /* TEXT */
-  CHECK( embsqlite_read_matrix(db, 9, out, 1, 12)==0 );   /* no such collection */
-  exec_ok(db, "DROP TABLE embeddings");
-  CHECK( embsqlite_read_matrix(db, 1, out, 3, 12)==-2 );  /* an SQLite error */
+  CHECK( fill_sink(db, "embeddings", 4, out, 1, "row size")==-1 );   /* TEXT */
+  CHECK( fill_sink(db, "embeddings", 9, out, 1, 0)==0 );  /* no such collection */
+  /* a handle that is not open, or closed, or not an integer */
+  CHECK( fails_with(db, "SELECT embsqlite_sink(123456789, 0, x'000000000000000000000000')",
+                    "not an open sink") );
+  h = embsqlite_sink_open(out, 1, 12);
+  CHECK( embsqlite_sink_close(h)==0 && embsqlite_sink_close(h)==-1 );
+  CHECK( fails_with(db, "SELECT embsqlite_sink('1', 0, x'00')", "sink handle") );
+  /* SQLITE_DIRECTONLY: no view or trigger may write into a sink */
+  exec_ok(db, "CREATE VIEW v AS SELECT embsqlite_sink(1, 0, x'00') AS s");
+  CHECK( fails_with(db, "SELECT * FROM v", "unsafe use of embsqlite_sink") );
   CHECK( sqlite3_close(db)==SQLITE_OK );
 }
 
-/* embsqlite_data_version moves with this connection's own commits. */
+/* embsqlite_data_version() moves with this connection's own commits. */
 static void check_data_version(void){
   sqlite3 *db;
   long long v0, v1;
+  int isNull;
   CHECK( sqlite3_open(":memory:", &db)==SQLITE_OK );
   exec_ok(db, "CREATE TABLE t(x)");
-  v0 = embsqlite_data_version(db, "main");
+  v0 = query_int(db, "SELECT embsqlite_data_version('main')", &isNull);
+  CHECK( !isNull );
   exec_ok(db, "INSERT INTO t VALUES (1)");
-  v1 = embsqlite_data_version(db, "main");
-  CHECK( v0>=0 && v1>=0 && v1!=v0 );
-  CHECK( embsqlite_data_version(db, "main")==v1 );    /* no commit, no move */
-  CHECK( embsqlite_data_version(db, "nosuch")==-1 );
+  v1 = query_int(db, "SELECT embsqlite_data_version('main')", &isNull);
+  CHECK( !isNull && v1!=v0 );
+  CHECK( query_int(db, "SELECT embsqlite_data_version('main')", &isNull)==v1 );
+  query_int(db, "SELECT embsqlite_data_version('nosuch')", &isNull);
+  CHECK( isNull );
+  CHECK( fails_with(db, "SELECT embsqlite_data_version(NULL)", "schema name") );
   CHECK( sqlite3_close(db)==SQLITE_OK );
 }
 
@@ -165,7 +219,7 @@ int main(void){
   unsigned int i;
   int nRow;
   CHECK( sqlite3_auto_extension((void(*)(void))embsqlite_auto_init)==SQLITE_OK );
-  check_read_matrix();
+  check_sink();
   check_data_version();
   for(i=0; i<sizeof(aDim)/sizeof(aDim[0]); i++){
     for(nRow=0; nRow<=40; nRow+=(nRow<5 ? 1 : 7)){

@@ -8,7 +8,8 @@
 # (the build needs only a C compiler: SQLite's headers are vendored in csrc/); for --test
 # also valgrind, clang and libclang-rt-dev (libFuzzer and sanitizer runtimes for
 # tests/test_c_safety.py) and libsqlite3-dev (the C test drivers in fuzz/ link -lsqlite3);
-# chromium (the headless browser of tests/test_datasette.py).
+# chromium (the headless browser of tests/test_datasette.py); locales (localedef, for a
+# decimal-comma locale in tests/test_extension.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=minilm,datasette
@@ -18,6 +19,7 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${1:-}" = --test ]; then
   extras=test,minilm,bench,datasette
   command -v valgrind >/dev/null || need+=(valgrind)
+  command -v localedef >/dev/null || need+=(locales)  # the decimal-comma locale test
   [ -f "$(gcc -print-file-name=libsqlite3.so 2>/dev/null)" ] || need+=(libsqlite3-dev)
   command -v clang >/dev/null || need+=(clang)
   command -v chromium >/dev/null || need+=(chromium)

@@ -12,6 +12,17 @@ import embsqlite
 from embsqlite import plugins, registry
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked linux_only(reason=...) need Linux tools; elsewhere they are skipped,
+    saying which."""
+    if sys.platform == "linux":
+        return
+    for item in items:
+        marker = item.get_closest_marker("linux_only")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason="Linux only: " + marker.kwargs["reason"]))
+
+
 @pytest.fixture(autouse=True)
 def user_path(tmp_path, monkeypatch):
     """Every test (and every process it starts) keeps its user files (saved default model,

@@ -138,7 +138,7 @@ def test_embed_defaults_to_the_user_path(user_path):
     assert "items: hashing" in ok("collections").stdout
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="Linux only: platformdirs follows XDG_* there")
+@pytest.mark.linux_only(reason="platformdirs follows XDG_* there")
 def test_without_user_path_embed_uses_the_platform_data_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("EMBSQLITE_USER_PATH")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
@@ -494,6 +494,7 @@ def test_a_bug_prints_a_traceback_in_a_real_process(tmp_path):
 # the main job
 
 
+@pytest.mark.slow
 def test_demo_with_the_hashing_model(tmp_path):
     path = tmp_path / "demo.db"
     out = ok("demo", "-d", str(path), "-m", "hashing", "-n", "400",
@@ -564,6 +565,7 @@ def _module(*args: str, input: str | None = None, env: dict | None = None) -> su
                                                       **(env or {})})
 
 
+@pytest.mark.slow
 def test_subprocess_round_trip(tmp_path):
     db = str(tmp_path / "e.db")
     done = _module("embed-multi", "items", "-", "--store", "-d", db,
@@ -588,6 +590,7 @@ def test_subprocess_round_trip(tmp_path):
         (["embed-multi"], "Missing argument"),
     ],
 )
+@pytest.mark.slow
 def test_subprocess_errors_are_one_line(tmp_path, args, message):
     db = str(tmp_path / "e.db")
     assert _module("embed", "items", "a", "-c", "alpha", "-d", db).returncode == 0

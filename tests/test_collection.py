@@ -1,4 +1,5 @@
-"""Collection: SPEC sections 3 and 4 on real SQLite files with the compiled extension."""
+"""Collection: creating and opening, embedding with deduplication, search and llm's storage
+layout, on real SQLite files with the compiled extension."""
 from __future__ import annotations
 
 import hashlib
@@ -11,13 +12,13 @@ import time
 import numpy as np
 import pytest
 import sqlite_utils
+from conftest import CountingModel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import embsqlite
 from embsqlite import Collection, Entry, schema
 from embsqlite.collection import prefix_range
-from conftest import CountingModel
 
 
 def make(tmp_path, model, name="docs", **kwargs):
@@ -70,7 +71,7 @@ def test_every_kind_of_db_works_and_ranks_in_c(tmp_path, counting_model, kind):
     }[kind]
     collection = Collection("docs", db, model=counting_model)
     collection.embed_multi([("a", "red apple"), ("b", "green apple"), ("c", "blue sky")])
-    assert embsqlite.sql.uses_c(collection.conn)
+    assert embsqlite.loading.uses_c(collection.conn)
     assert [e.id for e in collection.similar("apple", number=2)] == ["a", "b"]
     assert collection.count() == 3
     if kind == "sqlite_utils":
@@ -86,7 +87,7 @@ def test_apsw_connection(counting_model):
     collection = Collection("docs", conn, model=counting_model)
     collection.embed_multi([("a", "red apple"), ("b", "blue sky")], store=True)
     collection.embed("a", "red apple", metadata={"k": 1})
-    assert embsqlite.sql.uses_c(conn)
+    assert embsqlite.loading.uses_c(conn)
     best = collection.similar("apple", number=1)[0]
     assert (best.id, best.content, best.metadata) == ("a", "red apple", {"k": 1})
 
@@ -666,17 +667,17 @@ def test_ranking_calls_no_python_per_row(tmp_path, kind, python_calls):
         if kind == "fallback":  # the control: the Python fallback must be caught
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                embsqlite.sql._register_fallback(db.conn)
+                embsqlite.fallback.register(db.conn)
     model = CountingModel("per-row", 8)
     collection = Collection("docs", db, model=model)
     collection.embed_multi((str(i), f"word{i} common") for i in range(2000))
     query = model.inner.embed("common")
     calls, _ = python_calls(lambda: collection.similar_by_vector(query, number=5))
     if kind == "fallback":
-        assert not embsqlite.sql.uses_c(collection.conn)
+        assert not embsqlite.loading.uses_c(collection.conn)
         assert calls >= 2000
     else:
-        assert embsqlite.sql.uses_c(collection.conn)
+        assert embsqlite.loading.uses_c(collection.conn)
         assert calls < 100, calls
 
 

@@ -610,6 +610,7 @@ def _datasette(*args: str, plugin: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_datasette_get_with_no_flags(db_path):
     done = _datasette(db_path, "--get", sql_url("phrases", FUNCTIONS_SQL))
     assert done.returncode == 0, done.stderr
@@ -618,6 +619,7 @@ def test_datasette_get_with_no_flags(db_path):
     assert json.loads(done.stdout)["results"][0]["id"] == "money"
 
 
+@pytest.mark.slow
 def test_datasette_load_extension_without_the_plugin(db_path):
     """`--load-extension loadable_path()` alone gives the C functions (Datasette uses
     pysqlite3 here; stdlib sqlite3 builds without enable_load_extension cannot)."""
@@ -634,6 +636,7 @@ def test_datasette_load_extension_without_the_plugin(db_path):
     assert json.loads(done.stdout) == [EXPECTED_FUNCTIONS]
 
 
+@pytest.mark.slow
 def test_datasette_load_extension_with_the_plugin_too(db_path):
     done = _datasette(db_path, "--load-extension", embsqlite.loadable_path(),
                       "--get", sql_url("phrases", FUNCTIONS_SQL))

@@ -1,13 +1,13 @@
 """One source of truth for the SQL surface: the header comment of csrc/embsqlite.c.
 
-README, embsqlite.sql.FUNCTIONS and what the compiled extension registers must all list
+README, embsqlite.loading.FUNCTIONS and what the compiled extension registers must all list
 the same functions with the same arities."""
 from __future__ import annotations
 
 import pathlib
 import re
 
-from embsqlite import sql
+from embsqlite import loading
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -21,15 +21,15 @@ def header_functions() -> dict[str, int]:
 
 def test_header_lists_the_functions():
     functions = header_functions()
-    assert set(functions) == set(sql.FUNCTIONS)
+    assert set(functions) == set(loading.FUNCTIONS)
     assert functions["cosine_similarity"] == 2 and functions["embsqlite_version"] == 0
 
 
 def test_compiled_extension_registers_exactly_those(conn):
     rows = conn.execute(
-        "select name, narg, flags from pragma_function_list where name in (%s)"
-        % ",".join("?" * len(sql.FUNCTIONS)),
-        sql.FUNCTIONS,
+        "select name, narg, flags from pragma_function_list"
+        f" where name in ({','.join('?' * len(loading.FUNCTIONS))})",
+        loading.FUNCTIONS,
     ).fetchall()
     assert {(name, narg) for name, narg, _ in rows} == set(header_functions().items())
     deterministic, innocuous = 0x800, 0x200000  # SQLITE_DETERMINISTIC, SQLITE_INNOCUOUS

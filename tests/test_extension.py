@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import embsqlite
-from embsqlite import sql
+from embsqlite import fallback, loading
 
 DIMENSIONS = [1, 2, 3, 7, 16, 384, 1536, 4096]
 
@@ -38,7 +38,7 @@ def random_table(conn, seed: int, rows: int, dim: int) -> tuple[np.ndarray, np.n
 
 
 def test_functions_are_the_c_ones(conn):
-    assert sql.uses_c(conn)
+    assert loading.uses_c(conn)
     assert conn.execute("select embsqlite_version()").fetchone()[0] == embsqlite.__version__
 
 
@@ -365,7 +365,7 @@ def test_json_text_is_the_shortest_that_reads_back(conn):
 def test_json_text_of_known_values(conn, value, text):
     blob = f32([value]).tobytes()
     assert conn.execute("select embedding_to_json(?)", (blob,)).fetchone()[0] == f"[{text}]"
-    assert sql._embedding_to_json(blob) == f"[{text}]"
+    assert fallback.embedding_to_json(blob) == f"[{text}]"
 
 
 def _fallback_connection() -> sqlite3.Connection:
@@ -375,20 +375,20 @@ def _fallback_connection() -> sqlite3.Connection:
     connection = sqlite3.connect(":memory:")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        sql._register_fallback(connection)
-    assert not sql.uses_c(connection)
+        fallback.register(connection)
+    assert not loading.uses_c(connection)
     return connection
 
 
 def test_fallback_writes_and_reads_json_like_c(conn):
     """The same text for every float32 (and the same refusal of NaN and infinity), and the
     same blob when that text, or any other JSON number, is read back."""
-    fallback = _fallback_connection()
+    python_conn = _fallback_connection()
     values = _every_kind_of_float32(seed=2, count=20000)
     blob = values.astype("<f4").tobytes()
     text = conn.execute("select embedding_to_json(?)", (blob,)).fetchone()[0]
-    assert fallback.execute("select embedding_to_json(?)", (blob,)).fetchone()[0] == text
-    assert fallback.execute("select embedding_from_json(?)", (text,)).fetchone()[0] == blob
+    assert python_conn.execute("select embedding_to_json(?)", (blob,)).fetchone()[0] == text
+    assert python_conn.execute("select embedding_from_json(?)", (text,)).fetchone()[0] == blob
     # doubles and long decimals: read to the nearest double, then to float32, in both
     gen = np.random.default_rng(3)
     doubles = gen.standard_normal(2000) * 10.0 ** gen.integers(-46, 39, 2000)
@@ -396,18 +396,18 @@ def test_fallback_writes_and_reads_json_like_c(conn):
     for source in (repr(doubles.tolist()).replace(" ", ""),
                    "[" + ",".join(f"{d:.25e}" for d in doubles[:300]) + "]"):
         want = conn.execute("select embedding_from_json(?)", (source,)).fetchone()[0]
-        assert fallback.execute("select embedding_from_json(?)", (source,)).fetchone()[0] == want
+        assert python_conn.execute("select embedding_from_json(?)", (source,)).fetchone()[0] == want
         assert want == np.array([float(x) for x in source[1:-1].split(",")]).astype("<f4").tobytes()
     for special in ("0000c07f", "0000807f", "000080ff", "0100807f"):  # NaNs and infinities
         bad = bytes.fromhex("0000803f" + special)
         with pytest.raises(sqlite3.OperationalError, match="embedding_to_json: the blob holds NaN"):
             conn.execute("select embedding_to_json(?)", (bad,)).fetchone()
         with pytest.raises(ValueError, match="embedding_to_json: the blob holds NaN"):
-            sql._embedding_to_json(bad)
+            fallback.embedding_to_json(bad)
 
 
 def test_fallback_arithmetic_is_the_same_bits_as_c(conn):
-    fallback = _fallback_connection()
+    python_conn = _fallback_connection()
     gen = np.random.default_rng(6)
     for dim in (1, 15, 16, 17, 33, 384, 1536):
         for scale in (1.0, 1e-42, 1e36):
@@ -416,7 +416,7 @@ def test_fallback_arithmetic_is_the_same_bits_as_c(conn):
             for query in ("select cosine_similarity(?, ?)", "select embedding_norm(?)"):
                 args = (a.tobytes(), b.tobytes()) if "cosine" in query else (a.tobytes(),)
                 want = conn.execute(query, args).fetchone()[0]
-                assert fallback.execute(query, args).fetchone()[0].hex() == want.hex()
+                assert python_conn.execute(query, args).fetchone()[0].hex() == want.hex()
 
 
 @pytest.mark.parametrize("query, message", BAD_INPUTS)
@@ -427,7 +427,7 @@ def test_fallback_refuses_bad_input_with_the_same_message(conn, query, message):
     name, args = re.fullmatch(r"select (\w+)\((.*)\)", query).groups()
     values = conn.execute(f"select {args}").fetchone()
     with pytest.raises(ValueError) as py_error:
-        getattr(sql, "_" + name)(*values)
+        getattr(fallback, name)(*values)
     assert str(py_error.value) == str(c_error.value)
 
 
@@ -485,3 +485,55 @@ def test_out_of_memory_names_the_function(sqlite3_shell, loadable, tmp_path):
     assert re.search(r"embedding_to_json: out of memory \(7\)", out), out
     assert re.search(r"embedding_from_json: out of memory \(7\)", out), out
     assert "\n1.0\n" in out, out
+
+
+@pytest.fixture(scope="module")
+def decimal_comma_locale(tmp_path_factory) -> dict[str, str]:
+    """Environment for a process under de_DE.UTF-8 (decimal comma), compiled from the
+    system's locale sources into a private LOCPATH (the `locales` package)."""
+    import shutil
+    import subprocess
+
+    localedef = shutil.which("localedef")
+    assert localedef, "localedef is required (apt-get install locales; scripts/setup.sh does)"
+    where = tmp_path_factory.mktemp("locales")
+    subprocess.run([localedef, "-i", "de_DE", "-f", "UTF-8", str(where / "de_DE.UTF-8")],
+                   check=True, capture_output=True, timeout=120)
+    return {"LOCPATH": str(where), "LC_ALL": "de_DE.UTF-8"}
+
+
+@pytest.mark.linux_only(reason="glibc's localedef and LOCPATH")
+def test_json_parsing_and_printing_ignore_a_decimal_comma_locale(conn, decimal_comma_locale):
+    """Under a locale whose decimal point is a comma (set for C too, as an application
+    may), embedding_from_json still reads '0.5' and embedding_to_json still writes it;
+    the control shows that C's own strtod is affected in that process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import ctypes, json, locale, embsqlite\n"
+        "locale.setlocale(locale.LC_ALL, '')\n"
+        "libc = ctypes.CDLL(None); libc.strtod.restype = ctypes.c_double\n"
+        "libc.strtod.argtypes = [ctypes.c_char_p, ctypes.c_void_p]\n"
+        "conn = embsqlite.connect(':memory:')\n"
+        "text = '[0.5, -1.25e-3, 3, 1e10, 0.1]'\n"
+        "blob = conn.execute('select embedding_from_json(?)', (text,)).fetchone()[0]\n"
+        "out = conn.execute('select embedding_to_json(?)', (blob,)).fetchone()[0]\n"
+        "print(json.dumps({'point': locale.localeconv()['decimal_point'],\n"
+        "                  'strtod': libc.strtod(b'0.5', None), 'blob': blob.hex(),\n"
+        "                  'json': out, 'c': embsqlite.loading.uses_c(conn)}))\n"
+    )
+    env = {**os.environ, **decimal_comma_locale}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["point"] == "," and got["strtod"] == 0.0  # the locale is in force in C
+    assert got["c"] is True
+    assert got["blob"] == np.array([0.5, -1.25e-3, 3, 1e10, 0.1], "<f4").tobytes().hex()
+    # the same text as in this process's C locale
+    assert got["json"] == conn.execute(
+        "select embedding_to_json(?)", (bytes.fromhex(got["blob"]),)).fetchone()[0]
+    assert got["json"] == "[0.5,-0.00125,3,1e10,0.1]"

@@ -13,7 +13,7 @@ import pytest
 import sqlite_utils
 
 import embsqlite
-from embsqlite import sql
+from embsqlite import fallback, loading
 
 VECTORS = np.random.default_rng(42).standard_normal((5, 8)).astype(np.float32)
 
@@ -43,6 +43,7 @@ def run_python(code: str) -> str:
     return result.stdout
 
 
+@pytest.mark.linux_only(reason="nm -D reads ELF dynamic symbols")
 def test_loadable_has_no_python_symbols(loadable):
     undefined = subprocess.run(
         ["nm", "-D", "--undefined-only", loadable], capture_output=True, text=True, check=True
@@ -84,29 +85,93 @@ def test_sqlite3_shell_reports_bad_input(sqlite3_shell, loadable):
     assert "cosine_similarity: argument 1 is a 1-byte blob" in result.stderr
 
 
-def test_stdlib_has_no_load_extension_yet_gets_c_functions(tmp_path):
-    import sqlite3
+def test_import_installs_nothing_and_the_first_connect_hooks_stdlib():
+    """Importing embsqlite opens no connection and adds no auto-extension; the first
+    embsqlite.connect() does, and stdlib connections opened after it have the C functions
+    (stdlib sqlite3 has no enable_load_extension here)."""
+    out = run_python(
+        """
+        import sqlite3, embsqlite
+        from embsqlite import loading
+        before = sqlite3.connect(":memory:")
+        print(loading._hook, loading._has_functions(before))
+        embsqlite.connect(":memory:")
+        after = sqlite3.connect(":memory:")
+        print(loading._hook, loading.uses_c(after))
+        """
+    )
+    assert out.split() == ["None", "False", "True", "True"]
 
-    conn = sqlite3.connect(tmp_path / "a.db")  # opened after `import embsqlite`
-    assert sql.uses_c(conn)
-    fill(conn)
-    query = VECTORS[1]
-    assert scores(conn, query) == pytest.approx(expected_scores(query), rel=1e-9)
+
+def test_stdlib_connection_opened_before_the_hook_is_registered_through_its_handle(tmp_path):
+    out = run_python(
+        f"""
+        import sqlite3
+        conn = sqlite3.connect({str(tmp_path / "before.db")!r})
+        import embsqlite
+        from embsqlite import loading
+        print(loading._has_functions(conn))
+        embsqlite.register(conn)
+        print(loading.uses_c(conn), conn.execute("select embsqlite_version()").fetchone()[0])
+        """
+    )
+    assert out.split() == ["False", "True", embsqlite.__version__]
 
 
-def test_stdlib_connection_opened_before_import():
+def test_handle_of_another_file_is_refused():
+    """The C side registers through a handle read out of a connection object only if the
+    handle's main database is the file the connection reports."""
+    out = run_python(
+        """
+        import ctypes, os, sqlite3, tempfile
+        from embsqlite import _native, loading
+        path = os.path.join(tempfile.mkdtemp(), "x.db")
+        conn = sqlite3.connect(path)  # before the hook: no functions
+        loading.install_hook()
+        db = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
+        handle = _native.ffi.cast("sqlite3 *", db)
+        print(_native.lib.embsqlite_register_on(handle, b"/another/file.db"))
+        print(loading._has_functions(conn))
+        print(_native.lib.embsqlite_register_on(handle, os.fsencode(path)))
+        print(loading.uses_c(conn))
+        """
+    )
+    assert out.split() == ["20", "False", "0", "True"]  # SQLITE_MISMATCH, then SQLITE_OK
+
+
+def test_register_replaces_a_python_function_of_the_same_name():
+    """SQLite frees the replaced Python function while the C functions are registered:
+    that must happen with the GIL held (Python 3.9 and 3.10 need it)."""
     out = run_python(
         """
         import sqlite3
         conn = sqlite3.connect(":memory:")
+        conn.create_function("cosine_similarity", 2, lambda a, b: -2.0)
         import embsqlite
-        from embsqlite import sql
-        assert not hasattr(conn, "enable_load_extension") or True
         embsqlite.register(conn)
-        print(sql.uses_c(conn), conn.execute("select embsqlite_version()").fetchone()[0])
+        print(conn.execute("select cosine_similarity(x'0000803f', x'0000803f')").fetchone()[0])
         """
     )
-    assert out.split() == ["True", embsqlite.__version__]
+    assert out.split() == ["1.0"]
+
+
+def test_untested_interpreter_layout_falls_back_with_the_warning():
+    """On a CPython version outside the tested ones the handle is never read: a connection
+    opened before the hook gets the Python functions, with the warning."""
+    out = run_python(
+        """
+        import sqlite3, warnings
+        conn = sqlite3.connect(":memory:")
+        import embsqlite
+        from embsqlite import loading
+        loading.HANDLE_LAYOUT_VERSIONS = ((3, 0), (3, 1))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            embsqlite.register(conn)
+        print(loading.uses_c(conn), [str(w.message)[:40] for w in caught])
+        """
+    )
+    assert out.startswith("False ['embsqlite: the C SQL functions cannot")
 
 
 def big_table(conn, rows: int = 100_000, dim: int = 384) -> np.ndarray:
@@ -132,10 +197,10 @@ def test_forced_fallback_calls_python_per_row_and_warns_once(tmp_path, monkeypat
     """The same scan on the fallback: correct, but one Python call per row, and a warning."""
     import sqlite3
 
-    monkeypatch.setattr(sql, "_has_functions", lambda conn: False)
-    monkeypatch.setattr(sql, "_register_stdlib", lambda conn: False)
-    monkeypatch.setattr(sql, "_load_extension", lambda conn: False)
-    monkeypatch.setattr(sql, "_fallback_warned", False)
+    monkeypatch.setattr(loading, "_has_functions", lambda conn: False)
+    monkeypatch.setattr(loading, "_register_stdlib", lambda conn: False)
+    monkeypatch.setattr(loading, "_load_extension", lambda conn: False)
+    monkeypatch.setattr(fallback, "_warned", False)
     conn = sqlite3.connect(tmp_path / "f.db")
     with pytest.warns(RuntimeWarning, match="slower Python functions"):
         embsqlite.register(conn)
@@ -143,7 +208,7 @@ def test_forced_fallback_calls_python_per_row_and_warns_once(tmp_path, monkeypat
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         embsqlite.register(other)  # no second warning
-    assert not sql.uses_c(conn)
+    assert not loading.uses_c(conn)
     data = big_table(conn, rows=2_000, dim=16)
     query = data[5]
     calls, row = python_calls(
@@ -156,22 +221,33 @@ def test_forced_fallback_calls_python_per_row_and_warns_once(tmp_path, monkeypat
     assert scores(conn, VECTORS[2]) == pytest.approx(expected_scores(VECTORS[2]), rel=1e-9)
     assert conn.execute("select embedding_to_json(embedding_from_json('[0.1, -0.0, 3]'))").fetchone()[0] == "[0.1,-0,3]"
     assert conn.execute("select cosine_similarity(x'00000000', x'00000000')").fetchone()[0] == 0.0
-    for bad, message in [
-        ("select cosine_similarity(x'00', x'00000000')", "argument 1 is a 1-byte blob"),
-        ("select cosine_similarity(x'0000803f', x'0000803f0000803f')", "different dimensions (1 and 2)"),
-        ("select cosine_similarity('a', x'00000000')", "must be a float32 BLOB"),
-        ("select embedding_from_json('[nan]')", "embedding_from_json"),
-    ]:
-        with pytest.raises(sqlite3.OperationalError, match="user-defined function raised exception"):
-            conn.execute(bad).fetchall()
-        del message  # stdlib hides the Python exception's text behind a generic message
+    # stdlib shows a generic message; the Python exception reaches sys.unraisablehook
+    # (sys.excepthook before Python 3.10)
+    raised: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: raised.append(str(info.exc_value)))
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: raised.append(str(value)))
+    sqlite3.enable_callback_tracebacks(True)
+    try:
+        for bad, message in [
+            ("select cosine_similarity(x'00', x'00000000')", "argument 1 is a 1-byte blob"),
+            ("select cosine_similarity(x'0000803f', x'0000803f0000803f')",
+             "different dimensions (1 and 2)"),
+            ("select cosine_similarity('a', x'00000000')", "must be a float32 BLOB"),
+            ("select embedding_from_json('[nan]')", "embedding_from_json"),
+        ]:
+            raised.clear()
+            with pytest.raises(sqlite3.OperationalError, match="user-defined function raised"):
+                conn.execute(bad).fetchall()
+            assert len(raised) == 1 and message in raised[0], (bad, raised)
+    finally:
+        sqlite3.enable_callback_tracebacks(False)
 
 
 def test_pysqlite3_gets_c_functions_through_load_extension(tmp_path):
     pysqlite3 = pytest.importorskip("pysqlite3.dbapi2", reason="pysqlite3-binary is a test dependency")
     conn = pysqlite3.connect(str(tmp_path / "p.db"))
     embsqlite.register(conn)
-    assert sql.uses_c(conn)
+    assert loading.uses_c(conn)
     fill(conn)
     assert scores(conn, VECTORS[3]) == pytest.approx(expected_scores(VECTORS[3]), rel=1e-9)
 
@@ -182,10 +258,10 @@ def test_apsw_gets_c_functions():
     out = run_python(
         """
         import apsw, embsqlite
-        from embsqlite import sql
+        from embsqlite import fallback, loading
         conn = apsw.Connection(":memory:")
         embsqlite.register(conn)
-        print(sql.uses_c(conn))
+        print(loading.uses_c(conn))
         a, b = embsqlite.encode([1, 0]), embsqlite.encode([1, 1])
         print(next(conn.execute("select cosine_similarity(?, ?)", (a, b)))[0])
         """
@@ -203,7 +279,7 @@ def test_sqlite_utils_database_on_path_and_on_stdlib_connection(tmp_path):
         sqlite_utils.Database(sqlite3.connect(tmp_path / "s.db")),
     ):
         embsqlite.register(db)
-        assert sql.uses_c(db)
+        assert loading.uses_c(db)
         fill(db.conn)
         row = db.execute("select embedding_dimensions(e) from t where id = 0").fetchone()
         assert row[0] == 8
@@ -214,10 +290,10 @@ def test_two_sqlite_libraries_in_one_process():
     out = run_python(
         """
         import sqlite3, pysqlite3.dbapi2 as p3, embsqlite
-        from embsqlite import sql
-        a = sqlite3.connect(":memory:")
+        from embsqlite import fallback, loading
+        a = embsqlite.connect(":memory:")
         b = embsqlite.register(p3.connect(":memory:"))
-        print(sql.uses_c(a), sql.uses_c(b), a.execute("select sqlite_version()").fetchone()[0]
+        print(loading.uses_c(a), loading.uses_c(b), a.execute("select sqlite_version()").fetchone()[0]
               != b.execute("select sqlite_version()").fetchone()[0])
         """
     )
@@ -228,7 +304,7 @@ def test_loading_into_a_second_library_fails_clearly_then_falls_back():
     out = run_python(
         """
         import warnings, apsw, pysqlite3.dbapi2 as p3, embsqlite
-        from embsqlite import sql
+        from embsqlite import fallback, loading
         first = embsqlite.register(p3.connect(":memory:"))  # kept open: closing unloads it
         conn = apsw.Connection(":memory:")
         conn.enable_load_extension(True)
@@ -239,7 +315,7 @@ def test_loading_into_a_second_library_fails_clearly_then_falls_back():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             embsqlite.register(conn)
-        print("fallback:", not sql.uses_c(conn), len(caught))
+        print("fallback:", not loading.uses_c(conn), len(caught))
         """
     )
     assert "refused: True" in out
@@ -251,7 +327,7 @@ def test_connect_returns_stdlib_connection_with_functions(tmp_path):
 
     conn = embsqlite.connect(tmp_path / "c.db")
     assert isinstance(conn, sqlite3.Connection)
-    assert sql.uses_c(conn)
+    assert loading.uses_c(conn)
 
 
 def test_register_on_closed_connection_is_an_error():
@@ -277,15 +353,16 @@ def test_loadable_loaded_first_by_another_sqlite_does_not_break_stdlib():
         a.enable_load_extension(True)
         a.load_extension(loadable)
         import embsqlite
-        from embsqlite import sql
-        conn = sqlite3.connect(":memory:")
-        print(sql.uses_c(conn), sql.uses_c(a))
+        from embsqlite import fallback, loading
+        conn = embsqlite.connect(":memory:")
+        print(loading.uses_c(conn), loading.uses_c(a))
         print(next(a.execute("select cosine_similarity(x'0000803f', x'0000803f')"))[0])
         """
     )
     assert out.split() == ["True", "True", "1.0"]
 
 
+@pytest.mark.linux_only(reason="nm -D reads ELF dynamic symbols")
 def test_only_the_entry_points_are_exported(loadable):
     import embsqlite._native as native
 

@@ -11,12 +11,12 @@ import sqlite3
 import llm  # the real llm 0.36, a test extra (`pip install -e .[test]`); never skipped
 import pytest
 import sqlite_utils
+from conftest import CountingModel
 from llm.embeddings_migrations import embeddings_migrations
 
 import embsqlite
 from embsqlite import Collection, schema
 from embsqlite.hashing import HashingModel
-from conftest import CountingModel
 
 WRITES = ("CREATE", "ALTER", "INSERT", "UPDATE", "DELETE", "DROP", "REPLACE", "BEGIN")
 
@@ -168,7 +168,7 @@ def _old_llm_database(path, stop_before, old_migrations_table=False):
             "id": f"doc-{i:02d}",
             "embedding": embsqlite.encode(model.embed(text)),
             "content": text if i % 4 else None,
-            "metadata": '{"n": %d}' % i if i % 3 else None,
+            "metadata": f'{{"n": {i}}}' if i % 3 else None,
         }
         if "updated" in columns:
             row["updated"] = 1_600_000_000 + i

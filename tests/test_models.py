@@ -11,8 +11,8 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import pytest
 from model_helpers import run_python
@@ -211,6 +211,7 @@ def test_saved_state_restores_the_registry():
     assert embsqlite.get_embedding_model("hash") is not replacement
 
 
+@pytest.mark.slow
 def test_each_test_starts_with_the_registry_and_user_directory_it_was_given(tmp_path):
     """The autouse fixtures of conftest.py, run for real: a pytest session whose first test
     registers a model, a plugin and a saved default, and whose second test sees none."""
@@ -418,7 +419,7 @@ def test_empty_user_path_means_unset(tmp_path, monkeypatch):
     assert user_dir.user_path() == Path.home() / "somewhere"
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="Linux only: platformdirs follows XDG_* there")
+@pytest.mark.linux_only(reason="platformdirs follows XDG_* there")
 def test_without_user_path_the_platform_config_directory_keeps_the_default(tmp_path, monkeypatch):
     monkeypatch.delenv("EMBSQLITE_USER_PATH")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))

@@ -26,6 +26,7 @@ def build(tmp_path: Path, name: str, flags: list[str]) -> Path:
     return out
 
 
+@pytest.mark.linux_only(reason="libsqlite3-dev, clang's sanitizer runtimes")
 def test_native_code_under_address_and_undefined_sanitizers(tmp_path):
     binary = build(tmp_path, "asan", ["-O1", "-fsanitize=address,undefined",
                                       "-fno-sanitize-recover=all"])
@@ -36,6 +37,7 @@ def test_native_code_under_address_and_undefined_sanitizers(tmp_path):
     print(result.stdout.strip())
 
 
+@pytest.mark.linux_only(reason="valgrind")
 def test_native_code_under_valgrind(tmp_path):
     valgrind = shutil.which("valgrind")
     assert valgrind, "valgrind is required (scripts/test.sh installs it)"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import embsqlite
-from embsqlite import platforms, sql
+from embsqlite import loading, platforms
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +57,7 @@ def test_loadable_is_named_plainly_and_native_is_abi3():
 
 
 def test_missing_loadable_names_the_path(monkeypatch, tmp_path):
-    monkeypatch.setattr(sql, "_HERE", str(tmp_path))
+    monkeypatch.setattr(loading, "_HERE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "embsqlite.so"))):
         embsqlite.loadable_path()
 

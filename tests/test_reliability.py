@@ -1,4 +1,4 @@
-"""Reliability (issue 7, parts 3-5): SIGKILL mid-ingestion, concurrent processes and
+"""Reliability: SIGKILL mid-ingestion, concurrent processes and
 threads on one file, and bad input that must raise clearly and write nothing.
 
 The subprocess tests print their figures (rows written and verified, searches, errors);
@@ -19,11 +19,11 @@ import threading
 import time
 
 import pytest
+from conftest import CountingModel
 
 import embsqlite
 from embsqlite import Collection
 from embsqlite.hashing import HashingModel
-from conftest import CountingModel
 
 # Crash safety: SIGKILL during embed_multi
 

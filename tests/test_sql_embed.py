@@ -10,12 +10,11 @@ import apsw
 import pysqlite3.dbapi2 as pysqlite3
 import pytest
 import sqlite_utils
+from conftest import CountingModel
 
 import embsqlite
 from embsqlite import registry, sql_embed
 from embsqlite.collection import Collection
-
-from conftest import CountingModel
 
 RANK_SQL = ("select id from embeddings order by "
             "cosine_similarity(embedding, embedding_from_text(?, ?)) desc, id limit 5")

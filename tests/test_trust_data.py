@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -25,7 +24,6 @@ import sqlite_utils
 from click.testing import CliRunner
 from llm.embeddings_migrations import embeddings_migrations
 
-import embsqlite
 from embsqlite import cache, dbfile, ingest, schema
 from embsqlite.cli import cli
 from embsqlite.collection import Collection
@@ -564,6 +562,7 @@ def _embsqlite_db(path: Path) -> None:
 
 def _llm_db(path: Path) -> None:
     import llm
+
     from embsqlite.hashing import HashingModel
 
     class LlmHashing(llm.EmbeddingModel):

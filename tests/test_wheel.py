@@ -17,7 +17,8 @@ import pytest
 
 import embsqlite
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,
+              pytest.mark.linux_only(reason="a linux_x86_64 wheel and pyenv's Pythons")]
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONS = ["3.9", "3.13"]  # the oldest and newest CPython that pyenv holds here

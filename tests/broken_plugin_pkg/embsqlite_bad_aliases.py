@@ -1,7 +1,7 @@
 """A test plugin that passes one string where a list of aliases belongs."""
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import embsqlite
 

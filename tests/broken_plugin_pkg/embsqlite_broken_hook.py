@@ -1,7 +1,7 @@
 """A test plugin whose hook registers one model and then raises."""
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import embsqlite
 

