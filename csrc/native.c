@@ -10,9 +10,10 @@
 **                              of that library
 **   embsqlite_cosine(a, b, n)  cosine_similarity of two blobs, without SQLite
 **   embsqlite_all_finite(a, n) 1 if the n float32 values of a are all finite
-**   embsqlite_read_matrix(...) copy a collection's embeddings, in id order, from
-**                              a connection of the bound library into a matrix
-**                              (rows whose embedding is NULL are left out)
+**   embsqlite_read_matrix(...) copy a collection's embeddings and their ids, in
+**                              id order and in one statement, from a connection
+**                              of the bound library into a matrix and an id
+**                              buffer (rows whose embedding is NULL are left out)
 **   embsqlite_data_version(db, zDb)  a counter that moves with every commit to
 **                              database zDb of db, this connection's own too
 **   embsqlite_norms(...)       squared L2 norm of each row of such a matrix
@@ -80,34 +81,49 @@ static int embsqlite_all_finite(const unsigned char *a, long long n){
 
 /*
 ** Copy the embeddings of collection iColl, in id order, into aOut: room for
-** nRow rows of nByte bytes (the caller counted the collection's rows). A row
-** whose embedding is NULL has no vector to rank and is skipped. Runs on db,
-** an open connection of the SQLite library this copy is bound to. Returns the
-** number of rows copied, or -1 when a vector is not a blob or of another
-** length, or there is one row too many (the caller then leaves the search to
-** SQLite), or -2 on an SQLite error or when this copy is not bound.
+** nRow rows of nByte bytes (the caller counted the collection's rows), and
+** their ids, in the same one statement: the UTF-8 bytes of row i's id, then a
+** 0 byte, are written to aId (room for nIdByte bytes), and the offset just past
+** that 0 byte to aIdEnd[i]. A row whose embedding is NULL has no vector to rank
+** and is skipped, id and all. Runs on db, an open connection of the SQLite
+** library this copy is bound to. Returns the number of rows copied, or -1 when
+** a vector is not a blob or of another length, an id is not text, or the rows
+** or ids do not fit (the caller then leaves the search to SQLite), or -2 on an
+** SQLite error or when this copy is not bound.
 */
 static long long embsqlite_read_matrix(
-  sqlite3 *db, long long iColl, unsigned char *aOut, long long nRow, int nByte
+  sqlite3 *db, long long iColl, unsigned char *aOut, long long nRow, int nByte,
+  unsigned char *aId, long long nIdByte, long long *aIdEnd
 ){
   static const char zSql[] =
-    "SELECT embedding FROM embeddings WHERE collection_id=?1 ORDER BY id";
+    "SELECT id, embedding FROM embeddings WHERE collection_id=?1 ORDER BY id";
   sqlite3_stmt *pStmt = 0;
-  long long n = 0;
+  long long n = 0, nUsed = 0;
   int rc;
   if( sqlite3_api==0 ) return -2;
   if( sqlite3_prepare_v2(db, zSql, -1, &pStmt, 0)!=SQLITE_OK ) return -2;
   sqlite3_bind_int64(pStmt, 1, iColl);
   while( (rc = sqlite3_step(pStmt))==SQLITE_ROW ){
     const void *pBlob;
-    int eType = sqlite3_column_type(pStmt, 0);
+    const unsigned char *zId;
+    int nId;
+    int eType = sqlite3_column_type(pStmt, 1);
     if( eType==SQLITE_NULL ) continue;
-    if( n==nRow || eType!=SQLITE_BLOB || sqlite3_column_bytes(pStmt, 0)!=nByte ){
+    if( n==nRow || eType!=SQLITE_BLOB || sqlite3_column_bytes(pStmt, 1)!=nByte
+     || sqlite3_column_type(pStmt, 0)!=SQLITE_TEXT
+    ){
       n = -1;
       break;
     }
-    pBlob = sqlite3_column_blob(pStmt, 0);
-    if( pBlob==0 ){ n = -2; break; }
+    zId = sqlite3_column_text(pStmt, 0);
+    nId = sqlite3_column_bytes(pStmt, 0);
+    pBlob = sqlite3_column_blob(pStmt, 1);
+    if( zId==0 || pBlob==0 ){ n = -2; break; }
+    if( nId+1>nIdByte-nUsed ){ n = -1; break; }
+    memcpy(aId + nUsed, zId, (size_t)nId);
+    nUsed += nId;
+    aId[nUsed++] = 0;
+    aIdEnd[n] = nUsed;
     memcpy(aOut + (size_t)n*nByte, pBlob, (size_t)nByte);
     n++;
   }

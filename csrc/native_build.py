@@ -27,7 +27,8 @@ ffibuilder.cdef(
     double embsqlite_cosine(const unsigned char *a, const unsigned char *b, int n);
     int embsqlite_all_finite(const unsigned char *a, long long n);
     long long embsqlite_read_matrix(sqlite3 *db, long long iColl, unsigned char *aOut,
-                                    long long nRow, int nByte);
+                                    long long nRow, int nByte, unsigned char *aId,
+                                    long long nIdByte, long long *aIdEnd);
     long long embsqlite_data_version(sqlite3 *db, const char *zDb);
     void embsqlite_norms(const unsigned char *matrix, long long nRow, int nDim,
                          double *aNorm2);

@@ -35,7 +35,8 @@ import weakref
 from collections import OrderedDict, deque
 from typing import Any, NamedTuple, Optional
 
-from . import idorder, schema
+from . import idorder
+from .transaction import read_transaction
 
 _DEFAULT_MB = 2048
 _lock = threading.Lock()
@@ -191,6 +192,7 @@ class VectorCache:
         self._last_seen: Optional[tuple[int, ...]] = None  # token at the previous search
         # (token, bytes a load needs) or (token, None): cannot be cached at that token
         self._plan: Optional[tuple[tuple[int, ...], Optional[int]]] = None
+        self._shape: tuple[int, int, int] = (0, 0, 0)  # rows, bytes per row, id bytes
 
     @property
     def token(self) -> Optional[tuple[int, ...]]:
@@ -209,15 +211,17 @@ class VectorCache:
 
     def search(
         self, query: bytes, number: int, low: Optional[str], high: Optional[str],
-        skip_id: Optional[str],
+        skip_id: Optional[str], token: Optional[tuple[int, ...]],
     ) -> Optional[list[tuple[str, float]]]:
-        """[(id, score)] best first, or None: the caller searches in SQLite instead."""
-        if _budget_bytes <= 0 or schema.in_transaction(self.conn):
+        """[(id, score)] best first, or None: the caller searches in SQLite instead.
+        `token` is the database's `change_token` now, None inside a transaction (a
+        rollback would undo rows without moving it); `query` has the collection's
+        dimensions (the caller checked)."""
+        if _budget_bytes <= 0 or token is None:
             self._drop()
             return None
         if not all(_encodable(text) for text in (low, high, skip_id)):
             return None  # SQLite raises the proper error for such text
-        token = change_token(self.conn)
         with _lock:
             _recent.append(self.serial)
         state = self._state
@@ -230,23 +234,28 @@ class VectorCache:
         with _lock:
             if self.serial in _loaded:
                 _loaded.move_to_end(self.serial)
-        if len(query) != 4 * state.dimensions:
-            return None  # let SQLite report the mismatch
         return _scan(state, query, number, low, high, skip_id)
 
     def _load(self, token: tuple[int, ...]) -> Optional[_Matrix]:
         """Read every vector of the collection in id order, if the budget has room;
         None if it cannot be cached now (remembered for this token when it never can)."""
         needed = self._needed(token)
-        if needed is None or needed > _budget_bytes or not _reserve(self, needed):
+        if needed is None:
+            return None
+        rows, _, id_buffer = self._shape
+        loading = needed + id_buffer + 8 * rows  # with C's id buffer, freed after the load
+        if loading > _budget_bytes or not _reserve(self, loading):
             return None
         try:
             self.loads += 1
-            try:
-                state = self._read_state(token)
-            except Exception:
-                state = None  # e.g. an id that is not valid UTF-8: SQLite's path reports it
-            if state is None or state.nbytes > needed or change_token(self.conn) != token:
+            with read_transaction(self.conn):
+                if change_token(self.conn) != token:
+                    return None  # written since the search began: not this snapshot
+                try:
+                    state = self._read_state(token)
+                except Exception:
+                    state = None  # e.g. an id that is not valid UTF-8: SQLite's path reports it
+            if state is None or state.nbytes > needed:
                 self._plan = (token, None)
                 return None
             self._state = state
@@ -254,7 +263,7 @@ class VectorCache:
                 _loaded[self.serial] = weakref.ref(self)
             return state
         finally:
-            _release(needed)
+            _release(loading)
 
     def _needed(self, token: tuple[int, ...]) -> Optional[int]:
         """Bytes a load at `token` would hold at most, from the primary-key index and one
@@ -282,26 +291,25 @@ class VectorCache:
         if rows and row_bytes and row_bytes % 4 == 0:
             list_bytes = sys.getsizeof([]) + 9 * rows + 64  # its slots, growth included
             needed = rows * (row_bytes + 8) + list_bytes + int(ids_bytes)
-            if idorder.database_encoding(self.conn) != "UTF-8":
+            # the ids as C reads them: UTF-8 (at most 3/2 of UTF-16's bytes), a 0 after
+            # each (and where each ends: `_load` reserves that while loading)
+            utf8 = idorder.database_encoding(self.conn) == "UTF-8"
+            id_buffer = (int(blob_bytes) if utf8 else int(blob_bytes) * 3 // 2) + rows
+            if not utf8:
                 # bisection keys: each id's bytes in the database's encoding, and their list
                 needed += list_bytes + rows * sys.getsizeof(b"") + int(blob_bytes)
+            self._shape = (int(rows), int(row_bytes), id_buffer)
         self._plan = (token, needed)
         return needed
 
     def _read_state(self, token: tuple[int, ...]) -> Optional[_Matrix]:
-        (rows,) = self.conn.execute(
-            "select count(*) from embeddings where collection_id = ?", (self.collection_id,)
-        ).fetchone()
-        first = self.conn.execute(
-            "select length(embedding) from embeddings"
-            " where collection_id = ? and embedding is not null limit 1",
-            (self.collection_id,),
-        ).fetchone()
-        row_bytes = first[0] if first else None
+        """The matrix at `token`, sized by `_needed` at that token, inside the read
+        transaction the token was checked in."""
+        rows, row_bytes, id_buffer = self._shape
         if not rows or not row_bytes or row_bytes % 4:
             return None
         matrix = bytearray(rows * row_bytes)
-        ids = self._read(matrix, rows, row_bytes)
+        ids = self._read(matrix, rows, row_bytes, id_buffer)
         if not ids or not all(type(i) is str for i in ids):
             return None
         # Bisection orders the ids as SQLite does, in the database's text encoding
@@ -320,31 +328,35 @@ class VectorCache:
             held += sys.getsizeof(keys) + sum(map(sys.getsizeof, keys))
         return _Matrix(matrix, norms, ids, keys, key, row_bytes // 4, token, held)
 
-    def _read(self, matrix: bytearray, rows: int, row_bytes: int) -> Optional[list[str]]:
+    def _read(
+        self, matrix: bytearray, rows: int, row_bytes: int, id_buffer: int
+    ) -> Optional[list[str]]:
         """Fill `matrix` with the collection's vectors in id order, leaving out rows whose
-        embedding is NULL (the matrix is cut to the rows read), and return their ids; None
-        if a vector is of another length or type, or the rows changed meanwhile.
+        embedding is NULL (the matrix is cut to the rows read), and return their ids, read
+        in the same one statement; None if a vector is of another length or type, or an
+        id is not text.
 
-        On a stdlib connection C reads the vectors straight from SQLite (3x faster than
+        On a stdlib connection C reads the rows straight from SQLite (3x faster than
         through Python objects); elsewhere they come through the cursor."""
         from . import _native, sql
 
-        select = "from embeddings where collection_id = ? order by id"
         db = sql.native_handle(self.conn)
         if db is not None:
+            ffi = _native.ffi
+            buffer = bytearray(id_buffer)
+            ends = ffi.new("long long[]", rows)
             copied = _native.lib.embsqlite_read_matrix(
-                db, self.collection_id, _native.ffi.from_buffer(matrix), rows, row_bytes
+                db, self.collection_id, ffi.from_buffer(matrix), rows, row_bytes,
+                ffi.from_buffer(buffer), id_buffer, ends,
             )
             if copied < 0:
                 return None
-            if copied < rows:  # NULL vectors were left out: leave out their ids too
-                del matrix[copied * row_bytes :]
-                select = select.replace("order by", "and embedding is not null order by")
-            ids = [row[0] for row in self.conn.execute(f"select id {select}", (self.collection_id,))]
-            return ids if len(ids) == copied else None
+            del matrix[copied * row_bytes :]  # NULL vectors were left out, ids and all
+            return _split_ids(memoryview(buffer), ffi.unpack(ends, copied))
         ids: list[str] = []
         offset = 0
-        for id_, blob in self.conn.execute(f"select id, embedding {select}", (self.collection_id,)):
+        select = "select id, embedding from embeddings where collection_id = ? order by id"
+        for id_, blob in self.conn.execute(select, (self.collection_id,)):
             if blob is None:
                 continue
             if type(blob) is not bytes or len(blob) != row_bytes or offset == len(matrix):
@@ -354,6 +366,15 @@ class VectorCache:
             ids.append(id_)
         del matrix[offset:]
         return ids
+
+
+def _split_ids(buffer: memoryview, ends: list[int]) -> list[str]:
+    """The ids C wrote to `buffer`: UTF-8, each followed by a 0 byte, ending at `ends`."""
+    ids, start = [], 0
+    for end in ends:
+        ids.append(str(buffer[start : end - 1], "utf-8"))
+        start = end
+    return ids
 
 
 def _encodable(text: Optional[str]) -> bool:

@@ -112,6 +112,8 @@ static void exec_ok(sqlite3 *db, const char *zSql){
 static void check_read_matrix(void){
   sqlite3 *db;
   unsigned char out[4*3*4];
+  unsigned char ids[16];
+  long long ends[4];
   long long n;
   CHECK( sqlite3_open(":memory:", &db)==SQLITE_OK );
   CHECK( embsqlite_is_bound() );
@@ -119,7 +121,7 @@ static void check_read_matrix(void){
     "CREATE TABLE embeddings(collection_id INTEGER, id TEXT, embedding BLOB,"
     " PRIMARY KEY(collection_id, id));"
     "INSERT INTO embeddings VALUES"
-    " (1,'b',embedding_from_json('[4,5,6]')),"
+    " (1,'bb',embedding_from_json('[4,5,6]')),"
     " (1,'a',embedding_from_json('[1,2,3]')),"
     " (1,'c',embedding_from_json('[7,8,9]')),"
     " (2,'x',embedding_from_json('[1,2]')),"          /* another length */
@@ -127,21 +129,26 @@ static void check_read_matrix(void){
     " (3,'n',NULL),"                                   /* a NULL vector */
     " (5,'a',NULL),"
     " (5,'b',embedding_from_json('[2,2,2]')),"
-    " (4,'t','text, not a blob');");
-  /* in id order: a, b, c */
-  n = embsqlite_read_matrix(db, 1, out, 3, 12);
+    " (4,'t','text, not a blob'),"
+    " (6,x'01',embedding_from_json('[1,2,3]'));");     /* an id that is a blob */
+  /* in id order: a, bb, c; each id followed by a 0 byte */
+  n = embsqlite_read_matrix(db, 1, out, 3, 12, ids, sizeof(ids), ends);
   CHECK( n==3 );
   CHECK( load_f32(out)==1.0f && load_f32(out+12)==4.0f && load_f32(out+24)==7.0f );
-  CHECK( embsqlite_read_matrix(db, 1, out, 2, 12)==-1 );  /* more rows than room */
-  CHECK( embsqlite_read_matrix(db, 1, out, 4, 12)==3 );   /* fewer: caller compares */
-  CHECK( embsqlite_read_matrix(db, 2, out, 2, 12)==-1 );  /* a row of 2 values */
-  CHECK( embsqlite_read_matrix(db, 3, out, 1, 12)==0 );   /* NULL: left out */
-  CHECK( embsqlite_read_matrix(db, 5, out, 2, 12)==1 );   /* one NULL of two */
-  CHECK( load_f32(out)==2.0f );
-  CHECK( embsqlite_read_matrix(db, 4, out, 1, 12)==-1 );  /* TEXT */
-  CHECK( embsqlite_read_matrix(db, 9, out, 1, 12)==0 );   /* no such collection */
+  CHECK( ends[0]==2 && ends[1]==5 && ends[2]==7 );
+  CHECK( memcmp(ids, "a\0bb\0c\0", 7)==0 );
+  CHECK( embsqlite_read_matrix(db, 1, out, 3, 12, ids, 6, ends)==-1 ); /* ids too long */
+  CHECK( embsqlite_read_matrix(db, 1, out, 2, 12, ids, sizeof(ids), ends)==-1 );
+  CHECK( embsqlite_read_matrix(db, 1, out, 4, 12, ids, sizeof(ids), ends)==3 );
+  CHECK( embsqlite_read_matrix(db, 2, out, 2, 12, ids, sizeof(ids), ends)==-1 );
+  CHECK( embsqlite_read_matrix(db, 3, out, 1, 12, ids, sizeof(ids), ends)==0 );
+  CHECK( embsqlite_read_matrix(db, 5, out, 2, 12, ids, sizeof(ids), ends)==1 );
+  CHECK( load_f32(out)==2.0f && ends[0]==2 && ids[0]=='b' );
+  CHECK( embsqlite_read_matrix(db, 4, out, 1, 12, ids, sizeof(ids), ends)==-1 );
+  CHECK( embsqlite_read_matrix(db, 6, out, 1, 12, ids, sizeof(ids), ends)==-1 );
+  CHECK( embsqlite_read_matrix(db, 9, out, 1, 12, ids, sizeof(ids), ends)==0 );
   exec_ok(db, "DROP TABLE embeddings");
-  CHECK( embsqlite_read_matrix(db, 1, out, 3, 12)==-2 );  /* an SQLite error */
+  CHECK( embsqlite_read_matrix(db, 1, out, 3, 12, ids, sizeof(ids), ends)==-2 );
   CHECK( sqlite3_close(db)==SQLITE_OK );
 }
 
