@@ -73,7 +73,7 @@ def write_plan(
     updated. `check_dimensions(n)` raises if n-dimension vectors do not fit the
     collection; it runs inside the transaction, so no other writer can change that."""
     if len(fresh) != len(plan.to_embed):
-        raise ValueError(f"{len(fresh)} vectors for {len(plan.to_embed)} items to embed")
+        raise ValueError(f"write_plan: {len(fresh)} vectors for {len(plan.to_embed)} items to embed")
     blobs = {**plan.known, **dict(zip(plan.to_embed, fresh))}
     now = int(time.time())
     inserts, updates = [], []
