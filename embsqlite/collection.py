@@ -360,8 +360,6 @@ class Collection:
             " (select encoding from pragma_encoding)",
             (self.id, self.id),
         ).fetchone()
-        if encoding not in idorder.ENCODINGS:
-            raise ValueError(f"unknown SQLite text encoding {encoding!r}")
         facts = _Facts(token, None if dimensions is None else dimensions // 4, not others, encoding)
         self._facts = facts if token is not None else None
         return facts

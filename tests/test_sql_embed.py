@@ -12,7 +12,8 @@ import pytest
 import sqlite_utils
 
 import embsqlite
-from embsqlite import models, sql_embed
+from embsqlite import registry as models
+from embsqlite import sql_embed
 from embsqlite.collection import Collection
 
 from conftest import CountingModel
