@@ -243,7 +243,8 @@ class VectorCache:
         if needed is None:
             return None
         rows, _, id_buffer = self._shape
-        loading = needed + id_buffer + 8 * rows  # with C's id buffer, freed after the load
+        # with C's id buffer (and its text while splitting), freed after the load
+        loading = needed + 2 * id_buffer + 8 * rows
         if loading > _budget_bytes or not _reserve(self, loading):
             return None
         try:
@@ -352,7 +353,7 @@ class VectorCache:
             if copied < 0:
                 return None
             del matrix[copied * row_bytes :]  # NULL vectors were left out, ids and all
-            return _split_ids(memoryview(buffer), ffi.unpack(ends, copied))
+            return _split_ids(buffer, ffi.unpack(ends, copied))
         ids: list[str] = []
         offset = 0
         select = "select id, embedding from embeddings where collection_id = ? order by id"
@@ -368,11 +369,20 @@ class VectorCache:
         return ids
 
 
-def _split_ids(buffer: memoryview, ends: list[int]) -> list[str]:
-    """The ids C wrote to `buffer`: UTF-8, each followed by a 0 byte, ending at `ends`."""
+def _split_ids(buffer: bytearray, ends: list[int]) -> list[str]:
+    """The ids C wrote to `buffer`: UTF-8, each followed by a 0 byte, ending at `ends`.
+    ASCII without a 0 inside an id (the common case) is split in one pass; its one
+    transient str is no larger than the buffer, which `_load` reserves twice."""
+    used = ends[-1] if ends else 0
+    view = memoryview(buffer)[:used]
+    if buffer.isascii():
+        ids = str(view, "ascii").split("\0")
+        ids.pop()  # after the last 0
+        if len(ids) == len(ends):
+            return ids
     ids, start = [], 0
     for end in ends:
-        ids.append(str(buffer[start : end - 1], "utf-8"))
+        ids.append(str(view[start : end - 1], "utf-8"))
         start = end
     return ids
 

@@ -108,14 +108,19 @@ def test_the_cache_reads_ids_and_vectors_in_one_statement(tmp_path):
     assert collection._cache.loads == 1 and collection._cache.token is not None
 
 
+WIDE_IDS = ["\u4e2d" * 20, "\u00e9t\u00e9", "a", "\U0001f600x", "z\x00y", "\ud7ff" * 3]
+ASCII_IDS = ["a", "b\x00c", "\x00", "d" * 30, "e\x00"]  # 0 bytes inside ASCII ids
+
+
+@pytest.mark.parametrize("ids", [WIDE_IDS, ASCII_IDS, ["x", "y"]])
 @pytest.mark.parametrize("encoding", ["UTF-8", "UTF-16le", "UTF-16be"])
-def test_the_cache_loads_ids_of_every_width_in_every_encoding(tmp_path, encoding):
-    """C hands over the ids as UTF-8: in a UTF-16 database a character of 2 bytes there
-    takes 3 here; the load must still fit and give the same answer as SQL."""
+def test_the_cache_loads_ids_of_every_width_in_every_encoding(tmp_path, encoding, ids):
+    """C hands over the ids as UTF-8, each ended by a 0 byte: in a UTF-16 database a
+    character of 2 bytes there takes 3 here, and an id may hold a 0 itself; the load
+    must still fit and give the same answer as SQL."""
     conn = sqlite3.connect(tmp_path / "u.db")
     conn.execute(f"pragma encoding = '{encoding}'")
     collection = Collection("c", conn, model=VectorModel())
-    ids = ["\u4e2d" * 20, "\u00e9t\u00e9", "a", "\U0001f600x", "z\x00y", "\ud7ff" * 3]
     collection.embed_multi((id_, f"{n},1,{n % 3}") for n, id_ in enumerate(ids))
     cache.configure(enabled=False)
     expected = [(e.id, e.score) for e in collection.similar_by_vector([1, 1, 1], 10)]
