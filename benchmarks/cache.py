@@ -35,7 +35,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 import embsqlite  # noqa: E402
-from embsqlite import schema  # noqa: E402
+from embsqlite import transaction  # noqa: E402
 
 MODEL_ID = "benchmark-random"
 MIB = 2**20
@@ -95,7 +95,7 @@ def fill(path: str, name: str, rows: int, dim: int, seed: int) -> None:
     for start in range(0, rows, 50_000):
         part = gen.standard_normal((min(50_000, rows - start), dim))
         part = (part / np.linalg.norm(part, axis=1, keepdims=True)).astype(np.float32)
-        with schema.transaction(conn):
+        with transaction.transaction(conn):
             conn.executemany(
                 "insert into embeddings (collection_id, id, embedding, content_hash, updated)"
                 " values (?, ?, ?, ?, ?)",

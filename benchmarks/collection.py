@@ -60,13 +60,13 @@ def build(path: str, rows: int, dims: int, seed: int) -> list[list[float]]:
     chunk = 10_000
     for start in range(0, rows, chunk):
         matrix = rng.standard_normal((min(chunk, rows - start), dims)).astype("<f4")
-        with embsqlite.schema.transaction(conn):
+        with embsqlite.transaction.transaction(conn):
             conn.executemany(
                 "insert into embeddings (collection_id, id, embedding, content_hash, updated) "
                 "values (?, ?, ?, ?, ?)",
                 (
                     (collection.id, f"item{start + i:07d}", row.tobytes(),
-                     embsqlite.schema.content_hash(f"item{start + i}"), int(time.time()))
+                     embsqlite.ingest.content_hash(f"item{start + i}"), int(time.time()))
                     for i, row in enumerate(matrix)
                 ),
             )

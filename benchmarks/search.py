@@ -40,7 +40,7 @@ from typing import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 
 import embsqlite  # noqa: E402
-from embsqlite import schema  # noqa: E402
+from embsqlite import transaction  # noqa: E402
 
 K = 10
 MODEL_ID = "benchmark-random"
@@ -69,7 +69,7 @@ def build(path: str, matrix: np.ndarray) -> None:
     collection = embsqlite.Collection("bench", path, model=RandomModel())
     conn = collection.conn
     now = int(time.time())
-    with schema.transaction(conn):
+    with transaction.transaction(conn):
         conn.executemany(
             "insert into embeddings (collection_id, id, embedding, content_hash, updated) "
             "values (?, ?, ?, ?, ?)",

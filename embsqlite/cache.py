@@ -35,7 +35,8 @@ import weakref
 from collections import OrderedDict, deque
 from typing import Any, NamedTuple, Optional
 
-from . import idorder, schema
+from . import idorder
+from .transaction import read_transaction
 
 _DEFAULT_MB = 2048
 _lock = threading.Lock()
@@ -191,6 +192,7 @@ class VectorCache:
         self._last_seen: Optional[tuple[int, ...]] = None  # token at the previous search
         # (token, bytes a load needs) or (token, None): cannot be cached at that token
         self._plan: Optional[tuple[tuple[int, ...], Optional[int]]] = None
+        self._shape: tuple[int, int] = (0, 0)  # rows, bytes per row
 
     @property
     def token(self) -> Optional[tuple[int, ...]]:
@@ -209,15 +211,17 @@ class VectorCache:
 
     def search(
         self, query: bytes, number: int, low: Optional[str], high: Optional[str],
-        skip_id: Optional[str],
+        skip_id: Optional[str], token: Optional[tuple[int, ...]],
     ) -> Optional[list[tuple[str, float]]]:
-        """[(id, score)] best first, or None: the caller searches in SQLite instead."""
-        if _budget_bytes <= 0 or schema.in_transaction(self.conn):
+        """[(id, score)] best first, or None: the caller searches in SQLite instead.
+        `token` is the database's `change_token` now, None inside a transaction (a
+        rollback would undo rows without moving it); `query` has the collection's
+        dimensions (the caller checked)."""
+        if _budget_bytes <= 0 or token is None:
             self._drop()
             return None
         if not all(_encodable(text) for text in (low, high, skip_id)):
             return None  # SQLite raises the proper error for such text
-        token = change_token(self.conn)
         with _lock:
             _recent.append(self.serial)
         state = self._state
@@ -230,23 +234,27 @@ class VectorCache:
         with _lock:
             if self.serial in _loaded:
                 _loaded.move_to_end(self.serial)
-        if len(query) != 4 * state.dimensions:
-            return None  # let SQLite report the mismatch
         return _scan(state, query, number, low, high, skip_id)
 
     def _load(self, token: tuple[int, ...]) -> Optional[_Matrix]:
         """Read every vector of the collection in id order, if the budget has room;
         None if it cannot be cached now (remembered for this token when it never can)."""
         needed = self._needed(token)
-        if needed is None or needed > _budget_bytes or not _reserve(self, needed):
+        if needed is None:
+            return None
+        loading = needed
+        if loading > _budget_bytes or not _reserve(self, loading):
             return None
         try:
             self.loads += 1
-            try:
-                state = self._read_state(token)
-            except Exception:
-                state = None  # e.g. an id that is not valid UTF-8: SQLite's path reports it
-            if state is None or state.nbytes > needed or change_token(self.conn) != token:
+            with read_transaction(self.conn):
+                if change_token(self.conn) != token:
+                    return None  # written since the search began: not this snapshot
+                try:
+                    state = self._read_state(token)
+                except Exception:
+                    state = None  # e.g. an id that is not valid UTF-8: SQLite's path reports it
+            if state is None or state.nbytes > needed:
                 self._plan = (token, None)
                 return None
             self._state = state
@@ -254,7 +262,7 @@ class VectorCache:
                 _loaded[self.serial] = weakref.ref(self)
             return state
         finally:
-            _release(needed)
+            _release(loading)
 
     def _needed(self, token: tuple[int, ...]) -> Optional[int]:
         """Bytes a load at `token` would hold at most, from the primary-key index and one
@@ -285,19 +293,14 @@ class VectorCache:
             if idorder.database_encoding(self.conn) != "UTF-8":
                 # bisection keys: each id's bytes in the database's encoding, and their list
                 needed += list_bytes + rows * sys.getsizeof(b"") + int(blob_bytes)
+            self._shape = (int(rows), int(row_bytes))
         self._plan = (token, needed)
         return needed
 
     def _read_state(self, token: tuple[int, ...]) -> Optional[_Matrix]:
-        (rows,) = self.conn.execute(
-            "select count(*) from embeddings where collection_id = ?", (self.collection_id,)
-        ).fetchone()
-        first = self.conn.execute(
-            "select length(embedding) from embeddings"
-            " where collection_id = ? and embedding is not null limit 1",
-            (self.collection_id,),
-        ).fetchone()
-        row_bytes = first[0] if first else None
+        """The matrix at `token`, sized by `_needed` at that token, inside the read
+        transaction the token was checked in."""
+        rows, row_bytes = self._shape
         if not rows or not row_bytes or row_bytes % 4:
             return None
         matrix = bytearray(rows * row_bytes)
@@ -322,8 +325,9 @@ class VectorCache:
 
     def _read(self, matrix: bytearray, rows: int, row_bytes: int) -> Optional[list[str]]:
         """Fill `matrix` with the collection's vectors in id order, leaving out rows whose
-        embedding is NULL (the matrix is cut to the rows read), and return their ids; None
-        if a vector is of another length or type, or the rows changed meanwhile.
+        embedding is NULL (the matrix is cut to the rows read), and return their ids, read
+        in the same one statement; None if a vector is of another length or type, or an
+        id is not text.
 
         Ids and vectors come from one statement. On a connection of the cffi copy the
         SQL function embsqlite_sink() copies each vector into `matrix` in C (no Python

@@ -22,10 +22,11 @@ from typing import Any, Iterable, Iterator, Optional
 import click
 from click_default_group import DefaultGroup
 
-from . import dbfile, ingest, inputs, progress, schema, user_dir, vectors
+from . import dbfile, inputs, schema, user_dir, vectors
 from .cli_errors import OneLineUsageGroup, UserError, user_errors
-from .collection import Collection
+from .collection import MAX_COUNT, Collection, summary_sql
 from .default_model import get_default_embedding_model, set_default_embedding_model
+from .progress import progress_bar
 from .model import ModelNotInstalledError, UnknownModelError
 from .registry import get_embedding_model, get_embedding_models_with_aliases
 from .loading import connect
@@ -121,9 +122,7 @@ def _collection(conn: sqlite3.Connection, name: str, model: Optional[str]) -> Co
     """The collection `name`, created with `model` (else the default model) if missing.
     An existing one is opened with its own model; `model` must then name that model."""
     with user_errors(*MODEL_ERRORS, ValueError):
-        if Collection.exists(conn, name):
-            return Collection(name, conn, model_id=model)
-        return Collection(name, conn, model_id=model or get_default_embedding_model())
+        return Collection.open_or_create(name, conn, model_id=model)
 
 
 def _metadata_option(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[dict]:
@@ -258,7 +257,7 @@ def _print_vector(vector: list[float], format_: str) -> None:
 @click.option("--sql", help="Read items from this SQL query (first column or `id` is the id)")
 @click.option("--attach", type=(str, click.Path(dir_okay=False)), multiple=True,
               metavar="ALIAS PATH", help="Attach this database for --sql (repeatable)")
-@click.option("--batch-size", type=click.IntRange(min=1, max=ingest.MAX_COUNT), default=100, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1, max=MAX_COUNT), default=100, show_default=True,
               help="Items written per transaction")
 @click.option("--prefix", default="", help="Prefix added to each id")
 @click.option("-m", "--model", help="Embedding model for a new collection [default: the default model]")
@@ -323,7 +322,10 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
                 else:
                     total = sum(1 for _ in inputs.read_path(input_path, format_, encoding))
                     items = inputs.read_path(input_path, format_, encoding)
-            progress.embed_items(collection_obj, inputs.with_prefix(items, prefix, prepend), store, batch_size, total)
+            with progress_bar(total) as bar:
+                collection_obj.embed_multi_with_metadata(
+                    inputs.with_prefix(items, prefix, prepend), store, batch_size, progress=bar.update
+                )
 
 
 def _quote(name: str) -> str:
@@ -337,7 +339,7 @@ def _quote(name: str) -> str:
               help="File to embed for comparison ('-' for standard input)")
 @click.option("-c", "--content", help="Content to embed for comparison")
 @click.option("--binary", is_flag=True, help="Treat the input as binary data")
-@click.option("-n", "--number", type=click.IntRange(min=0, max=ingest.MAX_COUNT), default=10, show_default=True,
+@click.option("-n", "--number", type=click.IntRange(min=0, max=MAX_COUNT), default=10, show_default=True,
               help="Number of results")
 @click.option("-p", "--plain", is_flag=True, help="Plain text instead of JSON lines")
 @_database_option
@@ -394,8 +396,6 @@ def collections() -> None:
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
 def collections_list(database: Optional[str] = None, json_: bool = False) -> None:
     """The collections, each with its model and number of items."""
-    from . import schema
-
     path = Path(database) if database else default_database()
     if not path.exists():  # a new machine: nothing embedded yet
         click.echo("[]" if json_ else f"No collections yet (no database at {path})",
@@ -407,11 +407,7 @@ def collections_list(database: Optional[str] = None, json_: bool = False) -> Non
     if schema.has_schema(conn):
         rows = [
             {"name": name, "model": model, "num_embeddings": count}
-            for name, model, count in conn.execute(
-                "select c.name, c.model, count(e.id) from collections c "
-                "left join embeddings e on e.collection_id = c.id "
-                "group by c.id order by c.name"
-            )
+            for name, model, count in conn.execute(summary_sql(), {"cap": -1})
         ]
     conn.close()
     if json_:

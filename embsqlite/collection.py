@@ -5,6 +5,10 @@ LIMIT :number``, run by the C function; Python sees only the top rows. Repeated 
 of an unchanged collection are answered by the vector cache (cache.py) with the same
 results. Ingestion (ingest.py) hashes content first and sends the model only what the
 collection has never stored.
+
+Facts a search needs besides the ranking (the stored dimension, whether this is the file's
+only collection, the text encoding) are read in one statement and kept with the cache's
+change token, so an unchanged database costs a search the token and one statement.
 """
 from __future__ import annotations
 
@@ -14,14 +18,32 @@ import json
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
-from . import cache, dbfile, idorder, ingest, loading, schema, vectors
+from . import cache, dbfile, idorder, ingest, loading, rows, schema, vectors
+from .connection import prepare_connection
 from .idorder import prefix_range
-from .model import EmbeddingModel, UnknownModelError
+from .model import EmbeddingModel, UnknownModelError, Value
+from .ranking import ranking_sql
 from .registry import get_embedding_model
+from .transaction import in_transaction, transaction
 
-Value = Union[str, bytes]
+# The largest count SQLite can bind (LIMIT takes a signed 64-bit integer): one rule for
+# every count, whether a search is answered by SQL or by the vector cache.
+MAX_COUNT = 2**63 - 1
+
+# Each collection with its model and number of items, by name; `:cap` (-1: none) bounds
+# the count, so a listing costs the same whatever the size of the collections.
+SUMMARY_SQL = """select c.name, c.model,
+  (select count(*) from (select 1 from embeddings e
+     where e.collection_id = c.id and e.id is not null limit :cap))
+from collections c{where} order by c.name"""
+
+
+def summary_sql(text_names_only: bool = False) -> str:
+    """The collections summary (bind `cap`); `text_names_only` leaves out collections
+    whose name is not text (Datasette builds links from names)."""
+    return SUMMARY_SQL.format(where=" where typeof(c.name) = 'text'" if text_names_only else "")
 
 
 @dataclass
@@ -47,6 +69,39 @@ def _connection(db: Any) -> tuple[Any, bool]:
             f"not {type(db).__name__}"
         )
     return conn, False
+
+
+def check_count(what: str, value: Any, minimum: int = 0) -> None:
+    """`value` must be an int (not a bool) from `minimum` to MAX_COUNT."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, not {value}")
+    if value > MAX_COUNT:
+        raise ValueError(f"{what} must be at most {MAX_COUNT} (2**63 - 1), not {value}")
+
+
+def check_search(number: Any, prefix: Any) -> None:
+    """The arguments every search takes: a count, and a prefix that SQLite can store."""
+    check_count("number", number)
+    if isinstance(prefix, str):
+        ingest.check_text("the prefix", prefix)
+
+
+def check_pair(entry: Any) -> tuple[Any, Any]:
+    """An (id, value) pair of embed_multi, as a tuple."""
+    if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+        raise ValueError(f"embed_multi takes (id, value) pairs, not {entry!r:.80}")
+    return tuple(entry)  # type: ignore[return-value]
+
+
+class _Facts(NamedTuple):
+    """What a search needs to know of the collection, valid while `token` is current."""
+
+    token: Optional[tuple[int, ...]]  # cache.change_token; None inside a transaction
+    dimensions: Optional[int]  # of the stored vectors; None while there are none
+    only_collection: bool  # the file holds no other collection
+    encoding: str  # the database's text encoding (PRAGMA encoding)
 
 
 def _one_thread_at_a_time(method):
@@ -89,7 +144,7 @@ class Collection:
         self._db = db if hasattr(db, "conn") else None
         self.conn, self._owns_connection = _connection(db)
         loading.register(self.conn)
-        schema.prepare_connection(self.conn, owned=self._owns_connection)
+        prepare_connection(self.conn, owned=self._owns_connection)
         self._model = model
         row = self._row() if schema.has_schema(self.conn) else None
         if row is None and not create:
@@ -103,7 +158,7 @@ class Collection:
                 )
             chosen = self._resolve(model, model_id, None)
             assert chosen is not None
-            with schema.transaction(self.conn):
+            with transaction(self.conn):
                 self.conn.execute(
                     "insert into collections (name, model) values (?, ?) "
                     "on conflict (name) do nothing",
@@ -112,9 +167,19 @@ class Collection:
             row = self._row()
             model, model_id = chosen, None
         self.id, self.model_id = row
-        self._encoding = idorder.database_encoding(self.conn)  # fixed once the tables exist
         self._model = self._resolve(model, model_id, self.model_id)
         self._cache = cache.VectorCache(self.conn, self.id)
+        self._facts: Optional[_Facts] = None
+
+    @classmethod
+    def open_or_create(cls, name: str, db: Any, model_id: Optional[str] = None) -> "Collection":
+        """The collection `name`, created with `model_id` (else the default model) if it
+        is missing; an existing one keeps its model, which `model_id` must then name."""
+        if cls.exists(db, name):
+            return cls(name, db, model_id=model_id)
+        from .default_model import get_default_embedding_model
+
+        return cls(name, db, model_id=model_id or get_default_embedding_model())
 
     def _row(self) -> Optional[tuple[int, str]]:
         row = self.conn.execute(
@@ -193,7 +258,7 @@ class Collection:
     @_one_thread_at_a_time
     def delete(self) -> None:
         """Delete the collection and all its embeddings, in one transaction."""
-        with schema.transaction(self.conn):
+        with transaction(self.conn):
             self.conn.execute("delete from embeddings where collection_id = ?", (self.id,))
             self.conn.execute("delete from collections where id = ?", (self.id,))
 
@@ -207,7 +272,7 @@ class Collection:
         ).fetchone()
         return None if row is None else row[0] // 4
 
-    content_hash = staticmethod(schema.content_hash)
+    content_hash = staticmethod(ingest.content_hash)
 
     # Writing
 
@@ -223,21 +288,26 @@ class Collection:
         """Embed `(id, value)` pairs from any iterable, one transaction per batch."""
         self._check_source(entries)
         self.embed_multi_with_metadata(
-            (ingest.check_pair(entry) + (None,) for entry in entries),
+            (check_pair(entry) + (None,) for entry in entries),
             store=store,
             batch_size=batch_size,
         )
 
     def embed_multi_with_metadata(
-        self, entries: Iterable[Sequence[Any]], store: bool = False, batch_size: int = 100
+        self,
+        entries: Iterable[Sequence[Any]],
+        store: bool = False,
+        batch_size: int = 100,
+        progress: Optional[Callable[[int], Any]] = None,
     ) -> None:
         """Embed `(id, value, metadata)` triples from any iterable, in constant memory.
 
         Each batch is one transaction: on an error, earlier batches stay committed and
         nothing of the failing batch is written. Content already stored in this collection
-        (same MD5) is never sent to the model again.
+        (same MD5) is never sent to the model again. `progress(n)` is called after each
+        batch is committed, with the number of items it held (e.g. a progress bar's update).
         """
-        ingest.check_count("batch_size", batch_size, minimum=1)
+        check_count("batch_size", batch_size, minimum=1)
         self._check_source(entries)
         numbered = enumerate(entries, 1)
         while True:
@@ -248,7 +318,11 @@ class Collection:
             if not batch:
                 return
             with self._lock:  # see _one_thread_at_a_time
-                ingest.write_batch(self, batch, store)
+                ingest.write_batch(
+                    self.conn, self.id, self.model, batch, store, self._check_stored_dimensions
+                )
+            if progress is not None:
+                progress(len(batch))
 
     def _check_source(self, entries: Any) -> None:
         """Refuse a cursor on this collection's own connection: it would also see the rows
@@ -260,19 +334,41 @@ class Collection:
                 "through another connection"
             )
 
-    def _check_dimensions(self, dimensions: int, what: str) -> None:
-        stored = self.dimensions()
+    def _check_dimensions(self, dimensions: int, stored: Optional[int], what: str) -> None:
+        """The one dimension check: vectors of `dimensions` must match the `stored` ones."""
         if stored is not None and stored != dimensions:
             raise ValueError(
                 f"{what} have {dimensions} dimensions but collection {self.name!r} "
                 f"holds {stored}-dimension vectors"
             )
 
+    def _check_stored_dimensions(self, dimensions: int) -> None:
+        """A batch's check, run inside its transaction against the vectors stored now."""
+        self._check_dimensions(dimensions, self.dimensions(), "the model's vectors")
+
+    def _read_facts(self) -> _Facts:
+        """The search facts, re-read only when the change token moved (always inside a
+        transaction, where the token cannot be trusted)."""
+        token = None if in_transaction(self.conn) else cache.change_token(self.conn)
+        facts = self._facts
+        if facts is not None and token is not None and facts.token == token:
+            return facts
+        dimensions, others, encoding = self.conn.execute(
+            "select (select length(embedding) from embeddings where collection_id = ?"
+            " and embedding is not null limit 1),"
+            " (select count(*) from (select 1 from collections where id != ? limit 1)),"
+            " (select encoding from pragma_encoding)",
+            (self.id, self.id),
+        ).fetchone()
+        facts = _Facts(token, None if dimensions is None else dimensions // 4, not others, encoding)
+        self._facts = facts if token is not None else None
+        return facts
+
     # Searching
 
     def similar(self, value: Value, number: int = 10, prefix: Optional[str] = None) -> list[Entry]:
         """The `number` items most similar to `value` (embedded with the collection's model)."""
-        ingest.check_search(number, prefix)
+        check_search(number, prefix)
         if isinstance(value, str):
             ingest.check_text("the query", value)
         return self.similar_by_vector(self.model().embed(value), number, prefix=prefix)
@@ -282,7 +378,7 @@ class Collection:
         self, id: Any, number: int = 10, prefix: Optional[str] = None
     ) -> list[Entry]:
         """The `number` items most similar to the stored item `id`, excluding it."""
-        ingest.check_search(number, prefix)
+        check_search(number, prefix)
         ingest.check_text("the id", str(id))
         row = self.conn.execute(
             "select embedding from embeddings where collection_id = ? and id = ?",
@@ -292,7 +388,7 @@ class Collection:
             raise self.DoesNotExist(f"id {str(id)!r} is not in collection {self.name!r}")
         if not isinstance(row[0], bytes) or not row[0] or len(row[0]) % 4:
             raise ValueError(f"id {str(id)!r} has no valid stored embedding")
-        return self._rank(row[0], number, str(id), prefix)
+        return self._rank(row[0], number, str(id), prefix, None)
 
     def similar_by_vector(
         self,
@@ -302,62 +398,60 @@ class Collection:
         prefix: Optional[str] = None,
     ) -> list[Entry]:
         """The `number` items most similar to `vector`, best first, ties broken by id."""
-        ingest.check_search(number, prefix)
+        check_search(number, prefix)
         blob = vectors.encode(vector)
         if not blob:
             raise ValueError("the query vector is empty")
-        self._check_dimensions(len(blob) // 4, "the query vector")
-        return self._rank(blob, number, None if skip_id is None else str(skip_id), prefix)
+        skip = None if skip_id is None else str(skip_id)
+        return self._rank(blob, number, skip, prefix, "the query vector")
 
     @_one_thread_at_a_time
     def _rank(
-        self, query: bytes, number: int, skip_id: Optional[str], prefix: Optional[str]
+        self, query: bytes, number: int, skip_id: Optional[str], prefix: Optional[str],
+        what: Optional[str],
     ) -> list[Entry]:
         """The top `number` rows: from the vector cache when the database is unchanged
         since the previous search, else one SQL statement where the C cosine_similarity
-        orders the rows and LIMIT keeps the top. Both give the same ids and scores."""
+        orders the rows and LIMIT keeps the top. Both give the same ids and scores.
+        A query of another dimension than the stored vectors is refused, naming `what`;
+        with `what` None (a stored item's own vector) SQLite names the mismatch."""
+        facts = self._read_facts()
+        if what is not None:
+            self._check_dimensions(len(query) // 4, facts.dimensions, what)
         low = high = None
         if prefix:
             if not isinstance(prefix, str):
                 raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
-            if not idorder.searchable(prefix, self._encoding):
+            if not idorder.searchable(prefix, facts.encoding):
                 return []
-            low, high = prefix_range(prefix, self._encoding)
+            low, high = prefix_range(prefix, facts.encoding)
         if number == 0:
             return []
-        cached = self._cache.search(query, number, low, high, skip_id)
-        if cached is not None:
-            return self._entries(cached)
-        where, params = "collection_id = ? and embedding is not null", [self.id]
-        if low is not None:
-            where += " and id >= ?" + ("" if high is None else " and id < ?")
-            params += [low] if high is None else [low, high]
-        if skip_id is not None:
-            where += " and id != ?"
-            params.append(skip_id)
-        # The only collection in the file: reading the table in order beats walking the
-        # primary-key index and fetching each row (~7% at 100,000 rows).
-        table = "embeddings"
-        if low is None and self.conn.execute("select count(*) from collections").fetchone()[0] == 1:
-            table = "embeddings not indexed"
-        rows = self.conn.execute(
-            "select e.id, r.score, e.content, e.metadata from ("
-            f" select id, cosine_similarity(embedding, ?) as score from {table}"
-            f" where {where} order by score desc, id limit ?"
-            ") as r join embeddings as e on e.collection_id = ? and e.id = r.id"
-            " order by r.score desc, r.id",
-            [query, *params, number, self.id],
-        ).fetchall()
+        if facts.dimensions is not None and len(query) == 4 * facts.dimensions:
+            cached = self._cache.search(query, number, low, high, skip_id, facts.token)
+            if cached is not None:
+                return self._entries(cached)
+        params: list[Any] = [query, self.id, number]
+        bounds = []
+        for value in (low, high, skip_id):
+            if value is None:
+                bounds.append(None)
+            else:
+                params.append(value)
+                bounds.append(f"?{len(params)}")
+        statement = ranking_sql(
+            "?1", "?2", "?3", *bounds, not_indexed=low is None and facts.only_collection
+        )
         return [
             Entry(id_, score, content, None if meta is None else json.loads(meta))
-            for id_, score, content, meta in rows
+            for id_, score, content, meta in self.conn.execute(statement, params).fetchall()
         ]
 
     def _entries(self, ranked: list[tuple[str, float]]) -> list[Entry]:
         """Entries for (id, score) pairs, with their stored content and metadata."""
         stored = {
             id_: (content, meta)
-            for id_, content, meta in ingest.rows_by_id(
+            for id_, content, meta in rows.by_id(
                 self.conn, self.id, "content, metadata", [id_ for id_, _ in ranked]
             )
         }

@@ -27,7 +27,9 @@ from datasette.utils.asgi import Forbidden, Response
 from datasette.version import __version__ as datasette_version
 
 from . import idorder, schema
+from .collection import summary_sql
 from .idorder import prefix_range
+from .ranking import ranking_sql
 from .datasette_access import (
     is_datasette_1,
     may_execute_sql,
@@ -48,18 +50,8 @@ DEFAULT_RESULTS = 10
 # whatever the size of the databases behind it.
 COUNT_CAP = 10_000
 
-LIST_SQL = f"""select c.name, c.model,
-  (select count(*) from (select 1 from embeddings e where e.collection_id = c.id limit {COUNT_CAP + 1}))
-from collections c where typeof(c.name) = 'text' order by c.name"""
+LIST_SQL = summary_sql(text_names_only=True)
 FIND_SQL = "select model from collections where name = :collection"
-SEARCH_SQL = """select id,
-  cosine_similarity(embedding, {function}({model}, :q)) as score,
-  content, metadata
-from embeddings
-where collection_id = (select id from collections where name = :collection)
-  and embedding is not null{prefix}
-order by score desc, id
-limit :n"""
 
 
 @hookimpl
@@ -164,7 +156,7 @@ async def list_collections(datasette: Any, actor: Any) -> tuple[list[dict], list
     found = []
     for name in names:
         try:
-            rows = (await datasette.get_database(name).execute(LIST_SQL)).rows
+            rows = (await datasette.get_database(name).execute(LIST_SQL, {"cap": COUNT_CAP + 1})).rows
         except Exception as error:
             problems.append({"database": name, "error": _query_error(error)})
             continue
@@ -231,15 +223,19 @@ def search_sql(model: str, prefix: str, encoding: str = "UTF-8") -> tuple[str, d
     """The search query for a collection's model, and the parameters a prefix adds (its
     range in SQLite's order for the database's text `encoding`)."""
     params: dict[str, Any] = {}
-    prefix_sql = ""
+    low = high = None
     if prefix:
-        low, high = prefix_range(prefix, encoding)
-        params["prefix"] = low
-        prefix_sql = "\n  and id >= :prefix"
-        if high is not None:
-            params["prefix_end"] = high
-            prefix_sql += " and id < :prefix_end"
-    sql = SEARCH_SQL.format(function=EMBED_FUNCTION, model=_sql_literal(model), prefix=prefix_sql)
+        params["prefix"], end = prefix_range(prefix, encoding)
+        low = ":prefix"
+        if end is not None:
+            params["prefix_end"], high = end, ":prefix_end"
+    sql = ranking_sql(
+        f"{EMBED_FUNCTION}({_sql_literal(model)}, :q)",
+        "(select id from collections where name = :collection)",
+        ":n",
+        low,
+        high,
+    )
     return sql, params
 
 

@@ -20,7 +20,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Union
 
-from . import loading, schema
+from . import connection, loading
 
 PathLike = Union[str, "os.PathLike[str]"]
 MEMORY = ("", ":memory:")
@@ -93,13 +93,13 @@ def _read_only_uri(path: Path) -> str:
 
 def connect(path: PathLike, create_parent: bool = False) -> Any:
     """A connection embsqlite owns to the database at `path`, with the SQL functions and
-    the owned-connection tuning (schema.prepare_connection). A WAL copy on read-only
+    the owned-connection tuning (connection.prepare_connection). A WAL copy on read-only
     media is opened read-only (see the module docstring); DatabasePathError for a path
     that cannot be a database file."""
-    timeout = schema.BUSY_TIMEOUT_MS / 1000
+    timeout = connection.BUSY_TIMEOUT_MS / 1000
     if str(path) in MEMORY:
         conn = loading.connect(str(path), timeout=timeout)
-        schema.prepare_connection(conn, owned=True)
+        connection.prepare_connection(conn, owned=True)
         return conn
     where = check_path(path, create_parent)
     conn = loading.connect(str(where), timeout=timeout)
@@ -110,7 +110,7 @@ def connect(path: PathLike, create_parent: bool = False) -> Any:
             raise
         conn.close()
         conn = _open_read_only(where, error)
-    schema.prepare_connection(conn, owned=True)
+    connection.prepare_connection(conn, owned=True)
     return conn
 
 
@@ -127,7 +127,7 @@ def _open_read_only(where: Path, error: sqlite3.Error) -> Any:
             f"{where.name}-shm along with it, or open it once where it can be written "
             "(that folds the WAL into the file)"
         )
-    conn = loading.connect(_read_only_uri(where), uri=True, timeout=schema.BUSY_TIMEOUT_MS / 1000)
+    conn = loading.connect(_read_only_uri(where), uri=True, timeout=connection.BUSY_TIMEOUT_MS / 1000)
     conn.execute("select count(*) from sqlite_master").fetchone()
     return conn
 

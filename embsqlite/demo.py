@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from .collection import Collection
-from .progress import embed_items
 from . import dbfile
-from .default_model import get_default_embedding_model
+from .collection import Collection
+from .progress import progress_bar
 
 # Package directories whose docstrings are tests, tools or generated boilerplate.
 SKIPPED_DIRS = frozenset({
@@ -144,10 +143,7 @@ def run(
     conn = dbfile.connect(database, create_parent=True)
     if fresh and Collection.exists(conn, collection_name):
         Collection(collection_name, conn, create=False).delete()
-    if Collection.exists(conn, collection_name):
-        collection = Collection(collection_name, conn, model_id=model)
-    else:
-        collection = Collection(collection_name, conn, model_id=model or get_default_embedding_model())
+    collection = Collection.open_or_create(collection_name, conn, model_id=model)
     embedding_model = collection.model()
     echo(f"Model: {collection.model_id}; collection {collection_name!r} in {database}")
 
@@ -155,7 +151,8 @@ def run(
     started = time.perf_counter()
     # Similar lengths in a batch mean less padding for transformer models.
     ordered = sorted(corpus, key=lambda item: len(item[1]))
-    embed_items(collection, ordered, store=True, batch_size=64, total=len(ordered))
+    with progress_bar(len(ordered)) as bar:
+        collection.embed_multi_with_metadata(ordered, store=True, batch_size=64, progress=bar.update)
     elapsed = time.perf_counter() - started
     added = collection.count() - before
     # The rate counts only what the model embedded: stored items cost a hash lookup.

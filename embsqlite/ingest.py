@@ -1,61 +1,98 @@
-"""Writing items into a collection: input checks, deduplication by content hash, and one
-transaction per batch.
+"""Writing items into a collection: input checks, the content hash, deduplication, and
+one transaction per batch.
 
-`write_batch` hashes the batch first, asks which hashes the collection already holds (one
-query through idx_embeddings_content_hash), sends the model only content never stored,
-copies stored vectors to new ids with known content, and writes the batch with
-`executemany` in one transaction, so a failing batch leaves nothing behind.
+A batch is written in two steps, so that the embedding in between can run anywhere:
+`plan_batch` hashes the batch and asks which hashes the collection already holds (one
+query through idx_embeddings_content_hash) and which ids keep their content; the model
+embeds only `Plan.to_embed`, content never stored (`embed_values`); `write_plan` then
+writes the whole batch with `executemany` in one transaction, so a failing batch leaves
+nothing behind. `write_batch` does the three in order.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from typing import Any, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
-from . import schema, vectors
+from . import rows, schema, vectors
+from .model import EmbeddingModel, Value
+from .transaction import transaction
 
-Value = Union[str, bytes]
-IN_CHUNK = 500  # bound parameters per IN (...) list; below every SQLite's limit
+# One checked item: (id, value, metadata as JSON text).
+CheckedItem = tuple[str, Value, Optional[str]]
 
 
-def write_batch(
-    collection: Any, batch: list[tuple[str, Value, Optional[str]]], store: bool
-) -> None:
-    """Write one checked batch of (id, value, metadata JSON) into `collection`.
+def content_hash(value: Value) -> bytes:
+    """The 16-byte MD5 digest llm stores: of the UTF-8 text, or of the bytes."""
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    return hashlib.md5(value).digest()
 
-    Per id (the last occurrence in the batch wins): content this collection never stored
-    is embedded (once per distinct content) and inserted; content stored under another id
-    has that vector copied; the same id with the same content keeps its row, and only
-    metadata (when given) and the stored content (when `store`) are updated.
-    """
-    items = {id_: (value, meta, schema.content_hash(value)) for id_, value, meta in batch}
-    known = _stored_vectors(collection, {h for _, _, h in items.values()})
+
+@dataclass
+class Plan:
+    """What writing one batch needs, read from the collection before any model runs."""
+
+    items: dict[str, tuple[Value, Optional[str], bytes]]  # id: (value, metadata, hash)
+    known: dict[bytes, bytes]  # content hash: a vector the collection already stores
+    unchanged: set[str]  # ids stored with this very content: their vector stays
+    to_embed: dict[bytes, Value]  # content hash: content never stored, to embed once
+
+
+def plan_batch(conn: Any, collection_id: int, batch: list[CheckedItem]) -> Plan:
+    """Plan one checked batch (the last occurrence of an id wins): per id, whether its
+    vector is kept, copied from stored content with the same hash, or to be embedded."""
+    items = {id_: (value, meta, content_hash(value)) for id_, value, meta in batch}
+    known = _stored_vectors(conn, collection_id, {h for _, _, h in items.values()})
     known_ids = [id_ for id_, (_, _, digest) in items.items() if digest in known]
-    unchanged = _unchanged_ids(collection, known_ids, items)
+    unchanged = {
+        id_
+        for id_, digest in rows.by_id(conn, collection_id, "content_hash", known_ids)
+        if digest is not None and bytes(digest) == items[id_][2]
+    }
     to_embed: dict[bytes, Value] = {}
     for value, _, digest in items.values():
         if digest not in known:
             to_embed.setdefault(digest, value)
-    fresh = _embed_values(collection, list(to_embed.values()))
-    blobs = {**known, **dict(zip(to_embed, fresh))}
+    return Plan(items, known, unchanged, to_embed)
+
+
+def write_plan(
+    conn: Any,
+    collection_id: int,
+    plan: Plan,
+    fresh: list[bytes],
+    store: bool,
+    check_dimensions: Callable[[int], None],
+) -> None:
+    """Write a planned batch in one transaction: `fresh` holds the encoded vectors of
+    `plan.to_embed`, in its order. New content is inserted (or replaces the id's row); an
+    unchanged id gets only its metadata (when given) and stored content (when `store`)
+    updated. `check_dimensions(n)` raises if n-dimension vectors do not fit the
+    collection; it runs inside the transaction, so no other writer can change that."""
+    if len(fresh) != len(plan.to_embed):
+        raise ValueError(f"write_plan: {len(fresh)} vectors for {len(plan.to_embed)} items to embed")
+    blobs = {**plan.known, **dict(zip(plan.to_embed, fresh))}
     now = int(time.time())
     inserts, updates = [], []
-    for id_, (value, meta, digest) in items.items():
+    for id_, (value, meta, digest) in plan.items.items():
         text = value if store and isinstance(value, str) else None
         blob = value if store and isinstance(value, bytes) else None
-        if id_ not in unchanged:
-            inserts.append((collection.id, id_, blobs[digest], text, blob, digest, meta, now))
+        if id_ not in plan.unchanged:
+            inserts.append((collection_id, id_, blobs[digest], text, blob, digest, meta, now))
         elif meta is not None or store:
-            updates.append((meta is not None, meta, store, text, blob, now, collection.id, id_))
-    with schema.transaction(collection.conn):
+            updates.append((meta is not None, meta, store, text, blob, now, collection_id, id_))
+    with transaction(conn):
         if fresh:
-            collection._check_dimensions(len(fresh[0]) // 4, "the model's vectors")
-        collection.conn.executemany(
+            check_dimensions(len(fresh[0]) // 4)
+        conn.executemany(
             "insert or replace into embeddings (collection_id, id, embedding, content, "
             "content_blob, content_hash, metadata, updated) values (?, ?, ?, ?, ?, ?, ?, ?)",
             inserts,
         )
-        collection.conn.executemany(
+        conn.executemany(
             "update embeddings set metadata = case when ?1 then ?2 else metadata end, "
             "content = case when ?3 then ?4 else content end, "
             "content_blob = case when ?3 then ?5 else content_blob end, updated = ?6 "
@@ -64,51 +101,43 @@ def write_batch(
         )
 
 
-def _stored_vectors(collection: Any, digests: set[bytes]) -> dict[bytes, bytes]:
+def write_batch(
+    conn: Any,
+    collection_id: int,
+    model: Callable[[], EmbeddingModel],
+    batch: list[CheckedItem],
+    store: bool,
+    check_dimensions: Callable[[int], None],
+) -> None:
+    """Plan, embed (with `model()`, asked for only when something needs embedding) and
+    write one checked batch of the collection `collection_id` on `conn`."""
+    plan = plan_batch(conn, collection_id, batch)
+    values = list(plan.to_embed.values())
+    fresh = embed_values(model(), values) if values else []
+    write_plan(conn, collection_id, plan, fresh, store, check_dimensions)
+
+
+def _stored_vectors(conn: Any, collection_id: int, digests: set[bytes]) -> dict[bytes, bytes]:
     """{content hash: a stored vector} for the hashes this collection already holds,
-    found through idx_embeddings_content_hash (one query per batch of up to 500)."""
+    found through idx_embeddings_content_hash (one query per chunk of hashes)."""
     found: dict[bytes, bytes] = {}
-    digests_list = list(digests)
-    for start in range(0, len(digests_list), IN_CHUNK):
-        chunk = digests_list[start : start + IN_CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        rows = collection.conn.execute(
-            f"select content_hash, embedding from embeddings indexed by "
-            f"{schema.CONTENT_HASH_INDEX} where content_hash in ({marks}) "
-            "and collection_id = ? and embedding is not null group by content_hash",
-            (*chunk, collection.id),
-        ).fetchall()
-        found.update((bytes(digest), bytes(blob)) for digest, blob in rows)
+    for chunk, marks in rows.chunks(list(digests)):
+        found.update(
+            (bytes(digest), bytes(blob))
+            for digest, blob in conn.execute(
+                f"select content_hash, embedding from embeddings indexed by "
+                f"{schema.CONTENT_HASH_INDEX} where content_hash in ({marks}) "
+                "and collection_id = ? and embedding is not null group by content_hash",
+                (*chunk, collection_id),
+            ).fetchall()
+        )
     return found
 
 
-def rows_by_id(conn: Any, collection_id: int, columns: str, ids: list[str]) -> list[tuple]:
-    """`select id, <columns>` for those of `ids` stored in the collection, IN_CHUNK at a time."""
-    rows: list[tuple] = []
-    for start in range(0, len(ids), IN_CHUNK):
-        chunk = ids[start : start + IN_CHUNK]
-        rows += conn.execute(
-            f"select id, {columns} from embeddings where collection_id = ? "
-            f"and id in ({', '.join('?' * len(chunk))})",
-            (collection_id, *chunk),
-        ).fetchall()
-    return rows
-
-
-def _unchanged_ids(collection: Any, ids: list[str], items: dict) -> set[str]:
-    """Those of `ids` already stored in this collection with the same content hash."""
-    return {
-        id_
-        for id_, digest in rows_by_id(collection.conn, collection.id, "content_hash", ids)
-        if digest is not None and bytes(digest) == items[id_][2]
-    }
-
-
-def _embed_values(collection: Any, values: list[Value]) -> list[bytes]:
-    """Embed `values` with the model and encode them, checking count and dimensions."""
+def embed_values(model: EmbeddingModel, values: list[Value]) -> list[bytes]:
+    """Embed `values` with `model` and encode them, checking count and dimensions."""
     if not values:
         return []
-    model = collection.model()
     vectors_ = list(model.embed_multi(values))
     if len(vectors_) != len(values):
         raise RuntimeError(
@@ -124,36 +153,9 @@ def _embed_values(collection: Any, values: list[Value]) -> list[bytes]:
     return blobs
 
 
-# The largest count SQLite can bind (LIMIT takes a signed 64-bit integer): one rule for
-# every count, whether a search is answered by SQL or by the vector cache.
-MAX_COUNT = 2**63 - 1
 # Metadata deeper than this is refused: Python's json parser, which reads it back for every
 # search result, recurses once per level, and SQLite's JSON functions stop at 1000.
 MAX_METADATA_DEPTH = 100
-
-
-def check_count(what: str, value: Any, minimum: int = 0) -> None:
-    """`value` must be an int (not a bool) from `minimum` to MAX_COUNT."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{what} must be at least {minimum}, not {value}")
-    if value > MAX_COUNT:
-        raise ValueError(f"{what} must be at most {MAX_COUNT} (2**63 - 1), not {value}")
-
-
-def check_search(number: Any, prefix: Any) -> None:
-    """The arguments every search takes: a count, and a prefix that SQLite can store."""
-    check_count("number", number)
-    if isinstance(prefix, str):
-        check_text("the prefix", prefix)
-
-
-def check_pair(entry: Any) -> tuple[Any, Any]:
-    """An (id, value) pair of embed_multi, as a tuple."""
-    if not isinstance(entry, (tuple, list)) or len(entry) != 2:
-        raise ValueError(f"embed_multi takes (id, value) pairs, not {entry!r:.80}")
-    return tuple(entry)  # type: ignore[return-value]
 
 
 class UnstorableTextError(UnicodeEncodeError):
@@ -176,7 +178,7 @@ def check_text(what: str, text: str) -> None:
         raise UnstorableTextError(what, error) from None
 
 
-def check_item(entry: Any, position: Optional[int] = None) -> tuple[str, Value, Optional[str]]:
+def check_item(entry: Any, position: Optional[int] = None) -> CheckedItem:
     """Check one (id, value, metadata) triple, the `position`-th of the input (from 1);
     returns (str id, value, metadata JSON). Everything that could fail later is checked
     here, before any model sees the batch."""

@@ -18,9 +18,11 @@ import json
 import sqlite3
 import stat
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, BinaryIO, Iterable, Iterator, Optional, Sequence
 
-Value = Union[str, bytes]
+from .model import Value
+
+# One input record as a collection takes it: (id, value, metadata).
 Item = tuple[str, Value, Optional[dict]]
 FORMATS = ("json", "csv", "tsv", "nl")
 DEFAULT_ENCODINGS = ("utf-8", "latin-1")

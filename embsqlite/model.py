@@ -9,7 +9,8 @@ import itertools
 from abc import ABC, abstractmethod
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
-Item = Union[str, bytes]
+# What a model embeds, what a collection stores as content: text or bytes.
+Value = Union[str, bytes]
 
 
 class UnknownModelError(KeyError):
@@ -44,10 +45,10 @@ class EmbeddingModel(ABC):
     batch_size: Optional[int] = None
 
     @abstractmethod
-    def embed_batch(self, items: Iterable[Item]) -> Iterator[list[float]]:
+    def embed_batch(self, items: Iterable[Value]) -> Iterator[list[float]]:
         """Embed the items, yielding one vector per item, in order."""
 
-    def embed(self, item: Item) -> list[float]:
+    def embed(self, item: Value) -> list[float]:
         """Embed one `str` or `bytes` item."""
         item = self._check(item)
         vectors = list(self.embed_batch([item]))
@@ -56,7 +57,7 @@ class EmbeddingModel(ABC):
         return vectors[0]
 
     def embed_multi(
-        self, items: Iterable[Item], batch_size: Optional[int] = None
+        self, items: Iterable[Value], batch_size: Optional[int] = None
     ) -> Iterator[list[float]]:
         """Lazily embed many items, in order: batches of `batch_size`, else the model's own
         `batch_size`, else one call that streams the items. Each item is type-checked before
@@ -66,7 +67,7 @@ class EmbeddingModel(ABC):
             raise ValueError(f"batch_size must be at least 1, not {size}")
         return self._embed_multi(iter(items), size)
 
-    def _embed_multi(self, items: Iterator[Item], size: Optional[int]) -> Iterator[list[float]]:
+    def _embed_multi(self, items: Iterator[Value], size: Optional[int]) -> Iterator[list[float]]:
         if size is None:
             first = list(itertools.islice(items, 1))
             if not first:
@@ -80,7 +81,7 @@ class EmbeddingModel(ABC):
                 return
             yield from self._counted(batch, len(batch))
 
-    def _counted(self, batch: Iterable[Item], expected: Optional[int]) -> Iterator[list[float]]:
+    def _counted(self, batch: Iterable[Value], expected: Optional[int]) -> Iterator[list[float]]:
         """Yield the model's vectors for `batch`, failing if it returns too many or too few."""
         count = 0
         for vector in self.embed_batch(batch):
@@ -91,7 +92,7 @@ class EmbeddingModel(ABC):
                 f"model {self.model_id!r} returned {count} vectors for {expected} items"
             )
 
-    def _check(self, item: Item) -> Item:
+    def _check(self, item: Value) -> Value:
         """Return `item` (bytes-like as `bytes`) if this model accepts its type, else raise."""
         if isinstance(item, str):
             if not self.supports_text:

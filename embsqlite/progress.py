@@ -1,13 +1,9 @@
-"""Writing many items to a collection batch by batch, with a progress bar on a terminal
-(used by `embsqlite embed-multi` and `embsqlite demo`)."""
+"""The progress bar of `embsqlite embed-multi` and `embsqlite demo`: its `update` is the
+`progress` callback of `Collection.embed_multi_with_metadata`."""
 from __future__ import annotations
 
-import itertools
 import sys
-from typing import Any, Iterable, Optional
-
-from .collection import Collection
-from .inputs import Item
+from typing import Any, Optional
 
 
 def progress_bar(total: Optional[int], description: str = "Embedding") -> Any:
@@ -24,18 +20,3 @@ def progress_bar(total: Optional[int], description: str = "Embedding") -> Any:
         dynamic_ncols=True,
         smoothing=0.1,
     )
-
-
-def embed_items(collection: Collection, items: Iterable[Item], store: bool,
-                batch_size: int, total: Optional[int]) -> int:
-    """Write `items` in batches of `batch_size`, advancing a progress bar after each batch."""
-    iterator = iter(items)
-    written = 0
-    with progress_bar(total) as bar:
-        while True:
-            batch = list(itertools.islice(iterator, batch_size))
-            if not batch:
-                return written
-            collection.embed_multi_with_metadata(batch, store=store, batch_size=len(batch))
-            written += len(batch)
-            bar.update(len(batch))

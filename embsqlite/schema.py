@@ -20,11 +20,11 @@ stdlib sqlite3, pysqlite3 and apsw connections alike.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import time
-from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
+
+from .transaction import transaction
 
 MIGRATION_SET = "llm.embeddings"
 MIGRATIONS_TABLE = "_sqlite_migrations"
@@ -103,57 +103,6 @@ MIGRATIONS_SHAPES = (("id", "migration_set", "name", "applied_at"), ("migration_
 CONTENT_HASH_INDEX = "idx_embeddings_content_hash"
 EMBEDDINGS_INDEX_SQL = """CREATE INDEX "idx_embeddings_content_hash"
     ON "embeddings" ("content_hash")"""
-
-# Busy timeout set on connections that have none (milliseconds).
-BUSY_TIMEOUT_MS = 5000
-# On connections embsqlite opens to WAL files: checkpoint every this many pages, and
-# truncate the WAL back to this many bytes after a checkpoint.
-WAL_AUTOCHECKPOINT_PAGES = 10_000
-WAL_SIZE_LIMIT = 64 * 2**20
-# Memory-mapped reads on file connections we open (SQLite caps it at its own maximum).
-MMAP_BYTES = int(float(os.environ.get("EMBSQLITE_MMAP_MB", "0")) * 2**20)
-
-
-def content_hash(value: str | bytes) -> bytes:
-    """The 16-byte MD5 digest llm stores: of the UTF-8 text, or of the bytes."""
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    return hashlib.md5(value).digest()
-
-
-def in_transaction(conn: Any) -> bool:
-    """Whether `conn` (stdlib/pysqlite3 or apsw) has a transaction open."""
-    state = getattr(conn, "in_transaction", None)
-    if isinstance(state, bool):
-        return state
-    return not conn.getautocommit()  # older apsw
-
-
-@contextmanager
-def transaction(conn: Any) -> Iterator[None]:
-    """One transaction: BEGIN/COMMIT, or a savepoint inside the caller's own transaction.
-
-    On any exception everything done inside is rolled back and the exception re-raised.
-    """
-    if in_transaction(conn):
-        conn.execute("SAVEPOINT embsqlite")
-        try:
-            yield
-        except BaseException:
-            if in_transaction(conn):
-                conn.execute("ROLLBACK TO SAVEPOINT embsqlite")
-                conn.execute("RELEASE SAVEPOINT embsqlite")
-            raise
-        conn.execute("RELEASE SAVEPOINT embsqlite")
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if in_transaction(conn):
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def table_exists(conn: Any, name: str) -> bool:
@@ -234,38 +183,6 @@ def embeddings_stage(conn: Any) -> Optional[int]:
 
 def _columns(conn: Any, table: str) -> list[str]:
     return [row[1] for row in conn.execute(f'pragma table_info("{table}")').fetchall()]
-
-
-def _is_file_database(conn: Any) -> bool:
-    for row in conn.execute("pragma database_list").fetchall():
-        if row[1] == "main":
-            return bool(row[2])
-    return False
-
-
-def prepare_connection(conn: Any, owned: bool = False) -> None:
-    """Give `conn` a busy timeout if it has none, and WAL mode if it is a new file.
-
-    On a connection we opened ourselves (`owned`) to a WAL database, synchronous=NORMAL:
-    a commit survives a crash of the process (not necessarily of the machine) without an
-    fsync per transaction; and a checkpoint every ~40 MB of WAL instead of every 4 MB (the
-    random content_hash index makes each batch touch many pages; fewer checkpoints copy
-    each back fewer times: about 20% faster ingestion, measured). EMBSQLITE_MMAP_MB turns
-    on memory-mapped reads for owned file connections: about 20% off a search that runs in
-    SQLite, but the mapped file then counts in the process's RSS, so it is off by default.
-    """
-    if conn.execute("pragma busy_timeout").fetchone()[0] == 0:
-        conn.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
-    if in_transaction(conn) or not _is_file_database(conn):
-        return
-    if conn.execute("select count(*) from sqlite_master").fetchone()[0] == 0:
-        conn.execute("pragma journal_mode = wal").fetchall()
-    if owned and conn.execute("pragma journal_mode").fetchone()[0] == "wal":
-        conn.execute("pragma synchronous = normal")
-        conn.execute(f"pragma wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
-        conn.execute(f"pragma journal_size_limit = {WAL_SIZE_LIMIT}").fetchall()
-    if owned and MMAP_BYTES:
-        conn.execute(f"pragma mmap_size = {MMAP_BYTES}").fetchall()
 
 
 def applied_migrations(conn: Any) -> list[str]:
@@ -378,6 +295,8 @@ def _upgrade_embeddings(conn: Any, existing: tuple[str, ...]) -> None:
             "update embeddings set updated = ? where updated is null", (int(time.time()),)
         )
     if "content_hash" not in existing:
+        from . import ingest  # the hash rule is ingestion's; ingest reads this module
+
         # llm: MD5 of the content, or a random digest where there is no content.
         rows = conn.execute(
             "select collection_id, id, content from embeddings where content_hash is null"
@@ -386,7 +305,7 @@ def _upgrade_embeddings(conn: Any, existing: tuple[str, ...]) -> None:
             "update embeddings set content_hash = ? where collection_id = ? and id = ?",
             [
                 (
-                    content_hash(content) if content is not None else content_hash(os.urandom(16)),
+                    ingest.content_hash(content if content is not None else os.urandom(16)),
                     collection_id,
                     id_,
                 )

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import embsqlite
-from embsqlite import Collection, Entry, schema
+from embsqlite import Collection, Entry, connection, schema
 from embsqlite.collection import prefix_range
 
 
@@ -691,7 +691,7 @@ def test_new_file_database_uses_wal_and_a_busy_timeout(tmp_path, counting_model)
     # a connection embsqlite opened: no fsync per batch, fewer checkpoints
     assert collection.conn.execute("pragma synchronous").fetchone()[0] == 1  # NORMAL
     assert collection.conn.execute("pragma wal_autocheckpoint").fetchone()[0] == (
-        schema.WAL_AUTOCHECKPOINT_PAGES
+        connection.WAL_AUTOCHECKPOINT_PAGES
     )
     other = sqlite3.connect(tmp_path / "c.db")
     assert other.execute("pragma journal_mode").fetchone()[0] == "wal"  # persistent

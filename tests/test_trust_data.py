@@ -24,7 +24,8 @@ import sqlite_utils
 from click.testing import CliRunner
 from llm.embeddings_migrations import embeddings_migrations
 
-from embsqlite import cache, dbfile, ingest, schema
+import embsqlite
+from embsqlite import cache, connection, dbfile, ingest, schema
 from embsqlite.cli import cli
 from embsqlite.collection import Collection
 
@@ -515,17 +516,16 @@ def test_the_cli_writes_through_a_tuned_connection(tmp_path, monkeypatch, comman
     seen = []
     original = ingest.write_batch
 
-    def spy(collection, batch, store):
-        conn = collection.conn
+    def spy(conn, *args):
         seen.append(tuple(conn.execute(f"pragma {name}").fetchone()[0] for name in
                           ("synchronous", "wal_autocheckpoint", "journal_size_limit", "journal_mode")))
-        return original(collection, batch, store)
+        return original(conn, *args)
 
     monkeypatch.setattr(ingest, "write_batch", spy)
     path = tmp_path / "app.db"
     ok("embed", "docs", "a", "-c", "first", "-m", "hashing", "-d", str(path))
     ok(*command, "-d", str(path), input="id,t\nc,text\n")
-    expected = (1, schema.WAL_AUTOCHECKPOINT_PAGES, schema.WAL_SIZE_LIMIT, "wal")
+    expected = (1, connection.WAL_AUTOCHECKPOINT_PAGES, connection.WAL_SIZE_LIMIT, "wal")
     assert seen == [expected, expected]
 
 

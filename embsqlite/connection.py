@@ -1,0 +1,49 @@
+"""Connection policy: the pragmas embsqlite sets on a connection it is given (a busy
+timeout, WAL for a new file) and the tuning of connections it opens itself."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .transaction import in_transaction
+
+# Busy timeout set on connections that have none (milliseconds).
+BUSY_TIMEOUT_MS = 5000
+# On connections embsqlite opens to WAL files: checkpoint every this many pages, and
+# truncate the WAL back to this many bytes after a checkpoint.
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+WAL_SIZE_LIMIT = 64 * 2**20
+# Memory-mapped reads on file connections we open (SQLite caps it at its own maximum).
+MMAP_BYTES = int(float(os.environ.get("EMBSQLITE_MMAP_MB", "0")) * 2**20)
+
+
+def _is_file_database(conn: Any) -> bool:
+    for row in conn.execute("pragma database_list").fetchall():
+        if row[1] == "main":
+            return bool(row[2])
+    return False
+
+
+def prepare_connection(conn: Any, owned: bool = False) -> None:
+    """Give `conn` a busy timeout if it has none, and WAL mode if it is a new file.
+
+    On a connection we opened ourselves (`owned`) to a WAL database, synchronous=NORMAL:
+    a commit survives a crash of the process (not necessarily of the machine) without an
+    fsync per transaction; and a checkpoint every ~40 MB of WAL instead of every 4 MB (the
+    random content_hash index makes each batch touch many pages; fewer checkpoints copy
+    each back fewer times: about 20% faster ingestion, measured). EMBSQLITE_MMAP_MB turns
+    on memory-mapped reads for owned file connections: about 20% off a search that runs in
+    SQLite, but the mapped file then counts in the process's RSS, so it is off by default.
+    """
+    if conn.execute("pragma busy_timeout").fetchone()[0] == 0:
+        conn.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
+    if in_transaction(conn) or not _is_file_database(conn):
+        return
+    if conn.execute("select count(*) from sqlite_master").fetchone()[0] == 0:
+        conn.execute("pragma journal_mode = wal").fetchall()
+    if owned and conn.execute("pragma journal_mode").fetchone()[0] == "wal":
+        conn.execute("pragma synchronous = normal")
+        conn.execute(f"pragma wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"pragma journal_size_limit = {WAL_SIZE_LIMIT}").fetchall()
+    if owned and MMAP_BYTES:
+        conn.execute(f"pragma mmap_size = {MMAP_BYTES}").fetchall()
