@@ -102,8 +102,9 @@ def test_the_cache_reads_ids_and_vectors_in_one_statement(tmp_path):
     collection = make(tmp_path)
     collection.similar_by_vector([1, 2, 1], 5)
     run = statements(collection, lambda: collection.similar_by_vector([1, 2, 1], 5))
-    reads = [s for s in run if "order by id" in s]
-    assert reads == ["select id, embedding from embeddings where collection_id=1 order by id"], run
+    reads = [s for s in run if "from embeddings" in s and "order by id" in s]
+    assert len(reads) == 1, run  # the ids with the vectors (copied into the matrix in C)
+    assert reads[0].startswith("select id, embsqlite_sink("), reads[0]
     assert run.index("begin") < run.index(reads[0]) < run.index("commit")
     assert collection._cache.loads == 1 and collection._cache.token is not None
 
@@ -115,9 +116,8 @@ ASCII_IDS = ["a", "b\x00c", "\x00", "d" * 30, "e\x00"]  # 0 bytes inside ASCII i
 @pytest.mark.parametrize("ids", [WIDE_IDS, ASCII_IDS, ["x", "y"]])
 @pytest.mark.parametrize("encoding", ["UTF-8", "UTF-16le", "UTF-16be"])
 def test_the_cache_loads_ids_of_every_width_in_every_encoding(tmp_path, encoding, ids):
-    """C hands over the ids as UTF-8, each ended by a 0 byte: in a UTF-16 database a
-    character of 2 bytes there takes 3 here, and an id may hold a 0 itself; the load
-    must still fit and give the same answer as SQL."""
+    """Ids of every width, some holding a 0, in every text encoding: the load must fit
+    its budget and give the same answer as SQL."""
     conn = sqlite3.connect(tmp_path / "u.db")
     conn.execute(f"pragma encoding = '{encoding}'")
     collection = Collection("c", conn, model=VectorModel())
