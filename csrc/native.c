@@ -15,6 +15,9 @@
 **                              (rows whose embedding is NULL are left out)
 **   embsqlite_data_version(db, zDb)  a counter that moves with every commit to
 **                              database zDb of db, this connection's own too
+**   embsqlite_is_memdb(db, zDb) 1 if database zDb of db lives in the "memdb"
+**                              VFS (sqlite3_deserialize), whose counters
+**                              restart with every image
 **   embsqlite_norms(...)       squared L2 norm of each row of such a matrix
 **   embsqlite_topk(...)        best k rows of an in-memory matrix of float32
 **                              embeddings, for embsqlite's per-process cache
@@ -129,6 +132,24 @@ static long long embsqlite_data_version(sqlite3 *db, const char *zDb){
     return -1;
   }
   return (long long)v;
+}
+
+/*
+** 1 if database zDb of db is served by the "memdb" VFS, as every database
+** loaded by sqlite3_deserialize() is: each new image restarts its data
+** version, so no counter can tell two images apart. 0 otherwise (or when
+** this copy is not bound).
+*/
+static int embsqlite_is_memdb(sqlite3 *db, const char *zDb){
+  char *zName = 0;
+  int isMem;
+  if( sqlite3_api==0 ) return 0;
+  if( sqlite3_file_control(db, zDb, SQLITE_FCNTL_VFSNAME, &zName)!=SQLITE_OK ){
+    return 0;
+  }
+  isMem = zName!=0 && strstr(zName, "memdb")!=0;
+  sqlite3_free(zName);
+  return isMem;
 }
 
 /* One candidate of a top-k search: its score and its row number. */

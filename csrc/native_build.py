@@ -29,6 +29,7 @@ ffibuilder.cdef(
     long long embsqlite_read_matrix(sqlite3 *db, long long iColl, unsigned char *aOut,
                                     long long nRow, int nByte);
     long long embsqlite_data_version(sqlite3 *db, const char *zDb);
+    int embsqlite_is_memdb(sqlite3 *db, const char *zDb);
     void embsqlite_norms(const unsigned char *matrix, long long nRow, int nDim,
                          double *aNorm2);
     long long embsqlite_topk(const unsigned char *matrix, const double *aNorm2,

@@ -43,6 +43,7 @@ _budget_bytes = int(float(os.environ.get("EMBSQLITE_CACHE_MB", _DEFAULT_MB)) * 2
 _loaded: "OrderedDict[int, weakref.ref[VectorCache]]" = OrderedDict()  # by serial, LRU first
 _reserved = 0  # bytes promised to loads in progress
 _serials = itertools.count()
+_unique = itertools.count(-1, -1)  # tokens of connections that are never cached
 # Which caches the process's last searches went to (serials): the evict-or-not decision.
 _RECENT = 16
 _recent: "deque[int]" = deque(maxlen=_RECENT)
@@ -134,30 +135,46 @@ def _release(nbytes: int) -> None:
         _reserved -= nbytes
 
 
-def change_token(conn: Any) -> tuple[int, ...]:
-    """Everything that moves when the database changes, as seen by `conn`."""
-    row = conn.execute(
-        "select total_changes(), (select data_version from pragma_data_version),"
-        " (select schema_version from pragma_schema_version)"
-    ).fetchone()
-    # a temp table may shadow the collection's tables; the table-valued pragma reads main
-    (temp_schema,) = conn.execute("pragma temp.schema_version").fetchone()
-    return (int(row[0]), int(row[1]), int(row[2]), int(temp_schema), *_file_versions(conn))
+def change_token(conn: Any) -> tuple[Any, ...]:
+    """Everything that moves when the database changes, as seen by `conn`: for every
+    database of the connection (main, temp and attached ones, which may hold the table a
+    name resolves to), its schema cookie, PRAGMA data_version and file data version. A
+    connection with a deserialized (memdb) database gets a token never seen before, so it
+    is never cached: each new image restarts the counters that would tell it apart."""
+    (changes,) = conn.execute("select total_changes()").fetchone()
+    token: list[Any] = [int(changes)]
+    names = [str(row[1]) for row in conn.execute("pragma database_list").fetchall()]
+    for name in names:
+        quoted = schema.quote(name)
+        (cookie,) = conn.execute(f"pragma {quoted}.schema_version").fetchone()
+        (data,) = conn.execute(f"pragma {quoted}.data_version").fetchone()
+        token += [name, int(cookie), int(data)]
+    versions = _file_versions(conn, names)
+    if versions is None:
+        return (next(_unique),)
+    return (*token, *versions)
 
 
-def _file_versions(conn: Any) -> tuple[int, ...]:
-    """SQLITE_FCNTL_DATA_VERSION of main and temp: unlike the pragma, it moves with this
-    connection's own commits of any kind (incremental blob writes, backups into it)."""
+def _file_versions(conn: Any, names: list[str]) -> Optional[tuple[int, ...]]:
+    """SQLITE_FCNTL_DATA_VERSION of each database: unlike the pragma, it moves with this
+    connection's own commits of any kind (incremental blob writes, backups into it).
+    None when a database is a deserialized image (the memdb VFS)."""
     from . import sql
 
     db = sql.native_handle(conn)
     if db is not None:
         from . import _native
 
-        return tuple(_native.lib.embsqlite_data_version(db, name) for name in (b"main", b"temp"))
+        lib = _native.lib
+        encoded = [name.encode("utf-8") for name in names]
+        if any(lib.embsqlite_is_memdb(db, name) for name in encoded):
+            return None
+        return tuple(lib.embsqlite_data_version(db, name) for name in encoded)
     if hasattr(conn, "file_control"):  # apsw
         versions = []
-        for name in ("main", "temp"):
+        for name in names:
+            if "memdb" in str(conn.vfsname(name) or ""):
+                return None
             value = ctypes.c_uint32(0)
             found = conn.file_control(name, _FCNTL_DATA_VERSION, ctypes.addressof(value))
             versions.append(value.value if found else -1)

@@ -321,7 +321,8 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
                 if input_path == "-":
                     items = inputs.read_stream(sys.stdin.buffer, format_, "standard input", encoding)
                 else:
-                    total = sum(1 for _ in inputs.read_path(input_path, format_, encoding))
+                    if Path(input_path).is_file():  # a pipe or FIFO can be read only once
+                        total = sum(1 for _ in inputs.read_path(input_path, format_, encoding))
                     items = inputs.read_path(input_path, format_, encoding)
             progress.embed_items(collection_obj, inputs.with_prefix(items, prefix, prepend), store, batch_size, total)
 

@@ -121,6 +121,11 @@ def content_hash(value: str | bytes) -> bytes:
     return hashlib.md5(value).digest()
 
 
+def quote(name: str) -> str:
+    """`name` as an SQL identifier in double quotes, any quote inside doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def in_transaction(conn: Any) -> bool:
     """Whether `conn` (stdlib/pysqlite3 or apsw) has a transaction open."""
     state = getattr(conn, "in_transaction", None)

@@ -404,6 +404,26 @@ def test_files_skip_a_fifo_with_a_warning_instead_of_hanging(tmp_path):
     assert _count(path, "docs") == 1
 
 
+@pytest.mark.parametrize("via", ["fifo", "process substitution"])
+def test_an_input_path_that_is_a_pipe_is_read_once(tmp_path, via):
+    """Only a regular file is counted before embedding; a pipe is read once, unknown total."""
+    path = tmp_path / "app.db"
+    data = "id,content\na,hello\nb,world\n"
+    if via == "fifo":
+        os.mkfifo(tmp_path / "in.csv")
+        writer = subprocess.Popen(["sh", "-c", f"printf '{data}' > {tmp_path / 'in.csv'}"])
+        result = cli_subprocess("embed-multi", "docs", str(tmp_path / "in.csv"), "-m", "hashing",
+                                "-d", str(path), timeout=60)
+        writer.wait(timeout=60)
+    else:
+        result = subprocess.run(
+            ["bash", "-c", f"{sys.executable} -m embsqlite embed-multi docs "
+             f"<(printf '{data}') -m hashing -d {path}"],
+            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert _count(path, "docs") == 2
+
+
 # Input checks before the model -------------------------------------------------------
 
 @pytest.fixture
