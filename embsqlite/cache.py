@@ -226,15 +226,16 @@ class VectorCache:
 
     def search(
         self, query: bytes, number: int, low: Optional[str], high: Optional[str],
-        skip_id: Optional[str],
+        skip_id: Optional[str], token: Optional[tuple[Any, ...]] = None,
     ) -> Optional[list[tuple[str, float]]]:
-        """[(id, score)] best first, or None: the caller searches in SQLite instead."""
+        """[(id, score)] best first, or None: the caller searches in SQLite instead.
+        `token` is change_token(conn) if the caller has just read it."""
         if _budget_bytes <= 0 or schema.in_transaction(self.conn):
             self._drop()
             return None
         if not all(_encodable(text) for text in (low, high, skip_id)):
             return None  # SQLite raises the proper error for such text
-        token = change_token(self.conn)
+        token = change_token(self.conn) if token is None else token
         with _lock:
             _recent.append(self.serial)
         state = self._state

@@ -115,12 +115,32 @@ class Collection:
         self._encoding = idorder.database_encoding(self.conn)  # fixed once the tables exist
         self._model = self._resolve(model, model_id, self.model_id)
         self._cache = cache.VectorCache(self.conn, self.id)
+        self._named_at: Optional[tuple] = None  # change token when the name was last checked
 
     def _row(self) -> Optional[tuple[int, str]]:
         row = self.conn.execute(
             "select id, model from collections where name = ?", (self.name,)
         ).fetchone()
         return None if row is None else (row[0], row[1])
+
+    def _check_still_named(self) -> None:
+        """Raise DoesNotExist when the name no longer maps to this collection's id and
+        model: another connection renamed or deleted it (and may have reused the id)."""
+        row = self._row()
+        if row != (self.id, self.model_id):
+            raise self.DoesNotExist(
+                f"collection {self.name!r} (id {self.id}, model {self.model_id!r}) was "
+                "renamed or deleted by another connection; open it again"
+            )
+
+    def _checked_token(self) -> tuple:
+        """The connection's change token, after _check_still_named whenever it moved
+        since the last check (a search then reads the name once per database change)."""
+        token = cache.change_token(self.conn)
+        if token != self._named_at:
+            self._check_still_named()
+            self._named_at = token
+        return token
 
     def _resolve(
         self, model: Optional[EmbeddingModel], model_id: Optional[str], stored: Optional[str]
@@ -194,6 +214,7 @@ class Collection:
     def delete(self) -> None:
         """Delete the collection and all its embeddings, in one transaction."""
         with schema.transaction(self.conn):
+            self._check_still_named()
             self.conn.execute("delete from embeddings where collection_id = ?", (self.id,))
             self.conn.execute("delete from collections where id = ?", (self.id,))
 
@@ -306,6 +327,8 @@ class Collection:
         blob = vectors.encode(vector)
         if not blob:
             raise ValueError("the query vector is empty")
+        with self._lock:
+            self._checked_token()
         self._check_dimensions(len(blob) // 4, "the query vector")
         return self._rank(blob, number, None if skip_id is None else str(skip_id), prefix)
 
@@ -325,7 +348,7 @@ class Collection:
             low, high = prefix_range(prefix, self._encoding)
         if number == 0:
             return []
-        cached = self._cache.search(query, number, low, high, skip_id)
+        cached = self._cache.search(query, number, low, high, skip_id, self._checked_token())
         if cached is not None:
             return self._entries(cached)
         where, params = "collection_id = ? and embedding is not null", [self.id]

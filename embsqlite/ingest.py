@@ -18,6 +18,19 @@ Value = Union[str, bytes]
 IN_CHUNK = 500  # bound parameters per IN (...) list; below every SQLite's limit
 
 
+# Times a batch is planned again when other connections changed its rows during the model
+# call, before it gives up with StaleBatchError.
+PLAN_ATTEMPTS = 3
+
+
+class StaleBatchError(RuntimeError):
+    """Other connections kept changing a batch's rows while it was being embedded."""
+
+
+class _Replan(Exception):
+    """The plan read before the model call no longer matches the database."""
+
+
 def write_batch(
     collection: Any, batch: list[tuple[str, Value, Optional[str]]], store: bool
 ) -> None:
@@ -27,17 +40,46 @@ def write_batch(
     is embedded (once per distinct content) and inserted; content stored under another id
     has that vector copied; the same id with the same content keeps its row, and only
     metadata (when given) and the stored content (when `store`) are updated.
+
+    The plan (which ids are unchanged, which stored vectors are copied) is read before the
+    model call and read again inside the write transaction (BEGIN IMMEDIATE); if another
+    connection changed it meanwhile, the transaction is rolled back and the batch planned
+    again (vectors already made are reused), PLAN_ATTEMPTS times at most.
     """
     items = {id_: (value, meta, schema.content_hash(value)) for id_, value, meta in batch}
+    embedded: dict[bytes, bytes] = {}  # the model's vectors for this batch, by content hash
+    for _attempt in range(PLAN_ATTEMPTS):
+        known, unchanged = _plan(collection, items)
+        to_embed: dict[bytes, Value] = {}
+        for value, _, digest in items.values():
+            if digest not in known and digest not in embedded:
+                to_embed.setdefault(digest, value)
+        embedded.update(zip(to_embed, _embed_values(collection, list(to_embed.values()))))
+        try:
+            _write(collection, items, store, known, unchanged, embedded)
+            return
+        except _Replan:
+            continue
+    raise StaleBatchError(
+        f"collection {collection.name!r}: other connections kept changing the rows of a "
+        f"batch while it was embedded ({PLAN_ATTEMPTS} attempts); nothing of it was written"
+    )
+
+
+def _plan(collection: Any, items: dict) -> tuple[dict[bytes, bytes], set[str]]:
+    """(stored vectors of the batch's content hashes, ids stored with the same content)."""
     known = _stored_vectors(collection, {h for _, _, h in items.values()})
     known_ids = [id_ for id_, (_, _, digest) in items.items() if digest in known]
-    unchanged = _unchanged_ids(collection, known_ids, items)
-    to_embed: dict[bytes, Value] = {}
-    for value, _, digest in items.values():
-        if digest not in known:
-            to_embed.setdefault(digest, value)
-    fresh = _embed_values(collection, list(to_embed.values()))
-    blobs = {**known, **dict(zip(to_embed, fresh))}
+    return known, _unchanged_ids(collection, known_ids, items)
+
+
+def _write(
+    collection: Any, items: dict, store: bool, known: dict[bytes, bytes],
+    unchanged: set[str], embedded: dict[bytes, bytes],
+) -> None:
+    """One write transaction for the batch, if the plan still holds inside it; else
+    _Replan (after the rollback)."""
+    blobs = {**embedded, **known}
     now = int(time.time())
     inserts, updates = [], []
     for id_, (value, meta, digest) in items.items():
@@ -47,9 +89,17 @@ def write_batch(
             inserts.append((collection.id, id_, blobs[digest], text, blob, digest, meta, now))
         elif meta is not None or store:
             updates.append((meta is not None, meta, store, text, blob, now, collection.id, id_))
+    used = {digest for _, _, digest in items.values()}
     with schema.transaction(collection.conn):
-        if fresh:
-            collection._check_dimensions(len(fresh[0]) // 4, "the model's vectors")
+        collection._check_still_named()
+        now_known, now_unchanged = _plan(collection, items)
+        if now_unchanged != unchanged or any(
+            now_known.get(digest) != vector for digest, vector in known.items()
+        ):
+            raise _Replan
+        made = [embedded[digest] for digest in used - known.keys()]
+        if made:
+            collection._check_dimensions(len(made[0]) // 4, "the model's vectors")
         collection.conn.executemany(
             "insert or replace into embeddings (collection_id, id, embedding, content, "
             "content_blob, content_hash, metadata, updated) values (?, ?, ?, ?, ?, ?, ?, ?)",

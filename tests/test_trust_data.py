@@ -690,3 +690,120 @@ def test_cli_metadata_nested_too_deeply_is_a_clear_error(tmp_path, depth, messag
     fails("embed", "docs", "a", "-c", "hello", "-m", "hashing", "-d", str(path),
           "--metadata", '{"a": ' * depth + "1" + "}" * depth, contains=message)
     assert not path.exists()
+
+
+# Other connections writing while a batch is embedded ------------------------------------
+
+class MeddlingModel(embsqlite.EmbeddingModel):
+    """The built-in hashing model, but each embed_batch first runs `meddle` (another
+    connection writing), as another process could during a slow model call."""
+
+    model_id = "hashing"
+
+    def __init__(self, meddle):
+        self.inner = embsqlite.get_embedding_model("hashing")
+        self.meddle = meddle
+        self.calls = 0
+
+    def embed_batch(self, items):
+        self.calls += 1
+        self.meddle(self.calls)
+        yield from self.inner.embed_batch(items)
+
+
+def _rows(path):
+    hashing = embsqlite.get_embedding_model("hashing")
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            id_: (content, bytes(digest) == schema.content_hash(content),
+                  bytes(vector) == embsqlite.encode(hashing.embed(content)))
+            for id_, content, digest, vector in conn.execute(
+                "select id, content, content_hash, embedding from embeddings")
+        }
+    finally:
+        conn.close()
+
+
+def _other_writes(path, sql, *params):
+    def meddle(call):
+        if call == 1:
+            conn = sqlite3.connect(path)
+            conn.execute(sql, params)
+            conn.commit()
+            conn.close()
+    return meddle
+
+
+@pytest.mark.parametrize("change", ["replaced", "deleted"])
+def test_a_row_changed_during_the_model_call_is_planned_again(tmp_path, change):
+    """The batch's plan is checked again inside its write transaction: every row ends with
+    content, hash and vector that agree, and no write is lost."""
+    path = tmp_path / "x.db"
+    Collection("c", str(path), model_id="hashing").embed("a", "hello", store=True)
+    hashing = embsqlite.get_embedding_model("hashing")
+    if change == "replaced":
+        meddle = _other_writes(
+            path, "update embeddings set content = 'bye', content_hash = ?, embedding = ? "
+            "where id = 'a'", schema.content_hash("bye"), embsqlite.encode(hashing.embed("bye")))
+    else:
+        meddle = _other_writes(path, "delete from embeddings where id = 'a'")
+    collection = Collection("c", str(path), model=MeddlingModel(meddle))
+    collection.embed_multi_with_metadata(
+        [("a", "hello", {"v": 2}), ("z", "something new", None)], store=True)
+    assert _rows(path) == {"a": ("hello", True, True), "z": ("something new", True, True)}
+
+
+def test_a_batch_whose_rows_keep_changing_fails_clearly_writing_nothing(tmp_path):
+    """Another connection changes row 'a' each time the batch is about to write (when
+    BEGIN IMMEDIATE starts): after PLAN_ATTEMPTS plans the batch fails, writing nothing."""
+    path = tmp_path / "x.db"
+    Collection("c", str(path), model_id="hashing").embed("a", "hello", store=True)
+    hashing = embsqlite.get_embedding_model("hashing")
+    begins = []
+
+    def on_statement(statement):
+        if statement.strip().upper().startswith("BEGIN"):
+            begins.append(statement)
+            text = "hello" if len(begins) % 2 == 0 else f"other {len(begins)}"
+            conn = sqlite3.connect(path)
+            conn.execute("update embeddings set content = ?, content_hash = ?, embedding = ? "
+                         "where id = 'a'", (text, schema.content_hash(text),
+                                            embsqlite.encode(hashing.embed(text))))
+            conn.commit()
+            conn.close()
+
+    model = MeddlingModel(lambda call: None)
+    collection = Collection("c", str(path), model=model)
+    collection.conn.set_trace_callback(on_statement)
+    with pytest.raises(ingest.StaleBatchError, match="kept changing"):
+        collection.embed_multi([("a", "hello"), ("b", "new")])
+    collection.conn.set_trace_callback(None)
+    assert set(_rows(path)) == {"a"} and len(begins) == ingest.PLAN_ATTEMPTS
+    assert model.calls <= 2  # each distinct content is embedded once across the attempts
+
+
+@pytest.mark.parametrize("change", ["renamed", "deleted and replaced"])
+def test_a_collection_renamed_or_replaced_elsewhere_is_never_written_or_searched(tmp_path, change):
+    path = tmp_path / "x.db"
+    collection = Collection("c", str(path), model_id="hashing")
+    collection.embed("a", "hello")
+    for _ in range(3):
+        collection.similar("hello")
+    other = sqlite3.connect(path, isolation_level=None)
+    if change == "renamed":
+        other.execute("update collections set name = 'renamed'")
+    else:
+        other.execute("delete from embeddings")
+        other.execute("delete from collections")
+        other.execute("insert into collections (id, name, model) values (1, 'other', 'hashing-3')")
+        other.execute("insert into embeddings (collection_id, id, embedding) values (1, 'o', ?)",
+                      (embsqlite.encode([1.0, 0.0, 0.0]),))
+    before = other.execute("select * from embeddings").fetchall()
+    with pytest.raises(Collection.DoesNotExist, match="renamed or deleted by another connection"):
+        collection.embed("x", "text")
+    with pytest.raises(Collection.DoesNotExist, match="renamed or deleted"):
+        collection.similar_by_vector([1.0] * 256)
+    with pytest.raises(Collection.DoesNotExist, match="renamed or deleted"):
+        collection.delete()
+    assert other.execute("select * from embeddings").fetchall() == before
