@@ -159,7 +159,8 @@ def test_members_and_delete_in_one_transaction(tmp_path, counting_model):
     doomed.conn.set_trace_callback(trace.append)
     doomed.delete()
     doomed.conn.set_trace_callback(None)
-    assert [s.split()[0].upper() for s in trace] == ["BEGIN", "DELETE", "DELETE", "COMMIT"]
+    # the SELECT checks that the name still maps to this collection's id and model
+    assert [s.split()[0].upper() for s in trace] == ["BEGIN", "SELECT", "DELETE", "DELETE", "COMMIT"]
     assert not Collection.exists(path, "doomed")
     assert doomed.conn.execute(
         "select count(*) from embeddings where collection_id = ?", (doomed.id,)

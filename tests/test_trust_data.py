@@ -118,6 +118,69 @@ FOREIGN_SCHEMAS = {
         "create view embeddings as select n from notes;",
         "'embeddings'",
     ),
+    "collections with INTEGER PRIMARY KEY DESC (no rowid alias)": (
+        "create table collections(id integer primary key desc, name text, model text);"
+        "create unique index idx_collections_name on collections(name);",
+        "'collections'",
+    ),
+    "collections whose unique index on name is partial": (
+        "create table collections(id integer primary key, name text, model text);"
+        "create unique index i on collections(name) where name is not null;",
+        "'collections'",
+    ),
+    "collections whose unique index on name is NOCASE": (
+        "create table collections(id integer primary key, name text, model text);"
+        "create unique index i on collections(name collate nocase);",
+        "'collections'",
+    ),
+    "collections WITHOUT ROWID": (
+        "create table collections(id integer primary key, name text, model text) without rowid;"
+        "create unique index idx_collections_name on collections(name);",
+        "'collections'",
+    ),
+    "collections with an index whose name has a double quote": (
+        'create table collections(id integer primary key, name text, model text);'
+        'create unique index "a""b" on collections(name) where name is not null;',
+        "'collections'",
+    ),
+    "llm's embeddings with id COLLATE NOCASE": (
+        "create table embeddings(collection_id integer, id text collate nocase, embedding blob, "
+        "content text, content_blob blob, content_hash blob, metadata text, updated integer, "
+        "primary key (collection_id, id)); create index idx_embeddings_content_hash "
+        "on embeddings(content_hash);",
+        "'embeddings'",
+    ),
+    "llm's embeddings STRICT": (
+        "create table embeddings(collection_id integer, id text, embedding blob, "
+        "content text, content_blob blob, content_hash blob, metadata text, updated integer, "
+        "primary key (collection_id, id)) strict;",
+        "'embeddings'",
+    ),
+    "llm's embeddings with a CHECK": (
+        "create table embeddings(collection_id integer, id text, embedding blob, "
+        "content text, content_blob blob, content_hash blob, metadata text, updated integer "
+        "check (length(id) < 5), primary key (collection_id, id));",
+        "'embeddings'",
+    ),
+    "llm's embeddings with a generated column": (
+        "create table embeddings(collection_id integer, id text, embedding blob, "
+        "content text, content_blob blob, content_hash blob, metadata text, updated integer, "
+        "n integer as (length(id)), primary key (collection_id, id));",
+        "'embeddings'",
+    ),
+    "llm's embeddings WITHOUT ROWID": (
+        "create table embeddings(collection_id integer, id text, embedding blob, "
+        "content text, content_blob blob, content_hash blob, metadata text, updated integer, "
+        "primary key (collection_id, id)) without rowid;",
+        "'embeddings'",
+    ),
+    "an index of llm's name on another column": (
+        "create table embeddings(collection_id integer, id text, embedding blob, "
+        "content text, content_blob blob, content_hash blob, metadata text, updated integer, "
+        "primary key (collection_id, id)); create index idx_embeddings_content_hash "
+        "on embeddings(content);",
+        "'idx_embeddings_content_hash'",
+    ),
     "another migrations table": (
         "create table _sqlite_migrations(version integer, script text);"
         "insert into _sqlite_migrations values (7, 'mine');",
@@ -211,6 +274,19 @@ def test_an_llm_embeddings_table_without_collections_gets_one(tmp_path):
     collection.embed("b", "hello")
     assert collection.count() == 1
     assert schema.embeddings_stage(collection.conn) == len(schema.EMBEDDINGS_STAGES) - 1
+
+
+def test_llms_content_hash_index_dropped_by_a_user_is_made_again(tmp_path):
+    """llm's m004 makes idx_embeddings_content_hash; without it every write failed."""
+    path = tmp_path / "x.db"
+    Collection("c", str(path), model_id="hashing").embed("a", "hello")
+    conn = sqlite3.connect(path)
+    conn.execute(f"drop index {schema.CONTENT_HASH_INDEX}")
+    conn.commit()
+    collection = Collection("c", str(path))
+    collection.embed("b", "world")
+    collection.embed("c", "hello")  # copied from a through the index
+    assert collection.count() == 3 and schema.content_hash_index_exists(conn)
 
 
 # --sql reading the database it writes ------------------------------------------------
