@@ -84,6 +84,7 @@ class Collection:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a collection name is a non-empty string, not {name!r}")
+        ingest.check_text(f"the collection name {name!r}", name)
         self.name = name
         self._lock = threading.RLock()
         self._db = db if hasattr(db, "conn") else None

@@ -261,6 +261,10 @@ def metadata_json(metadata: dict, where: str) -> str:
     _check_depth(metadata, where)
     try:
         text = json.dumps(metadata, allow_nan=False)
+        # JSON's \u escapes would store a lone surrogate that no reader can print
+        json.dumps(metadata, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise UnstorableTextError(f"{where}: metadata", error) from None
     except (TypeError, ValueError) as error:
         raise ValueError(f"{where}: metadata is not JSON-serialisable: {error}") from None
 

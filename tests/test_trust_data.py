@@ -883,3 +883,31 @@ def test_a_collection_renamed_or_replaced_elsewhere_is_never_written_or_searched
     with pytest.raises(Collection.DoesNotExist, match="renamed or deleted"):
         collection.delete()
     assert other.execute("select * from embeddings").fetchall() == before
+
+
+# Text SQLite cannot store, in names and metadata -------------------------------------
+
+@pytest.mark.parametrize("name", ["c\udcff", "\ud800"])
+def test_a_collection_name_sqlite_cannot_store_is_refused_before_any_file(tmp_path, name):
+    path = tmp_path / "x.db"
+    with pytest.raises(UnicodeEncodeError, match="collection name"):
+        Collection(name, str(path), model_id="hashing")
+    fails("embed", name, "a", "-c", "hi", "-m", "hashing", "-d", str(path),
+          contains="collection name")
+    if name == "c\udcff":  # the byte 0xff on a real command line
+        result = cli_subprocess("embed", name, "a", "-c", "hi", "-m", "hashing", "-d", str(path))
+        assert result.returncode == 1 and result.stderr.startswith("Error: "), result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_metadata_with_a_lone_surrogate_is_refused_so_searches_can_print_it(tmp_path):
+    path = tmp_path / "x.db"
+    collection = Collection("c", str(path), model_id="hashing")
+    for metadata in ({"\ud800": 1}, {"k": ["ok", "\udcff"]}):
+        with pytest.raises(UnicodeEncodeError, match="metadata"):
+            collection.embed("a", "hi", metadata=metadata)
+    fails("embed", "c", "a", "-c", "hi", "--metadata", '{"\\ud800": 1}', "-d", str(path),
+          contains="metadata")
+    assert collection.count() == 0
+    ok("embed", "c", "b", "-c", "hi", "--metadata", '{"\\u00e9": 1}', "-d", str(path))
+    assert "\u00e9" in ok("similar", "c", "-c", "hi", "-d", str(path)).output
