@@ -120,7 +120,7 @@ def _existing_collection(conn: sqlite3.Connection, name: str) -> Collection:
 def _collection(conn: sqlite3.Connection, name: str, model: Optional[str]) -> Collection:
     """The collection `name`, created with `model` (else the default model) if missing.
     An existing one is opened with its own model; `model` must then name that model."""
-    with user_errors(*MODEL_ERRORS, ValueError):
+    with user_errors(*MODEL_ERRORS, ValueError, sqlite3.OperationalError):  # e.g. locked
         if Collection.exists(conn, name):
             return Collection(name, conn, model_id=model)
         return Collection(name, conn, model_id=model or get_default_embedding_model())
@@ -296,11 +296,15 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
     for directory, _pattern in files:
         if not Path(directory).is_dir():
             raise click.UsageError(f"Invalid directory: {directory}")
+    for alias, _path in attach:
+        if alias.lower() in ("main", "temp"):
+            raise click.UsageError(f"--attach {alias}: SQLite reserves that name; choose another alias")
     with _writing(database, collection, model) as (conn, collection_obj):
         for alias, path in attach:
             if not Path(path).is_file():
                 raise UserError(f"--attach {alias}: no database at {path}")
-            conn.execute("attach database ? as " + _quote(alias), (path,))
+            with user_errors(sqlite3.DatabaseError):
+                conn.execute("attach database ? as " + _quote(alias), (path,))
         total: Optional[int] = None
         warn = lambda message: click.echo(message, err=True)  # noqa: E731
         with user_errors(*MODEL_ERRORS, *INPUT_ERRORS):

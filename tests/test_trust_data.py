@@ -911,3 +911,52 @@ def test_metadata_with_a_lone_surrogate_is_refused_so_searches_can_print_it(tmp_
     assert collection.count() == 0
     ok("embed", "c", "b", "-c", "hi", "--metadata", '{"\\u00e9": 1}', "-d", str(path))
     assert "\u00e9" in ok("similar", "c", "-c", "hi", "-d", str(path)).output
+
+
+# One-line errors instead of tracebacks ------------------------------------------------
+
+@pytest.mark.parametrize("command", [["similar", "c", "-c", "hi"], ["collections", "list"],
+                                     ["collections", "delete", "c"], ["embed", "c", "a", "-c", "hi"]])
+def test_every_command_on_a_foreign_table_prints_one_error_line(tmp_path, command):
+    path = _foreign_db(tmp_path, "create table embeddings(x);")
+    before = digest(path)
+    result = cli_subprocess(*command, "-m" if command[0] == "embed" else "-d", *(
+        ["hashing", "-d"] if command[0] == "embed" else []), str(path))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()] and \
+        result.stderr.startswith("Error: table 'embeddings' is not llm's"), result.stderr
+    assert digest(path) == before
+
+
+@pytest.mark.parametrize("alias", ["main", "temp", "MAIN"])
+def test_attach_under_a_reserved_alias_is_one_error_line_leaving_nothing(tmp_path, alias):
+    other = _foreign_db(tmp_path, "create table t(a);")
+    path = tmp_path / "x.db"
+    result = cli_subprocess("embed-multi", "c", "--attach", alias, str(other),
+                            "--sql", "select 1 as id, 'x' as t", "-m", "hashing", "-d", str(path))
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "reserves that name" in result.stderr
+    assert not path.exists()
+
+
+def test_attaching_the_same_alias_twice_is_one_error_line(tmp_path):
+    other = _foreign_db(tmp_path, "create table t(a);")
+    path = tmp_path / "x.db"
+    fails("embed-multi", "c", "--attach", "o", str(other), "--attach", "o", str(other),
+          "--sql", "select 1 as id, 'x' as t", "-m", "hashing", "-d", str(path),
+          contains="already in use")
+    assert not path.exists()
+
+
+def test_creating_a_collection_on_a_locked_database_is_one_error_line(tmp_path):
+    path = tmp_path / "x.db"
+    ok("embed", "c", "a", "-c", "hi", "-m", "hashing", "-d", str(path))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("begin immediate")
+    try:  # waits out the command's busy timeout
+        result = cli_subprocess("embed", "newc", "a", "-c", "hi", "-m", "hashing", "-d", str(path))
+    finally:
+        holder.execute("rollback")
+        holder.close()
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == ["Error: database error: database is locked"], result.stderr
