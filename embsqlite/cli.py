@@ -12,9 +12,11 @@ import base64
 import dataclasses
 import json
 import os
+import signal
 import sqlite3
 import sys
 import textwrap
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -48,6 +50,19 @@ def _database_option(func: Any) -> Any:
         envvar=DATABASE_ENV,
         help=f"Database file [default: embeddings.db in the user data directory; env {DATABASE_ENV}]",
     )(func)
+
+
+def _clean_up_on_sigterm() -> None:
+    """Make SIGTERM end the command as Ctrl-C does, through every cleanup (a collection
+    or file the command created is removed), exiting 143; restored when the command ends."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    click.get_current_context().call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
 
 
 def _database_path(database: Optional[str]) -> Path:
@@ -178,6 +193,7 @@ def cli() -> None:
     The database is -d/--database, else $EMBSQLITE_DATABASE, else embeddings.db in
     the user data directory (see `embsqlite collections path`).
     """
+    _clean_up_on_sigterm()
     with user_errors(NotADirectoryError):  # a bad $EMBSQLITE_USER_PATH, said once for all
         user_dir.user_path()
 

@@ -960,3 +960,46 @@ def test_creating_a_collection_on_a_locked_database_is_one_error_line(tmp_path):
         holder.close()
     assert result.returncode == 1, result.stderr
     assert result.stderr.splitlines() == ["Error: database error: database is locked"], result.stderr
+
+
+SLOW_MODEL_CLI = """
+import os, sys, time, embsqlite
+from embsqlite.cli import cli
+class Slow(embsqlite.EmbeddingModel):
+    model_id = "slow"
+    def embed_batch(self, items):
+        open(os.environ["CALLS"], "a").write("call\\n")
+        time.sleep(60)
+        for item in items:
+            yield [1.0, 0.5]
+embsqlite.register_embedding_model(Slow())
+cli(prog_name="embsqlite")
+"""
+
+
+def test_sigterm_during_the_model_call_cleans_up_like_ctrl_c(tmp_path):
+    """The collection (and the file) a killed command created are removed, so the same
+    command with another model works afterwards."""
+    import signal
+    import time
+
+    script = tmp_path / "slow_cli.py"
+    script.write_text(SLOW_MODEL_CLI)
+    (tmp_path / "in.csv").write_text("id,text\na,one\n")
+    path = tmp_path / "x.db"
+    calls = tmp_path / "calls"
+    process = subprocess.Popen(
+        [sys.executable, str(script), "embed-multi", "c", str(tmp_path / "in.csv"), "-m", "slow",
+         "-d", str(path)], env={**os.environ, "CALLS": str(calls)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not calls.exists():
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    assert not path.exists() and "Traceback" not in stderr, stderr
+    ok("embed-multi", "c", str(tmp_path / "in.csv"), "-m", "hashing", "-d", str(path))
