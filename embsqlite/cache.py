@@ -28,18 +28,17 @@ from __future__ import annotations
 import bisect
 import ctypes
 import itertools
-import os
 import sys
 import threading
 import weakref
 from collections import OrderedDict, deque
 from typing import Any, NamedTuple, Optional
 
-from . import idorder, schema
+from . import idorder, schema, settings
 
 _DEFAULT_MB = 2048
 _lock = threading.Lock()
-_budget_bytes = int(float(os.environ.get("EMBSQLITE_CACHE_MB", _DEFAULT_MB)) * 2**20)
+_budget_bytes = int(settings.env_number("EMBSQLITE_CACHE_MB", _DEFAULT_MB) * 2**20)
 _loaded: "OrderedDict[int, weakref.ref[VectorCache]]" = OrderedDict()  # by serial, LRU first
 _reserved = 0  # bytes promised to loads in progress
 _serials = itertools.count()

@@ -27,6 +27,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
+from . import settings
+
 MIGRATION_SET = "llm.embeddings"
 MIGRATIONS_TABLE = "_sqlite_migrations"
 
@@ -112,7 +114,7 @@ BUSY_TIMEOUT_MS = 5000
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 WAL_SIZE_LIMIT = 64 * 2**20
 # Memory-mapped reads on file connections we open (SQLite caps it at its own maximum).
-MMAP_BYTES = int(float(os.environ.get("EMBSQLITE_MMAP_MB", "0")) * 2**20)
+MMAP_BYTES = int(settings.env_number("EMBSQLITE_MMAP_MB", 0) * 2**20)
 
 
 def content_hash(value: str | bytes) -> bytes:

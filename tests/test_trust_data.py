@@ -1003,3 +1003,27 @@ def test_sigterm_during_the_model_call_cleans_up_like_ctrl_c(tmp_path):
     assert process.returncode == 143, stderr
     assert not path.exists() and "Traceback" not in stderr, stderr
     ok("embed-multi", "c", str(tmp_path / "in.csv"), "-m", "hashing", "-d", str(path))
+
+
+# Settings from the environment ---------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["", "abc", "nan", "inf", "-1"])
+@pytest.mark.parametrize("name", ["EMBSQLITE_CACHE_MB", "EMBSQLITE_MMAP_MB"])
+def test_a_bad_numeric_setting_warns_and_falls_back_without_breaking_import(name, value):
+    result = subprocess.run(
+        [sys.executable, "-c", "import embsqlite.cli; from embsqlite import cache, schema;"
+         "print(cache.budget_bytes(), schema.MMAP_BYTES)"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, name: value})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(2048 * 2**20), "0"]
+    assert f"{name}={value!r} is not a number" in result.stderr
+    assert cli_subprocess("--help", **{name: value}).returncode == 0
+
+
+def test_a_bad_minilm_thread_count_warns_and_uses_one(monkeypatch):
+    from embsqlite import minilm
+
+    monkeypatch.setenv(minilm.THREADS_ENV, "abc")
+    with pytest.warns(RuntimeWarning, match=f"{minilm.THREADS_ENV}='abc' is not an integer"):
+        model = minilm.MiniLMModel()
+    assert model.threads == 1
