@@ -451,8 +451,11 @@ def collections_list(database: Optional[str] = None, json_: bool = False) -> Non
 def collections_delete(collection: str, database: Optional[str]) -> None:
     """Delete COLLECTION and all its embeddings."""
     conn = _open(database, create=False)
-    _existing_collection(conn, collection).delete()
-    conn.close()
+    try:
+        with user_errors(sqlite3.OperationalError):  # read-only media, a locked database
+            _existing_collection(conn, collection).delete()
+    finally:
+        conn.close()
 
 
 @collections.command(name="path")
@@ -565,7 +568,7 @@ def demo(model: Optional[str], database: Optional[str], collection_name: str,
     only what is missing."""
     from . import demo as demo_module
 
-    with user_errors(*MODEL_ERRORS, ValueError):
+    with user_errors(*MODEL_ERRORS, ValueError, sqlite3.OperationalError):
         demo_module.run(
             database=dbfile.check_path(_database_path(database), create_parent=database is None),
             model=model,

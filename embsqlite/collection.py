@@ -95,7 +95,15 @@ class Collection:
         row = self._row() if schema.has_schema(self.conn) else None
         if row is None and not create:
             raise self.DoesNotExist(f"Collection {name!r} does not exist")
-        schema.ensure_schema(self.conn)
+        self._upgrade_pending = False
+        try:
+            schema.ensure_schema(self.conn)
+        except Exception as error:
+            if row is None or not schema.is_read_only_error(error):
+                raise
+            # read-only media: an older llm schema is searched as it is; a write upgrades
+            # it first, failing there with SQLite's read-only error
+            self._upgrade_pending = True
         row = row or self._row()
         if row is None:
             if model is None and model_id is None:
@@ -261,6 +269,9 @@ class Collection:
         """
         ingest.check_count("batch_size", batch_size, minimum=1)
         self._check_source(entries)
+        if self._upgrade_pending:
+            schema.ensure_schema(self.conn)
+            self._upgrade_pending = False
         numbered = enumerate(entries, 1)
         while True:
             batch = [

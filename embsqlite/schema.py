@@ -129,6 +129,18 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+SQLITE_READONLY = 8
+
+
+def is_read_only_error(error: BaseException) -> bool:
+    """Whether `error` is SQLite's SQLITE_READONLY (any extended code), from the stdlib
+    module (sqlite_errorcode) or apsw (ReadOnlyError)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == SQLITE_READONLY
+    return type(error).__name__ == "ReadOnlyError"
+
+
 def in_transaction(conn: Any) -> bool:
     """Whether `conn` (stdlib/pysqlite3 or apsw) has a transaction open."""
     state = getattr(conn, "in_transaction", None)

@@ -1027,3 +1027,56 @@ def test_a_bad_minilm_thread_count_warns_and_uses_one(monkeypatch):
     with pytest.warns(RuntimeWarning, match=f"{minilm.THREADS_ENV}='abc' is not an integer"):
         model = minilm.MiniLMModel()
     assert model.threads == 1
+
+
+def _llm_oldest_db(path: Path) -> None:
+    """A database llm made before its m003 migration (no updated, no content_hash)."""
+    db = sqlite_utils.Database(path)
+    embeddings_migrations.apply(db, stop_before="m003_add_updated")
+    db["collections"].insert({"id": 1, "name": "docs", "model": "hashing"})
+    hashing = embsqlite.get_embedding_model("hashing")
+    for id_, text in [("a", "hello world"), ("b", "goodbye moon"), ("c", "hello moon")]:
+        db["embeddings"].insert({"collection_id": 1, "id": id_, "content": text,
+                                 "embedding": embsqlite.encode(hashing.embed(text))})
+    db.close()
+
+
+def test_an_older_llm_database_on_read_only_media_is_searched_as_it_is(tmp_path):
+    source, target = tmp_path / "source", tmp_path / "mnt"
+    source.mkdir(), target.mkdir()
+    _llm_oldest_db(source / "copy.db")
+    before = digest(source / "copy.db")
+    _assert_searched(_read_only_mount(source, target, target / "copy.db"))
+    assert digest(source / "copy.db") == before
+
+
+WRITE_SCRIPT = """
+import sys
+from click.testing import CliRunner
+from embsqlite.cli import cli
+path = sys.argv[1]
+for args in (["embed", "newcoll", "a", "-c", "hi", "-m", "hashing"], ["embed", "docs", "z", "-c", "hi"],
+             ["collections", "delete", "docs"], ["demo", "-m", "hashing", "-n", "3"]):
+    result = CliRunner().invoke(cli, [*args, "-d", path])
+    print(result.exit_code, repr(result.exception), result.stderr.replace(chr(10), " | "))
+"""
+
+
+@pytest.mark.parametrize("maker", [_embsqlite_db, _llm_oldest_db], ids=["embsqlite", "llm m001"])
+def test_writes_on_read_only_media_are_one_error_line(tmp_path, maker):
+    source, target = tmp_path / "source", tmp_path / "mnt"
+    source.mkdir(), target.mkdir()
+    maker(source / "copy.db")
+    before = digest(source / "copy.db")
+    script = (
+        f"mount --bind '{source}' '{target}' && mount -o remount,bind,ro '{target}' && "
+        f"exec '{sys.executable}' -c '{WRITE_SCRIPT}' '{target / 'copy.db'}'"
+    )
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                            capture_output=True, text=True, timeout=120)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4, result.stdout + result.stderr
+    for line in lines:
+        assert line.startswith("1 SystemExit(1) Error: ") and " | " not in line.strip(" |"), line
+        assert "readonly" in line or "read-only" in line, line
+    assert digest(source / "copy.db") == before
