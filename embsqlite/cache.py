@@ -138,9 +138,14 @@ def change_token(conn: Any) -> tuple[Any, ...]:
     """Everything that moves when the database changes, as seen by `conn`: for every
     database of the connection (main, temp and attached ones, which may hold the table a
     name resolves to), its schema cookie, PRAGMA data_version and file data version. A
-    connection with a deserialized (memdb) database gets a token never seen before, so it
-    is never cached: each new image restarts the counters that would tell it apart."""
-    (changes,) = conn.execute("select total_changes()").fetchone()
+    connection with a deserialized (memdb) database, or reading uncommitted rows of a
+    shared cache (PRAGMA read_uncommitted), gets a token never seen before, so it is
+    never cached: no counter tells the states it may see apart."""
+    changes, dirty_reads = conn.execute(
+        "select total_changes(), (select * from pragma_read_uncommitted)"
+    ).fetchone()
+    if dirty_reads:  # sees other connections' uncommitted rows, which move no counter
+        return (next(_unique),)
     token: list[Any] = [int(changes)]
     names = [str(row[1]) for row in conn.execute("pragma database_list").fetchall()]
     for name in names:

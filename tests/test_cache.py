@@ -896,3 +896,24 @@ def test_a_table_in_an_attached_database_is_never_stale(tmp_path):
     for _ in range(3):
         got = answer(collection, query)
         assert got == sql_answer_raw(collection, query) and got[0][0] == "a0000"
+
+
+def test_a_connection_reading_uncommitted_rows_of_a_shared_cache_is_never_stale(tmp_path):
+    import sqlite3
+
+    uri = f"file:{tmp_path / 'shared.db'}?cache=shared"
+    mine = sqlite3.connect(uri, uri=True, isolation_level=None)
+    other = sqlite3.connect(uri, uri=True, isolation_level=None)
+    collection = embsqlite.Collection("c", mine, model=VectorModel())
+    collection.embed_multi([(f"i{i}", f"1,{i},0.5") for i in range(20)])
+    query = [0.0, 0.0, 1.0]
+    loaded(collection, query)
+    mine.execute("pragma read_uncommitted = 1")
+    other.execute("begin")
+    other.execute("update embeddings set embedding = ? where id = 'i7'", (embsqlite.encode(query),))
+    try:
+        for _ in range(3):
+            got = answer(collection, query)
+            assert got == sql_answer_raw(collection, query) and got[0][0] == "i7"
+    finally:
+        other.execute("rollback")
