@@ -130,9 +130,11 @@ def _open_read_only(where: Path, error: sqlite3.Error) -> Any:
 
 
 def remove(path: PathLike) -> None:
-    """Delete a database file we created, with its sidecar files."""
+    """Delete a database file we created, with its sidecar files. Through a symlink that
+    file (and SQLite's sidecars) is the link's target; the link itself stays."""
+    target = os.path.realpath(path)
     for suffix in ("", *SIDECARS):
         try:
-            os.unlink(str(path) + suffix)
+            os.unlink(target + suffix)
         except FileNotFoundError:
             pass

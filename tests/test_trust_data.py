@@ -1080,3 +1080,14 @@ def test_writes_on_read_only_media_are_one_error_line(tmp_path, maker):
         assert line.startswith("1 SystemExit(1) Error: ") and " | " not in line.strip(" |"), line
         assert "readonly" in line or "read-only" in line, line
     assert digest(source / "copy.db") == before
+
+
+def test_a_failed_command_through_a_dangling_symlink_keeps_the_link_and_removes_its_file(tmp_path):
+    folder = tmp_path / "dbs"
+    folder.mkdir()
+    (folder / "link.db").symlink_to(folder / "new.db")
+    fails("embed", "c", "a", "-c", "hi", "-m", "nosuchmodel", "-d", str(folder / "link.db"),
+          contains="nosuchmodel")
+    assert sorted(os.listdir(folder)) == ["link.db"] and (folder / "link.db").is_symlink()
+    ok("embed", "c", "a", "-c", "hi", "-m", "hashing", "-d", str(folder / "link.db"))
+    assert _count(folder / "new.db", "c") == 1
