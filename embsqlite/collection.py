@@ -88,13 +88,35 @@ class Collection:
         self.name = name
         self._lock = threading.RLock()
         self._db = db if hasattr(db, "conn") else None
+        new_file = isinstance(db, (str, os.PathLike)) and not os.path.lexists(db)
+        if new_file and not create:
+            raise self.DoesNotExist(f"Collection {name!r} does not exist (no database at {db})")
         self.conn, self._owns_connection = _connection(db)
+        existed: Optional[set[str]] = None
+        try:
+            existed = schema.llm_tables(self.conn)
+            self._open(model, model_id, create)
+        except BaseException:
+            self._undo_open(db if new_file else None, existed)
+            raise
+
+    def _open(self, model: Optional[EmbeddingModel], model_id: Optional[str], create: bool) -> None:
+        """Find (or create) the collection on self.conn; the rest of __init__."""
+        name = self.name
         sql.register(self.conn)
         schema.prepare_connection(self.conn, owned=self._owns_connection)
         self._model = model
         row = self._row() if schema.has_schema(self.conn) else None
         if row is None and not create:
             raise self.DoesNotExist(f"Collection {name!r} does not exist")
+        chosen = None
+        if row is None:  # the model is checked before any table is made
+            if model is None and model_id is None:
+                raise ValueError(
+                    f"creating collection {name!r} needs model= or model_id="
+                )
+            chosen = self._resolve(model, model_id, None)
+            assert chosen is not None
         self._upgrade_pending = False
         try:
             schema.ensure_schema(self.conn)
@@ -106,11 +128,6 @@ class Collection:
             self._upgrade_pending = True
         row = row or self._row()
         if row is None:
-            if model is None and model_id is None:
-                raise ValueError(
-                    f"creating collection {name!r} needs model= or model_id="
-                )
-            chosen = self._resolve(model, model_id, None)
             assert chosen is not None
             with schema.transaction(self.conn):
                 self.conn.execute(
@@ -125,6 +142,20 @@ class Collection:
         self._model = self._resolve(model, model_id, self.model_id)
         self._cache = cache.VectorCache(self.conn, self.id)
         self._named_at: Optional[tuple] = None  # change token when the name was last checked
+
+    def _undo_open(self, new_path: Any, existed: Optional[set[str]]) -> None:
+        """After a failed __init__: drop llm tables it added (while no collection is
+        stored), close a connection it opened, and delete a database file it created."""
+        try:
+            if existed is not None:
+                schema.drop_created(self.conn, existed)
+        except Exception:
+            pass  # the original error is the one to report
+        finally:
+            if self._owns_connection:
+                self.conn.close()
+                if new_path is not None:
+                    dbfile.remove(new_path)
 
     def _row(self) -> Optional[tuple[int, str]]:
         row = self.conn.execute(

@@ -1091,3 +1091,23 @@ def test_a_failed_command_through_a_dangling_symlink_keeps_the_link_and_removes_
     assert sorted(os.listdir(folder)) == ["link.db"] and (folder / "link.db").is_symlink()
     ok("embed", "c", "a", "-c", "hi", "-m", "hashing", "-d", str(folder / "link.db"))
     assert _count(folder / "new.db", "c") == 1
+
+
+@pytest.mark.parametrize("attempt", [
+    lambda path: Collection("c", str(path), create=False),
+    lambda path: Collection("c", str(path)),
+    lambda path: Collection("c", str(path), model_id="nosuch"),
+], ids=["create=False", "no model", "unknown model"])
+def test_a_failed_collection_open_leaves_no_file_and_no_tables(tmp_path, attempt):
+    folder = tmp_path / "dbs"
+    folder.mkdir()
+    with pytest.raises((Collection.DoesNotExist, ValueError, embsqlite.UnknownModelError)):
+        attempt(folder / "x.db")
+    assert os.listdir(folder) == []
+    other = folder / "other.db"
+    _foreign_db(folder, "create table notes(n);").rename(other)
+    with pytest.raises((Collection.DoesNotExist, ValueError, embsqlite.UnknownModelError)):
+        attempt(other)
+    conn = sqlite3.connect(other)
+    assert conn.execute("select name from sqlite_master").fetchall() == [("notes",)]
+    conn.close()
