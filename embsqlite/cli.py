@@ -88,6 +88,7 @@ def _writing(database: Optional[str], name: str, model: Optional[str]) -> Iterat
     leaves nothing behind."""
     path = _database_path(database)
     new_file = not path.exists()
+    empty_file = path.is_file() and path.stat().st_size == 0  # made empty again on failure
     conn = _open(database, create=True)
     new_collection = emptied = False
     existed: set[str] = set()
@@ -105,6 +106,8 @@ def _writing(database: Optional[str], name: str, model: Optional[str]) -> Iterat
             conn.close()
             if new_file and (emptied or not new_collection):
                 dbfile.remove(path)
+            elif empty_file and emptied:
+                dbfile.empty_again(path)
 
 
 def _remove_if_empty(conn: sqlite3.Connection, name: str) -> bool:

@@ -138,3 +138,20 @@ def remove(path: PathLike) -> None:
             os.unlink(target + suffix)
         except FileNotFoundError:
             pass
+
+
+def empty_again(path: PathLike) -> None:
+    """Return a file that was empty (0 bytes) before a failed command to 0 bytes, without
+    sidecars, if it still holds no table (the command's own tables were dropped)."""
+    conn = sqlite3.connect(path)
+    try:
+        objects = conn.execute("select count(*) from sqlite_master").fetchone()[0]
+    finally:
+        conn.close()
+    if objects == 0:
+        os.truncate(os.path.realpath(path), 0)
+        for suffix in SIDECARS:
+            try:
+                os.unlink(os.path.realpath(path) + suffix)
+            except FileNotFoundError:
+                pass

@@ -1111,3 +1111,13 @@ def test_a_failed_collection_open_leaves_no_file_and_no_tables(tmp_path, attempt
     conn = sqlite3.connect(other)
     assert conn.execute("select name from sqlite_master").fetchall() == [("notes",)]
     conn.close()
+
+
+def test_a_failed_command_on_an_empty_file_leaves_it_empty(tmp_path):
+    folder = tmp_path / "dbs"
+    folder.mkdir()
+    path = folder / "x.db"
+    path.touch()
+    fails("embed", "c", "a", "-c", "hi", "-m", "nosuchmodel", "-d", str(path), contains="nosuchmodel")
+    fails("embed-multi", "c", "-", "-m", "hashing", "-d", str(path), input="id,text\n,empty id\n")
+    assert os.listdir(folder) == ["x.db"] and path.stat().st_size == 0
