@@ -33,7 +33,10 @@
 **                              sorts (in table order).
 **   embsqlite_data_version(schema)  SQLITE_FCNTL_DATA_VERSION of that database
 **                              of the calling connection (from
-**                              sqlite3_context_db_handle); NULL if it has none
+**                              sqlite3_context_db_handle); NULL if it has none;
+**                              -1 if the database is a deserialized image (the
+**                              "memdb" VFS), whose counters restart with every
+**                              image, so that no counter can tell two apart
 **
 ** The cache keeps each row's squared norm, so a search computes only dot
 ** products: half the arithmetic of cosine_similarity(), which must compute
@@ -205,6 +208,22 @@ static void sinkFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 }
 
 /*
+** 1 if database zDb of db lives in the "memdb" VFS (sqlite3_deserialize):
+** every new image restarts its data version, so no counter can tell two
+** images apart.
+*/
+static int is_memdb(sqlite3 *db, const char *zDb){
+  char *zName = 0;
+  int isMem;
+  if( sqlite3_file_control(db, zDb, SQLITE_FCNTL_VFSNAME, &zName)!=SQLITE_OK ){
+    return 0;
+  }
+  isMem = zName!=0 && strstr(zName, "memdb")!=0;
+  sqlite3_free(zName);
+  return isMem;
+}
+
+/*
 ** embsqlite_data_version(schema): SQLITE_FCNTL_DATA_VERSION of that database
 ** of the calling connection. Unlike PRAGMA data_version it also moves when
 ** this connection commits, whatever wrote the pages (SQL, incremental blob
@@ -217,6 +236,10 @@ static void dataVersionFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   if( zDb==0 ){
     sqlite3_result_error(ctx,
         "embsqlite_data_version: argument 1 must be a schema name", -1);
+    return;
+  }
+  if( is_memdb(sqlite3_context_db_handle(ctx), zDb) ){
+    sqlite3_result_int64(ctx, -1);
     return;
   }
   if( sqlite3_file_control(sqlite3_context_db_handle(ctx), zDb,

@@ -28,22 +28,22 @@ from __future__ import annotations
 import bisect
 import ctypes
 import itertools
-import os
 import sys
 import threading
 import weakref
 from collections import OrderedDict, deque
 from typing import Any, NamedTuple, Optional
 
-from . import idorder
+from . import idorder, schema, settings
 from .transaction import read_transaction
 
 _DEFAULT_MB = 2048
 _lock = threading.Lock()
-_budget_bytes = int(float(os.environ.get("EMBSQLITE_CACHE_MB", _DEFAULT_MB)) * 2**20)
+_budget_bytes = int(settings.env_number("EMBSQLITE_CACHE_MB", _DEFAULT_MB) * 2**20)
 _loaded: "OrderedDict[int, weakref.ref[VectorCache]]" = OrderedDict()  # by serial, LRU first
 _reserved = 0  # bytes promised to loads in progress
 _serials = itertools.count()
+_unique = itertools.count(-1, -1)  # tokens of connections that are never cached
 # Which caches the process's last searches went to (serials): the evict-or-not decision.
 _RECENT = 16
 _recent: "deque[int]" = deque(maxlen=_RECENT)
@@ -135,35 +135,54 @@ def _release(nbytes: int) -> None:
         _reserved -= nbytes
 
 
-def change_token(conn: Any) -> tuple[int, ...]:
-    """Everything that moves when the database changes, as seen by `conn`."""
-    row = conn.execute(
-        "select total_changes(), (select data_version from pragma_data_version),"
-        " (select schema_version from pragma_schema_version)"
+def change_token(conn: Any) -> tuple[Any, ...]:
+    """Everything that moves when the database changes, as seen by `conn`: for every
+    database of the connection (main, temp and attached ones, which may hold the table a
+    name resolves to), its schema cookie, PRAGMA data_version and file data version. A
+    connection with a deserialized (memdb) database, or reading uncommitted rows of a
+    shared cache (PRAGMA read_uncommitted), gets a token never seen before, so it is
+    never cached: no counter tells the states it may see apart."""
+    changes, dirty_reads = conn.execute(
+        "select total_changes(), (select * from pragma_read_uncommitted)"
     ).fetchone()
-    # a temp table may shadow the collection's tables; the table-valued pragma reads main
-    (temp_schema,) = conn.execute("pragma temp.schema_version").fetchone()
-    return (int(row[0]), int(row[1]), int(row[2]), int(temp_schema), *_file_versions(conn))
+    if dirty_reads:  # sees other connections' uncommitted rows, which move no counter
+        return (next(_unique),)
+    token: list[Any] = [int(changes)]
+    names = [str(row[1]) for row in conn.execute("pragma database_list").fetchall()]
+    for name in names:
+        quoted = schema.quote(name)
+        (cookie,) = conn.execute(f"pragma {quoted}.schema_version").fetchone()
+        (data,) = conn.execute(f"pragma {quoted}.data_version").fetchone()
+        token += [name, int(cookie), int(data)]
+    versions = _file_versions(conn, names)
+    if versions is None:
+        return (next(_unique),)
+    return (*token, *versions)
 
 
-def _file_versions(conn: Any) -> tuple[int, ...]:
-    """SQLITE_FCNTL_DATA_VERSION of main and temp: unlike the pragma, it moves with this
+def _file_versions(conn: Any, names: list[str]) -> Optional[tuple[Any, ...]]:
+    """SQLITE_FCNTL_DATA_VERSION of each database: unlike the pragma, it moves with this
     connection's own commits of any kind (incremental blob writes, backups into it). Read
-    by the cffi copy's embsqlite_data_version() (stdlib connections), or by apsw."""
+    by the cffi copy's embsqlite_data_version() (stdlib connections), or by apsw. None
+    when a database is a deserialized image (the memdb VFS), whose counters restart."""
     if hasattr(conn, "file_control"):  # apsw
         versions = []
-        for name in ("main", "temp"):
+        for name in names:
+            if "memdb" in str(conn.vfsname(name) or ""):
+                return None
             value = ctypes.c_uint32(0)
             found = conn.file_control(name, _FCNTL_DATA_VERSION, ctypes.addressof(value))
             versions.append(value.value if found else -1)
         return tuple(versions)
     try:
         row = conn.execute(
-            "select embsqlite_data_version('main'), embsqlite_data_version('temp')"
+            "select " + ", ".join("embsqlite_data_version(?)" for _ in names), names
         ).fetchone()
     except Exception:  # not a connection of the cffi copy: no such function
         return ()
-    return tuple(-1 if v is None else int(v) for v in row)
+    if -1 in row:  # a deserialized image
+        return None
+    return tuple(row)
 
 
 class _Matrix(NamedTuple):

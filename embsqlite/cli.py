@@ -12,9 +12,11 @@ import base64
 import dataclasses
 import json
 import os
+import signal
 import sqlite3
 import sys
 import textwrap
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -51,6 +53,19 @@ def _database_option(func: Any) -> Any:
     )(func)
 
 
+def _clean_up_on_sigterm() -> None:
+    """Make SIGTERM end the command as Ctrl-C does, through every cleanup (a collection
+    or file the command created is removed), exiting 143; restored when the command ends."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    click.get_current_context().call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
+
+
 def _database_path(database: Optional[str]) -> Path:
     return Path(database) if database else default_database()
 
@@ -74,6 +89,7 @@ def _writing(database: Optional[str], name: str, model: Optional[str]) -> Iterat
     leaves nothing behind."""
     path = _database_path(database)
     new_file = not path.exists()
+    empty_file = path.is_file() and path.stat().st_size == 0  # made empty again on failure
     conn = _open(database, create=True)
     new_collection = emptied = False
     existed: set[str] = set()
@@ -91,6 +107,8 @@ def _writing(database: Optional[str], name: str, model: Optional[str]) -> Iterat
             conn.close()
             if new_file and (emptied or not new_collection):
                 dbfile.remove(path)
+            elif empty_file and emptied:
+                dbfile.empty_again(path)
 
 
 def _remove_if_empty(conn: sqlite3.Connection, name: str) -> bool:
@@ -121,7 +139,7 @@ def _existing_collection(conn: sqlite3.Connection, name: str) -> Collection:
 def _collection(conn: sqlite3.Connection, name: str, model: Optional[str]) -> Collection:
     """The collection `name`, created with `model` (else the default model) if missing.
     An existing one is opened with its own model; `model` must then name that model."""
-    with user_errors(*MODEL_ERRORS, ValueError):
+    with user_errors(*MODEL_ERRORS, ValueError, sqlite3.OperationalError):  # e.g. locked
         return Collection.open_or_create(name, conn, model_id=model)
 
 
@@ -177,6 +195,7 @@ def cli() -> None:
     The database is -d/--database, else $EMBSQLITE_DATABASE, else embeddings.db in
     the user data directory (see `embsqlite collections path`).
     """
+    _clean_up_on_sigterm()
     with user_errors(NotADirectoryError):  # a bad $EMBSQLITE_USER_PATH, said once for all
         user_dir.user_path()
 
@@ -295,11 +314,15 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
     for directory, _pattern in files:
         if not Path(directory).is_dir():
             raise click.UsageError(f"Invalid directory: {directory}")
+    for alias, _path in attach:
+        if alias.lower() in ("main", "temp"):
+            raise click.UsageError(f"--attach {alias}: SQLite reserves that name; choose another alias")
     with _writing(database, collection, model) as (conn, collection_obj):
         for alias, path in attach:
             if not Path(path).is_file():
                 raise UserError(f"--attach {alias}: no database at {path}")
-            conn.execute("attach database ? as " + _quote(alias), (path,))
+            with user_errors(sqlite3.DatabaseError):
+                conn.execute("attach database ? as " + _quote(alias), (path,))
         total: Optional[int] = None
         warn = lambda message: click.echo(message, err=True)  # noqa: E731
         with user_errors(*MODEL_ERRORS, *INPUT_ERRORS):
@@ -320,7 +343,8 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
                 if input_path == "-":
                     items = inputs.read_stream(sys.stdin.buffer, format_, "standard input", encoding)
                 else:
-                    total = sum(1 for _ in inputs.read_path(input_path, format_, encoding))
+                    if Path(input_path).is_file():  # a pipe or FIFO can be read only once
+                        total = sum(1 for _ in inputs.read_path(input_path, format_, encoding))
                     items = inputs.read_path(input_path, format_, encoding)
             with progress_bar(total) as bar:
                 collection_obj.embed_multi_with_metadata(
@@ -426,8 +450,11 @@ def collections_list(database: Optional[str] = None, json_: bool = False) -> Non
 def collections_delete(collection: str, database: Optional[str]) -> None:
     """Delete COLLECTION and all its embeddings."""
     conn = _open(database, create=False)
-    _existing_collection(conn, collection).delete()
-    conn.close()
+    try:
+        with user_errors(sqlite3.OperationalError):  # read-only media, a locked database
+            _existing_collection(conn, collection).delete()
+    finally:
+        conn.close()
 
 
 @collections.command(name="path")
@@ -540,7 +567,7 @@ def demo(model: Optional[str], database: Optional[str], collection_name: str,
     only what is missing."""
     from . import demo as demo_module
 
-    with user_errors(*MODEL_ERRORS, ValueError):
+    with user_errors(*MODEL_ERRORS, ValueError, sqlite3.OperationalError):
         demo_module.run(
             database=dbfile.check_path(_database_path(database), create_parent=database is None),
             model=model,

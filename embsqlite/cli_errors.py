@@ -68,7 +68,11 @@ class OneLineUsageGroup(click.Group):
             raise _one_line_usage(error) from None
 
     def invoke(self, ctx: click.Context) -> Any:
+        from .schema import ForeignTableError
+
         try:
             return super().invoke(ctx)
         except click.UsageError as error:
             raise _one_line_usage(error) from None
+        except ForeignTableError as error:  # any command reaching a table that is not llm's
+            raise UserError(describe(error)) from None

@@ -139,24 +139,50 @@ class Collection:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a collection name is a non-empty string, not {name!r}")
+        ingest.check_text(f"the collection name {name!r}", name)
         self.name = name
         self._lock = threading.RLock()
         self._db = db if hasattr(db, "conn") else None
+        new_file = isinstance(db, (str, os.PathLike)) and not os.path.lexists(db)
+        if new_file and not create:
+            raise self.DoesNotExist(f"Collection {name!r} does not exist (no database at {db})")
         self.conn, self._owns_connection = _connection(db)
+        existed: Optional[set[str]] = None
+        try:
+            existed = schema.llm_tables(self.conn)
+            self._open(model, model_id, create)
+        except BaseException:
+            self._undo_open(db if new_file else None, existed)
+            raise
+
+    def _open(self, model: Optional[EmbeddingModel], model_id: Optional[str], create: bool) -> None:
+        """Find (or create) the collection on self.conn; the rest of __init__."""
+        name = self.name
         loading.register(self.conn)
         prepare_connection(self.conn, owned=self._owns_connection)
         self._model = model
         row = self._row() if schema.has_schema(self.conn) else None
         if row is None and not create:
             raise self.DoesNotExist(f"Collection {name!r} does not exist")
-        schema.ensure_schema(self.conn)
-        row = row or self._row()
-        if row is None:
+        chosen = None
+        if row is None:  # the model is checked before any table is made
             if model is None and model_id is None:
                 raise ValueError(
                     f"creating collection {name!r} needs model= or model_id="
                 )
             chosen = self._resolve(model, model_id, None)
+            assert chosen is not None
+        self._upgrade_pending = False
+        try:
+            schema.ensure_schema(self.conn)
+        except Exception as error:
+            if row is None or not schema.is_read_only_error(error):
+                raise
+            # read-only media: an older llm schema is searched as it is; a write upgrades
+            # it first, failing there with SQLite's read-only error
+            self._upgrade_pending = True
+        row = row or self._row()
+        if row is None:
             assert chosen is not None
             with transaction(self.conn):
                 self.conn.execute(
@@ -181,11 +207,38 @@ class Collection:
 
         return cls(name, db, model_id=model_id or get_default_embedding_model())
 
+
+    def _undo_open(self, new_path: Any, existed: Optional[set[str]]) -> None:
+        """After a failed __init__: drop llm tables it added (while no collection is
+        stored), close a connection it opened, and delete a database file it created."""
+        try:
+            if existed is not None:
+                schema.drop_created(self.conn, existed)
+        except Exception:
+            pass  # the original error is the one to report
+        finally:
+            if self._owns_connection:
+                self.conn.close()
+                if new_path is not None:
+                    dbfile.remove(new_path)
+
     def _row(self) -> Optional[tuple[int, str]]:
         row = self.conn.execute(
             "select id, model from collections where name = ?", (self.name,)
         ).fetchone()
         return None if row is None else (row[0], row[1])
+
+    def _check_still_named(self) -> None:
+        """Raise DoesNotExist when the name no longer maps to this collection's id and
+        model: another connection renamed or deleted it (and may have reused the id)."""
+        if self._row() != (self.id, self.model_id):
+            raise self._renamed()
+
+    def _renamed(self) -> "Collection.DoesNotExist":
+        return self.DoesNotExist(
+            f"collection {self.name!r} (id {self.id}, model {self.model_id!r}) was "
+            "renamed or deleted by another connection; open it again"
+        )
 
     def _resolve(
         self, model: Optional[EmbeddingModel], model_id: Optional[str], stored: Optional[str]
@@ -259,6 +312,7 @@ class Collection:
     def delete(self) -> None:
         """Delete the collection and all its embeddings, in one transaction."""
         with transaction(self.conn):
+            self._check_still_named()
             self.conn.execute("delete from embeddings where collection_id = ?", (self.id,))
             self.conn.execute("delete from collections where id = ?", (self.id,))
 
@@ -309,6 +363,9 @@ class Collection:
         """
         check_count("batch_size", batch_size, minimum=1)
         self._check_source(entries)
+        if self._upgrade_pending:
+            schema.ensure_schema(self.conn)
+            self._upgrade_pending = False
         numbered = enumerate(entries, 1)
         while True:
             batch = [
@@ -319,7 +376,8 @@ class Collection:
                 return
             with self._lock:  # see _one_thread_at_a_time
                 ingest.write_batch(
-                    self.conn, self.id, self.model, batch, store, self._check_stored_dimensions
+                    self.conn, self.id, self.model, batch, store,
+                    self._check_stored_dimensions, self._check_still_named,
                 )
             if progress is not None:
                 progress(len(batch))
@@ -353,13 +411,17 @@ class Collection:
         facts = self._facts
         if facts is not None and token is not None and facts.token == token:
             return facts
-        dimensions, others, encoding = self.conn.execute(
+        dimensions, others, encoding, named_id, named_model = self.conn.execute(
             "select (select length(embedding) from embeddings where collection_id = ?"
             " and embedding is not null limit 1),"
             " (select count(*) from (select 1 from collections where id != ? limit 1)),"
-            " (select encoding from pragma_encoding)",
-            (self.id, self.id),
+            " (select encoding from pragma_encoding),"
+            " (select id from collections where name = ?),"
+            " (select model from collections where name = ?)",
+            (self.id, self.id, self.name, self.name),
         ).fetchone()
+        if (named_id, named_model) != (self.id, self.model_id):
+            raise self._renamed()
         facts = _Facts(token, None if dimensions is None else dimensions // 4, not others, encoding)
         self._facts = facts if token is not None else None
         return facts

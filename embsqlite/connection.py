@@ -2,9 +2,9 @@
 timeout, WAL for a new file) and the tuning of connections it opens itself."""
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from . import settings
 from .transaction import in_transaction
 
 # Busy timeout set on connections that have none (milliseconds).
@@ -14,7 +14,7 @@ BUSY_TIMEOUT_MS = 5000
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 WAL_SIZE_LIMIT = 64 * 2**20
 # Memory-mapped reads on file connections we open (SQLite caps it at its own maximum).
-MMAP_BYTES = int(float(os.environ.get("EMBSQLITE_MMAP_MB", "0")) * 2**20)
+MMAP_BYTES = int(settings.env_number("EMBSQLITE_MMAP_MB", 0) * 2**20)
 
 
 def _is_file_database(conn: Any) -> bool:

@@ -133,9 +133,28 @@ def _open_read_only(where: Path, error: sqlite3.Error) -> Any:
 
 
 def remove(path: PathLike) -> None:
-    """Delete a database file we created, with its sidecar files."""
+    """Delete a database file we created, with its sidecar files. Through a symlink that
+    file (and SQLite's sidecars) is the link's target; the link itself stays."""
+    target = os.path.realpath(path)
     for suffix in ("", *SIDECARS):
         try:
-            os.unlink(str(path) + suffix)
+            os.unlink(target + suffix)
         except FileNotFoundError:
             pass
+
+
+def empty_again(path: PathLike) -> None:
+    """Return a file that was empty (0 bytes) before a failed command to 0 bytes, without
+    sidecars, if it still holds no table (the command's own tables were dropped)."""
+    conn = sqlite3.connect(path)
+    try:
+        objects = conn.execute("select count(*) from sqlite_master").fetchone()[0]
+    finally:
+        conn.close()
+    if objects == 0:
+        os.truncate(os.path.realpath(path), 0)
+        for suffix in SIDECARS:
+            try:
+                os.unlink(os.path.realpath(path) + suffix)
+            except FileNotFoundError:
+                pass

@@ -41,10 +41,36 @@ class Plan:
     to_embed: dict[bytes, Value]  # content hash: content never stored, to embed once
 
 
+# Times a batch is planned again when other connections changed its rows during the model
+# call, before it gives up with StaleBatchError.
+PLAN_ATTEMPTS = 3
+
+
+class StaleBatchError(RuntimeError):
+    """Other connections kept changing a batch's rows while it was being embedded."""
+
+
+class PlanChanged(Exception):
+    """Inside the write transaction, the plan no longer matches the database: another
+    connection changed the batch's rows during the model call. Nothing was written."""
+
+
 def plan_batch(conn: Any, collection_id: int, batch: list[CheckedItem]) -> Plan:
     """Plan one checked batch (the last occurrence of an id wins): per id, whether its
     vector is kept, copied from stored content with the same hash, or to be embedded."""
     items = {id_: (value, meta, content_hash(value)) for id_, value, meta in batch}
+    known, unchanged = _stored_state(conn, collection_id, items)
+    to_embed: dict[bytes, Value] = {}
+    for value, _, digest in items.values():
+        if digest not in known:
+            to_embed.setdefault(digest, value)
+    return Plan(items, known, unchanged, to_embed)
+
+
+def _stored_state(
+    conn: Any, collection_id: int, items: dict[str, tuple[Value, Optional[str], bytes]]
+) -> tuple[dict[bytes, bytes], set[str]]:
+    """(stored vectors of the items' content hashes, ids stored with the same content)."""
     known = _stored_vectors(conn, collection_id, {h for _, _, h in items.values()})
     known_ids = [id_ for id_, (_, _, digest) in items.items() if digest in known]
     unchanged = {
@@ -52,11 +78,7 @@ def plan_batch(conn: Any, collection_id: int, batch: list[CheckedItem]) -> Plan:
         for id_, digest in rows.by_id(conn, collection_id, "content_hash", known_ids)
         if digest is not None and bytes(digest) == items[id_][2]
     }
-    to_embed: dict[bytes, Value] = {}
-    for value, _, digest in items.values():
-        if digest not in known:
-            to_embed.setdefault(digest, value)
-    return Plan(items, known, unchanged, to_embed)
+    return known, unchanged
 
 
 def write_plan(
@@ -66,12 +88,15 @@ def write_plan(
     fresh: list[bytes],
     store: bool,
     check_dimensions: Callable[[int], None],
+    check_collection: Optional[Callable[[], None]] = None,
 ) -> None:
     """Write a planned batch in one transaction: `fresh` holds the encoded vectors of
     `plan.to_embed`, in its order. New content is inserted (or replaces the id's row); an
     unchanged id gets only its metadata (when given) and stored content (when `store`)
-    updated. `check_dimensions(n)` raises if n-dimension vectors do not fit the
-    collection; it runs inside the transaction, so no other writer can change that."""
+    updated. Inside the transaction (BEGIN IMMEDIATE: no other writer until COMMIT)
+    `check_collection()` checks the collection is still the one planned for, the plan is
+    read again (PlanChanged if another connection changed it during the model call) and
+    `check_dimensions(n)` raises if n-dimension vectors do not fit the collection."""
     if len(fresh) != len(plan.to_embed):
         raise ValueError(f"write_plan: {len(fresh)} vectors for {len(plan.to_embed)} items to embed")
     blobs = {**plan.known, **dict(zip(plan.to_embed, fresh))}
@@ -85,6 +110,10 @@ def write_plan(
         elif meta is not None or store:
             updates.append((meta is not None, meta, store, text, blob, now, collection_id, id_))
     with transaction(conn):
+        if check_collection is not None:
+            check_collection()
+        if _stored_state(conn, collection_id, plan.items) != (plan.known, plan.unchanged):
+            raise PlanChanged
         if fresh:
             check_dimensions(len(fresh[0]) // 4)
         conn.executemany(
@@ -108,13 +137,29 @@ def write_batch(
     batch: list[CheckedItem],
     store: bool,
     check_dimensions: Callable[[int], None],
+    check_collection: Optional[Callable[[], None]] = None,
 ) -> None:
     """Plan, embed (with `model()`, asked for only when something needs embedding) and
-    write one checked batch of the collection `collection_id` on `conn`."""
-    plan = plan_batch(conn, collection_id, batch)
-    values = list(plan.to_embed.values())
-    fresh = embed_values(model(), values) if values else []
-    write_plan(conn, collection_id, plan, fresh, store, check_dimensions)
+    write one checked batch of the collection `collection_id` on `conn`. If another
+    connection changed the batch's rows during the model call, the batch is planned again
+    (vectors already made are reused), PLAN_ATTEMPTS times at most; no model call ever
+    runs inside the write transaction."""
+    embedded: dict[bytes, bytes] = {}  # the model's vectors for this batch, by content hash
+    for _attempt in range(PLAN_ATTEMPTS):
+        plan = plan_batch(conn, collection_id, batch)
+        missing = {d: v for d, v in plan.to_embed.items() if d not in embedded}
+        if missing:
+            embedded.update(zip(missing, embed_values(model(), list(missing.values()))))
+        fresh = [embedded[digest] for digest in plan.to_embed]
+        try:
+            write_plan(conn, collection_id, plan, fresh, store, check_dimensions, check_collection)
+            return
+        except PlanChanged:
+            continue
+    raise StaleBatchError(
+        f"collection id {collection_id}: other connections kept changing the rows of a "
+        f"batch while it was embedded ({PLAN_ATTEMPTS} attempts); nothing of it was written"
+    )
 
 
 def _stored_vectors(conn: Any, collection_id: int, digests: set[bytes]) -> dict[bytes, bytes]:
@@ -213,6 +258,10 @@ def metadata_json(metadata: dict, where: str) -> str:
     _check_depth(metadata, where)
     try:
         text = json.dumps(metadata, allow_nan=False)
+        # JSON's \u escapes would store a lone surrogate that no reader can print
+        json.dumps(metadata, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise UnstorableTextError(f"{where}: metadata", error) from None
     except (TypeError, ValueError) as error:
         raise ValueError(f"{where}: metadata is not JSON-serialisable: {error}") from None
 

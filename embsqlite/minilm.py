@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
+from . import settings
 from .model import EmbeddingModel, ModelNotInstalledError
 
 MODEL_ID = "all-MiniLM-L6-v2"
@@ -77,7 +78,9 @@ class MiniLMModel(EmbeddingModel):
         if not minilm_available():  # fail at lookup with the install hint, importing nothing
             _require_extra()
             raise ModelNotInstalledError(INSTALL_HINT)
-        self.threads = threads if threads is not None else int(os.environ.get(THREADS_ENV, "1"))
+        self.threads = threads if threads is not None else int(
+            settings.env_number(THREADS_ENV, 1, minimum=1, integer=True)
+        )
         self._session: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()

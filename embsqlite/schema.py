@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import time
 from typing import Any, Optional
 
 from .transaction import transaction
+
+from . import settings
 
 MIGRATION_SET = "llm.embeddings"
 MIGRATIONS_TABLE = "_sqlite_migrations"
@@ -104,6 +107,23 @@ CONTENT_HASH_INDEX = "idx_embeddings_content_hash"
 EMBEDDINGS_INDEX_SQL = """CREATE INDEX "idx_embeddings_content_hash"
     ON "embeddings" ("content_hash")"""
 
+def quote(name: str) -> str:
+    """`name` as an SQL identifier in double quotes, any quote inside doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+SQLITE_READONLY = 8
+
+
+def is_read_only_error(error: BaseException) -> bool:
+    """Whether `error` is SQLite's SQLITE_READONLY (any extended code), from the stdlib
+    module (sqlite_errorcode) or apsw (ReadOnlyError)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == SQLITE_READONLY
+    return type(error).__name__ == "ReadOnlyError"
+
+
 
 def table_exists(conn: Any, name: str) -> bool:
     row = conn.execute(
@@ -135,10 +155,70 @@ def _stage_shape(columns: tuple[str, ...], types: dict) -> tuple[tuple[str, str,
 
 
 def _has_unique_name_index(conn: Any) -> bool:
+    """A unique index on collections(name) that an upsert can name: not partial, the
+    default (BINARY) collation."""
     for index in conn.execute('pragma index_list("collections")').fetchall():
-        if index[2] and [r[2] for r in conn.execute(f'pragma index_info("{index[1]}")')] == ["name"]:
+        if index[2] and not index[4] and _index_keys(conn, index[1]) == [("name", "BINARY", 0)]:
             return True
     return False
+
+
+def _index_keys(conn: Any, index: str) -> list[tuple[str, str, int]]:
+    """(column, collation, descending) of each key column of `index`."""
+    rows = conn.execute(f"pragma index_xinfo({quote(index)})").fetchall()
+    return [(row[2], str(row[4]).upper(), row[3]) for row in rows if row[5]]
+
+
+def _primary_key_index(conn: Any, table: str) -> Optional[str]:
+    """The index SQLite made for `table`'s PRIMARY KEY; None when it is the rowid."""
+    for index in conn.execute(f"pragma index_list({quote(table)})").fetchall():
+        if index[3] == "pk":
+            return str(index[1])
+    return None
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`|\[[^\]]*\]")
+
+
+def _plain_table_problem(conn: Any, table: str) -> Optional[str]:
+    """Why `table` is not a plain rowid table as llm makes it (WITHOUT ROWID, STRICT,
+    generated or hidden columns, CHECK constraints), or None."""
+    listed = [row for row in conn.execute(f"pragma table_list({quote(table)})").fetchall()]
+    if listed:
+        row = next((row for row in listed if row[0] == "main"), listed[0])
+        if row[4]:
+            return "it is WITHOUT ROWID"
+        if row[5]:
+            return "it is STRICT"
+    else:  # SQLite before 3.37 has no table_list (nor STRICT tables)
+        try:
+            conn.execute(f"select rowid from {quote(table)} limit 0")
+        except Exception:
+            return "it is WITHOUT ROWID"
+    if any(row[6] for row in conn.execute(f"pragma table_xinfo({quote(table)})").fetchall()):
+        return "it has generated or hidden columns"
+    sql_row = conn.execute(
+        "select sql from sqlite_master where type = 'table' and name = ? collate nocase", (table,)
+    ).fetchone()
+    if sql_row and re.search(r"\bCHECK\b", _QUOTED.sub("", sql_row[0] or ""), re.IGNORECASE):
+        return "it has CHECK constraints"
+    return None
+
+
+def content_hash_index_exists(conn: Any) -> bool:
+    """Whether llm's index on embeddings(content_hash) is there; ForeignTableError when an
+    index of its name indexes something else."""
+    row = conn.execute(
+        "select tbl_name from sqlite_master where type = 'index' and name = ? collate nocase",
+        (CONTENT_HASH_INDEX,),
+    ).fetchone()
+    if row is None:
+        return False
+    if row[0].lower() != "embeddings" or _index_keys(conn, CONTENT_HASH_INDEX) != [
+        ("content_hash", "BINARY", 0)
+    ]:
+        raise _foreign(CONTENT_HASH_INDEX, "it is not an index on embeddings(content_hash)")
+    return True
 
 
 def _foreign(table: str, why: str) -> ForeignTableError:
@@ -164,8 +244,13 @@ def embeddings_stage(conn: Any) -> Optional[int]:
     if _check_object(conn, "collections"):
         if _shape(conn, "collections") != _stage_shape(COLLECTIONS_COLUMNS, _COLLECTIONS_TYPES):
             raise _foreign("collections", "its columns are not (id INTEGER PRIMARY KEY, name TEXT, model TEXT)")
+        problem = _plain_table_problem(conn, "collections")
+        if problem:
+            raise _foreign("collections", problem)
+        if _primary_key_index(conn, "collections") is not None:
+            raise _foreign("collections", "its id is not a rowid alias (INTEGER PRIMARY KEY)")
         if not _has_unique_name_index(conn):
-            raise _foreign("collections", "it has no unique index on name")
+            raise _foreign("collections", "it has no full unique index on name with the default collation")
     if _check_object(conn, MIGRATIONS_TABLE):
         if tuple(_columns(conn, MIGRATIONS_TABLE)) not in MIGRATIONS_SHAPES:
             raise _foreign(MIGRATIONS_TABLE, "its columns are not those sqlite-utils gives it")
@@ -174,6 +259,17 @@ def embeddings_stage(conn: Any) -> Optional[int]:
     shape = _shape(conn, "embeddings")
     for stage, columns in enumerate(EMBEDDINGS_STAGES):
         if shape == _stage_shape(columns, _COLUMN_TYPES):
+            problem = _plain_table_problem(conn, "embeddings")
+            if problem:
+                raise _foreign("embeddings", problem)
+            key = _primary_key_index(conn, "embeddings")
+            if key is None or _index_keys(conn, key) != [
+                ("collection_id", "BINARY", 0), ("id", "BINARY", 0)
+            ]:
+                raise _foreign("embeddings", "its primary key (collection_id, id) does not "
+                               "use the default collation and order")
+            if stage >= 2:
+                content_hash_index_exists(conn)
             return stage
     raise _foreign(
         "embeddings",
@@ -210,7 +306,9 @@ def ensure_schema(conn: Any) -> None:
     migrations_ok = table_exists(conn, MIGRATIONS_TABLE) and tuple(
         _columns(conn, MIGRATIONS_TABLE)
     ) == MIGRATIONS_SHAPES[0]
-    current = stage == final and table_exists(conn, "collections")
+    current = (
+        stage == final and table_exists(conn, "collections") and content_hash_index_exists(conn)
+    )
     if migrations_ok and current and not pending_migrations(conn):
         return
     with transaction(conn):
@@ -225,6 +323,8 @@ def ensure_schema(conn: Any) -> None:
             conn.execute(EMBEDDINGS_INDEX_SQL)
         elif stage != final:
             _upgrade_embeddings(conn, EMBEDDINGS_STAGES[stage])
+        elif not content_hash_index_exists(conn):  # as llm's m004 makes it
+            conn.execute(EMBEDDINGS_INDEX_SQL)
         now = str(datetime.datetime.now(datetime.timezone.utc))
         for name in pending:
             conn.execute(

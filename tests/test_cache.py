@@ -853,3 +853,69 @@ def test_random_writes_of_every_kind_never_leave_a_stale_answer(steps):
                 served += collection._cache.token is not None
         collection.close()
     assert served > 0
+
+
+def test_a_second_deserialize_of_an_image_with_the_same_counters_is_never_stale(tmp_path):
+    """Every deserialized image restarts SQLite's counters, so two images must never share
+    a cache: a connection with a deserialized database is searched in SQLite."""
+    import sqlite3
+
+    def image(vector):
+        conn = sqlite3.connect(":memory:")
+        collection = embsqlite.Collection("c", conn, model=VectorModel())
+        collection.embed_multi([(f"i{i}", f"1,{i},0.5") for i in range(20) if i != 5])
+        collection.embed_multi([("i5", vector)])
+        return conn.serialize()
+
+    first, second = image("0,0,1"), image("1,5,0.5")
+    for conn in (sqlite3.connect(":memory:"), sqlite3.connect(tmp_path / "file.db")):
+        conn.deserialize(first)
+        collection = embsqlite.Collection("c", conn)
+        for _ in range(3):
+            assert answer(collection, [0.0, 0.0, 1.0]) == sql_answer_raw(collection, [0.0, 0.0, 1.0])
+        conn.deserialize(second)
+        for _ in range(3):
+            got = answer(collection, [0.0, 0.0, 1.0])
+            assert got == sql_answer_raw(collection, [0.0, 0.0, 1.0]) and got[0][0] != "i5"
+
+
+def test_a_table_in_an_attached_database_is_never_stale(tmp_path):
+    """When the collection's tables resolve to an attached database, its commits by
+    other connections move the change token too."""
+    import sqlite3
+
+    filled(tmp_path / "main.db", rows=50, dim=3)[0].close()
+    other, _ = filled(tmp_path / "aux.db", rows=50, dim=3, seed=1)
+    conn = sqlite3.connect(tmp_path / "main.db", isolation_level=None)
+    collection = embsqlite.Collection("c", conn)
+    conn.execute("attach ? as aux", (str(tmp_path / "aux.db"),))
+    conn.execute("drop table main.embeddings")  # `embeddings` now names aux.embeddings
+    query = [0.0, 0.0, 1.0]
+    loaded(collection, query)
+    other.conn.execute("update embeddings set embedding = ? where id = 'a0000'",
+                       (embsqlite.encode(query),))
+    other.conn.commit()
+    for _ in range(3):
+        got = answer(collection, query)
+        assert got == sql_answer_raw(collection, query) and got[0][0] == "a0000"
+
+
+def test_a_connection_reading_uncommitted_rows_of_a_shared_cache_is_never_stale(tmp_path):
+    import sqlite3
+
+    uri = f"file:{tmp_path / 'shared.db'}?cache=shared"
+    mine = sqlite3.connect(uri, uri=True, isolation_level=None)
+    other = sqlite3.connect(uri, uri=True, isolation_level=None)
+    collection = embsqlite.Collection("c", mine, model=VectorModel())
+    collection.embed_multi([(f"i{i}", f"1,{i},0.5") for i in range(20)])
+    query = [0.0, 0.0, 1.0]
+    loaded(collection, query)
+    mine.execute("pragma read_uncommitted = 1")
+    other.execute("begin")
+    other.execute("update embeddings set embedding = ? where id = 'i7'", (embsqlite.encode(query),))
+    try:
+        for _ in range(3):
+            got = answer(collection, query)
+            assert got == sql_answer_raw(collection, query) and got[0][0] == "i7"
+    finally:
+        other.execute("rollback")

@@ -160,7 +160,8 @@ def test_members_and_delete_in_one_transaction(tmp_path, counting_model):
     doomed.conn.set_trace_callback(trace.append)
     doomed.delete()
     doomed.conn.set_trace_callback(None)
-    assert [s.split()[0].upper() for s in trace] == ["BEGIN", "DELETE", "DELETE", "COMMIT"]
+    # the SELECT checks that the name still maps to this collection's id and model
+    assert [s.split()[0].upper() for s in trace] == ["BEGIN", "SELECT", "DELETE", "DELETE", "COMMIT"]
     assert not Collection.exists(path, "doomed")
     assert doomed.conn.execute(
         "select count(*) from embeddings where collection_id = ?", (doomed.id,)
@@ -291,7 +292,8 @@ def test_one_hash_query_and_one_transaction_per_batch_using_the_hash_index(
     collection.embed_multi(((str(i), f"item {i}") for i in range(5, 25)), batch_size=4)
     conn.set_trace_callback(None)
     hash_queries = [s for s in recorder.statements if "content_hash in" in s[0]]
-    assert len(hash_queries) == 5
+    # per batch: the plan before the model call, read again inside the write transaction
+    assert len(hash_queries) == 10
     assert [s for s in trace if s.upper().startswith("BEGIN")] == ["BEGIN IMMEDIATE"] * 5
     inserts = [s for s in recorder.statements if s[0].startswith("insert or replace")]
     assert len(inserts) == 5 and all(isinstance(p, list) for _, p in inserts)  # executemany

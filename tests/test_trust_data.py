@@ -117,6 +117,69 @@ FOREIGN_SCHEMAS = {
         "create view embeddings as select n from notes;",
         "'embeddings'",
     ),
+    "collections with INTEGER PRIMARY KEY DESC (no rowid alias)": (
+        "create table collections(id integer primary key desc, name text, model text);"
+        "create unique index idx_collections_name on collections(name);",
+        "'collections'",
+    ),
+    "collections whose unique index on name is partial": (
+        "create table collections(id integer primary key, name text, model text);"
+        "create unique index i on collections(name) where name is not null;",
+        "'collections'",
+    ),
+    "collections whose unique index on name is NOCASE": (
+        "create table collections(id integer primary key, name text, model text);"
+        "create unique index i on collections(name collate nocase);",
+        "'collections'",
+    ),
+    "collections WITHOUT ROWID": (
+        "create table collections(id integer primary key, name text, model text) without rowid;"
+        "create unique index idx_collections_name on collections(name);",
+        "'collections'",
+    ),
+    "collections with an index whose name has a double quote": (
+        'create table collections(id integer primary key, name text, model text);'
+        'create unique index "a""b" on collections(name) where name is not null;',
+        "'collections'",
+    ),
+    "llm's embeddings with id COLLATE NOCASE": (
+        "create table embeddings(collection_id integer, id text collate nocase, embedding blob, "
+        "content text, content_blob blob, content_hash blob, metadata text, updated integer, "
+        "primary key (collection_id, id)); create index idx_embeddings_content_hash "
+        "on embeddings(content_hash);",
+        "'embeddings'",
+    ),
+    "llm's embeddings STRICT": (
+        "create table embeddings(collection_id integer, id text, embedding blob, "
+        "content text, content_blob blob, content_hash blob, metadata text, updated integer, "
+        "primary key (collection_id, id)) strict;",
+        "'embeddings'",
+    ),
+    "llm's embeddings with a CHECK": (
+        "create table embeddings(collection_id integer, id text, embedding blob, "
+        "content text, content_blob blob, content_hash blob, metadata text, updated integer "
+        "check (length(id) < 5), primary key (collection_id, id));",
+        "'embeddings'",
+    ),
+    "llm's embeddings with a generated column": (
+        "create table embeddings(collection_id integer, id text, embedding blob, "
+        "content text, content_blob blob, content_hash blob, metadata text, updated integer, "
+        "n integer as (length(id)), primary key (collection_id, id));",
+        "'embeddings'",
+    ),
+    "llm's embeddings WITHOUT ROWID": (
+        "create table embeddings(collection_id integer, id text, embedding blob, "
+        "content text, content_blob blob, content_hash blob, metadata text, updated integer, "
+        "primary key (collection_id, id)) without rowid;",
+        "'embeddings'",
+    ),
+    "an index of llm's name on another column": (
+        "create table embeddings(collection_id integer, id text, embedding blob, "
+        "content text, content_blob blob, content_hash blob, metadata text, updated integer, "
+        "primary key (collection_id, id)); create index idx_embeddings_content_hash "
+        "on embeddings(content);",
+        "'idx_embeddings_content_hash'",
+    ),
     "another migrations table": (
         "create table _sqlite_migrations(version integer, script text);"
         "insert into _sqlite_migrations values (7, 'mine');",
@@ -210,6 +273,19 @@ def test_an_llm_embeddings_table_without_collections_gets_one(tmp_path):
     collection.embed("b", "hello")
     assert collection.count() == 1
     assert schema.embeddings_stage(collection.conn) == len(schema.EMBEDDINGS_STAGES) - 1
+
+
+def test_llms_content_hash_index_dropped_by_a_user_is_made_again(tmp_path):
+    """llm's m004 makes idx_embeddings_content_hash; without it every write failed."""
+    path = tmp_path / "x.db"
+    Collection("c", str(path), model_id="hashing").embed("a", "hello")
+    conn = sqlite3.connect(path)
+    conn.execute(f"drop index {schema.CONTENT_HASH_INDEX}")
+    conn.commit()
+    collection = Collection("c", str(path))
+    collection.embed("b", "world")
+    collection.embed("c", "hello")  # copied from a through the index
+    assert collection.count() == 3 and schema.content_hash_index_exists(conn)
 
 
 # --sql reading the database it writes ------------------------------------------------
@@ -401,6 +477,26 @@ def test_files_skip_a_fifo_with_a_warning_instead_of_hanging(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "skipped " in result.stderr and "b.txt: not a regular file" in result.stderr
     assert _count(path, "docs") == 1
+
+
+@pytest.mark.parametrize("via", ["fifo", "process substitution"])
+def test_an_input_path_that_is_a_pipe_is_read_once(tmp_path, via):
+    """Only a regular file is counted before embedding; a pipe is read once, unknown total."""
+    path = tmp_path / "app.db"
+    data = "id,content\na,hello\nb,world\n"
+    if via == "fifo":
+        os.mkfifo(tmp_path / "in.csv")
+        writer = subprocess.Popen(["sh", "-c", f"printf '{data}' > {tmp_path / 'in.csv'}"])
+        result = cli_subprocess("embed-multi", "docs", str(tmp_path / "in.csv"), "-m", "hashing",
+                                "-d", str(path), timeout=60)
+        writer.wait(timeout=60)
+    else:
+        result = subprocess.run(
+            ["bash", "-c", f"{sys.executable} -m embsqlite embed-multi docs "
+             f"<(printf '{data}') -m hashing -d {path}"],
+            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert _count(path, "docs") == 2
 
 
 # Input checks before the model -------------------------------------------------------
@@ -669,3 +765,358 @@ def test_cli_metadata_nested_too_deeply_is_a_clear_error(tmp_path, depth, messag
     fails("embed", "docs", "a", "-c", "hello", "-m", "hashing", "-d", str(path),
           "--metadata", '{"a": ' * depth + "1" + "}" * depth, contains=message)
     assert not path.exists()
+
+
+# Other connections writing while a batch is embedded ------------------------------------
+
+class MeddlingModel(embsqlite.EmbeddingModel):
+    """The built-in hashing model, but each embed_batch first runs `meddle` (another
+    connection writing), as another process could during a slow model call."""
+
+    model_id = "hashing"
+
+    def __init__(self, meddle):
+        self.inner = embsqlite.get_embedding_model("hashing")
+        self.meddle = meddle
+        self.calls = 0
+
+    def embed_batch(self, items):
+        self.calls += 1
+        self.meddle(self.calls)
+        yield from self.inner.embed_batch(items)
+
+
+def _rows(path):
+    hashing = embsqlite.get_embedding_model("hashing")
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            id_: (content, bytes(digest) == ingest.content_hash(content),
+                  bytes(vector) == embsqlite.encode(hashing.embed(content)))
+            for id_, content, digest, vector in conn.execute(
+                "select id, content, content_hash, embedding from embeddings")
+        }
+    finally:
+        conn.close()
+
+
+def _other_writes(path, sql, *params):
+    def meddle(call):
+        if call == 1:
+            conn = sqlite3.connect(path)
+            conn.execute(sql, params)
+            conn.commit()
+            conn.close()
+    return meddle
+
+
+@pytest.mark.parametrize("change", ["replaced", "deleted"])
+def test_a_row_changed_during_the_model_call_is_planned_again(tmp_path, change):
+    """The batch's plan is checked again inside its write transaction: every row ends with
+    content, hash and vector that agree, and no write is lost."""
+    path = tmp_path / "x.db"
+    Collection("c", str(path), model_id="hashing").embed("a", "hello", store=True)
+    hashing = embsqlite.get_embedding_model("hashing")
+    if change == "replaced":
+        meddle = _other_writes(
+            path, "update embeddings set content = 'bye', content_hash = ?, embedding = ? "
+            "where id = 'a'", ingest.content_hash("bye"), embsqlite.encode(hashing.embed("bye")))
+    else:
+        meddle = _other_writes(path, "delete from embeddings where id = 'a'")
+    collection = Collection("c", str(path), model=MeddlingModel(meddle))
+    collection.embed_multi_with_metadata(
+        [("a", "hello", {"v": 2}), ("z", "something new", None)], store=True)
+    assert _rows(path) == {"a": ("hello", True, True), "z": ("something new", True, True)}
+
+
+def test_a_batch_whose_rows_keep_changing_fails_clearly_writing_nothing(tmp_path):
+    """Another connection changes row 'a' each time the batch is about to write (when
+    BEGIN IMMEDIATE starts): after PLAN_ATTEMPTS plans the batch fails, writing nothing."""
+    path = tmp_path / "x.db"
+    Collection("c", str(path), model_id="hashing").embed("a", "hello", store=True)
+    hashing = embsqlite.get_embedding_model("hashing")
+    begins = []
+
+    def on_statement(statement):
+        if statement.strip().upper().startswith("BEGIN"):
+            begins.append(statement)
+            text = "hello" if len(begins) % 2 == 0 else f"other {len(begins)}"
+            conn = sqlite3.connect(path)
+            conn.execute("update embeddings set content = ?, content_hash = ?, embedding = ? "
+                         "where id = 'a'", (text, ingest.content_hash(text),
+                                            embsqlite.encode(hashing.embed(text))))
+            conn.commit()
+            conn.close()
+
+    model = MeddlingModel(lambda call: None)
+    collection = Collection("c", str(path), model=model)
+    collection.conn.set_trace_callback(on_statement)
+    with pytest.raises(ingest.StaleBatchError, match="kept changing"):
+        collection.embed_multi([("a", "hello"), ("b", "new")])
+    collection.conn.set_trace_callback(None)
+    assert set(_rows(path)) == {"a"} and len(begins) == ingest.PLAN_ATTEMPTS
+    assert model.calls <= 2  # each distinct content is embedded once across the attempts
+
+
+@pytest.mark.parametrize("change", ["renamed", "deleted and replaced"])
+def test_a_collection_renamed_or_replaced_elsewhere_is_never_written_or_searched(tmp_path, change):
+    path = tmp_path / "x.db"
+    collection = Collection("c", str(path), model_id="hashing")
+    collection.embed("a", "hello")
+    for _ in range(3):
+        collection.similar("hello")
+    other = sqlite3.connect(path, isolation_level=None)
+    if change == "renamed":
+        other.execute("update collections set name = 'renamed'")
+    else:
+        other.execute("delete from embeddings")
+        other.execute("delete from collections")
+        other.execute("insert into collections (id, name, model) values (1, 'other', 'hashing-3')")
+        other.execute("insert into embeddings (collection_id, id, embedding) values (1, 'o', ?)",
+                      (embsqlite.encode([1.0, 0.0, 0.0]),))
+    before = other.execute("select * from embeddings").fetchall()
+    with pytest.raises(Collection.DoesNotExist, match="renamed or deleted by another connection"):
+        collection.embed("x", "text")
+    with pytest.raises(Collection.DoesNotExist, match="renamed or deleted"):
+        collection.similar_by_vector([1.0] * 256)
+    with pytest.raises(Collection.DoesNotExist, match="renamed or deleted"):
+        collection.delete()
+    assert other.execute("select * from embeddings").fetchall() == before
+
+
+# Text SQLite cannot store, in names and metadata -------------------------------------
+
+@pytest.mark.parametrize("name", ["c\udcff", "\ud800"])
+def test_a_collection_name_sqlite_cannot_store_is_refused_before_any_file(tmp_path, name):
+    path = tmp_path / "x.db"
+    with pytest.raises(UnicodeEncodeError, match="collection name"):
+        Collection(name, str(path), model_id="hashing")
+    fails("embed", name, "a", "-c", "hi", "-m", "hashing", "-d", str(path),
+          contains="collection name")
+    if name == "c\udcff":  # the byte 0xff on a real command line
+        result = cli_subprocess("embed", name, "a", "-c", "hi", "-m", "hashing", "-d", str(path))
+        assert result.returncode == 1 and result.stderr.startswith("Error: "), result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_metadata_with_a_lone_surrogate_is_refused_so_searches_can_print_it(tmp_path):
+    path = tmp_path / "x.db"
+    collection = Collection("c", str(path), model_id="hashing")
+    for metadata in ({"\ud800": 1}, {"k": ["ok", "\udcff"]}):
+        with pytest.raises(UnicodeEncodeError, match="metadata"):
+            collection.embed("a", "hi", metadata=metadata)
+    fails("embed", "c", "a", "-c", "hi", "--metadata", '{"\\ud800": 1}', "-d", str(path),
+          contains="metadata")
+    assert collection.count() == 0
+    ok("embed", "c", "b", "-c", "hi", "--metadata", '{"\\u00e9": 1}', "-d", str(path))
+    assert "\u00e9" in ok("similar", "c", "-c", "hi", "-d", str(path)).output
+
+
+# One-line errors instead of tracebacks ------------------------------------------------
+
+@pytest.mark.parametrize("command", [["similar", "c", "-c", "hi"], ["collections", "list"],
+                                     ["collections", "delete", "c"], ["embed", "c", "a", "-c", "hi"]])
+def test_every_command_on_a_foreign_table_prints_one_error_line(tmp_path, command):
+    path = _foreign_db(tmp_path, "create table embeddings(x);")
+    before = digest(path)
+    result = cli_subprocess(*command, "-m" if command[0] == "embed" else "-d", *(
+        ["hashing", "-d"] if command[0] == "embed" else []), str(path))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()] and \
+        result.stderr.startswith("Error: table 'embeddings' is not llm's"), result.stderr
+    assert digest(path) == before
+
+
+@pytest.mark.parametrize("alias", ["main", "temp", "MAIN"])
+def test_attach_under_a_reserved_alias_is_one_error_line_leaving_nothing(tmp_path, alias):
+    other = _foreign_db(tmp_path, "create table t(a);")
+    path = tmp_path / "x.db"
+    result = cli_subprocess("embed-multi", "c", "--attach", alias, str(other),
+                            "--sql", "select 1 as id, 'x' as t", "-m", "hashing", "-d", str(path))
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "reserves that name" in result.stderr
+    assert not path.exists()
+
+
+def test_attaching_the_same_alias_twice_is_one_error_line(tmp_path):
+    other = _foreign_db(tmp_path, "create table t(a);")
+    path = tmp_path / "x.db"
+    fails("embed-multi", "c", "--attach", "o", str(other), "--attach", "o", str(other),
+          "--sql", "select 1 as id, 'x' as t", "-m", "hashing", "-d", str(path),
+          contains="already in use")
+    assert not path.exists()
+
+
+def test_creating_a_collection_on_a_locked_database_is_one_error_line(tmp_path):
+    path = tmp_path / "x.db"
+    ok("embed", "c", "a", "-c", "hi", "-m", "hashing", "-d", str(path))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("begin immediate")
+    try:  # waits out the command's busy timeout
+        result = cli_subprocess("embed", "newc", "a", "-c", "hi", "-m", "hashing", "-d", str(path))
+    finally:
+        holder.execute("rollback")
+        holder.close()
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == ["Error: database error: database is locked"], result.stderr
+
+
+SLOW_MODEL_CLI = """
+import os, sys, time, embsqlite
+from embsqlite.cli import cli
+class Slow(embsqlite.EmbeddingModel):
+    model_id = "slow"
+    def embed_batch(self, items):
+        open(os.environ["CALLS"], "a").write("call\\n")
+        time.sleep(60)
+        for item in items:
+            yield [1.0, 0.5]
+embsqlite.register_embedding_model(Slow())
+cli(prog_name="embsqlite")
+"""
+
+
+def test_sigterm_during_the_model_call_cleans_up_like_ctrl_c(tmp_path):
+    """The collection (and the file) a killed command created are removed, so the same
+    command with another model works afterwards."""
+    import signal
+    import time
+
+    script = tmp_path / "slow_cli.py"
+    script.write_text(SLOW_MODEL_CLI)
+    (tmp_path / "in.csv").write_text("id,text\na,one\n")
+    path = tmp_path / "x.db"
+    calls = tmp_path / "calls"
+    process = subprocess.Popen(
+        [sys.executable, str(script), "embed-multi", "c", str(tmp_path / "in.csv"), "-m", "slow",
+         "-d", str(path)], env={**os.environ, "CALLS": str(calls)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not calls.exists():
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    assert not path.exists() and "Traceback" not in stderr, stderr
+    ok("embed-multi", "c", str(tmp_path / "in.csv"), "-m", "hashing", "-d", str(path))
+
+
+# Settings from the environment ---------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["", "abc", "nan", "inf", "-1"])
+@pytest.mark.parametrize("name", ["EMBSQLITE_CACHE_MB", "EMBSQLITE_MMAP_MB"])
+def test_a_bad_numeric_setting_warns_and_falls_back_without_breaking_import(name, value):
+    result = subprocess.run(
+        [sys.executable, "-c", "import embsqlite.cli; from embsqlite import cache, connection;"
+         "print(cache.budget_bytes(), connection.MMAP_BYTES)"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, name: value})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(2048 * 2**20), "0"]
+    assert f"{name}={value!r} is not a number" in result.stderr
+    assert cli_subprocess("--help", **{name: value}).returncode == 0
+
+
+def test_a_bad_minilm_thread_count_warns_and_uses_one(monkeypatch):
+    from embsqlite import minilm
+
+    monkeypatch.setenv(minilm.THREADS_ENV, "abc")
+    with pytest.warns(RuntimeWarning, match=f"{minilm.THREADS_ENV}='abc' is not an integer"):
+        model = minilm.MiniLMModel()
+    assert model.threads == 1
+
+
+def _llm_oldest_db(path: Path) -> None:
+    """A database llm made before its m003 migration (no updated, no content_hash)."""
+    db = sqlite_utils.Database(path)
+    embeddings_migrations.apply(db, stop_before="m003_add_updated")
+    db["collections"].insert({"id": 1, "name": "docs", "model": "hashing"})
+    hashing = embsqlite.get_embedding_model("hashing")
+    for id_, text in [("a", "hello world"), ("b", "goodbye moon"), ("c", "hello moon")]:
+        db["embeddings"].insert({"collection_id": 1, "id": id_, "content": text,
+                                 "embedding": embsqlite.encode(hashing.embed(text))})
+    db.close()
+
+
+def test_an_older_llm_database_on_read_only_media_is_searched_as_it_is(tmp_path):
+    source, target = tmp_path / "source", tmp_path / "mnt"
+    source.mkdir(), target.mkdir()
+    _llm_oldest_db(source / "copy.db")
+    before = digest(source / "copy.db")
+    _assert_searched(_read_only_mount(source, target, target / "copy.db"))
+    assert digest(source / "copy.db") == before
+
+
+WRITE_SCRIPT = """
+import sys
+from click.testing import CliRunner
+from embsqlite.cli import cli
+path = sys.argv[1]
+for args in (["embed", "newcoll", "a", "-c", "hi", "-m", "hashing"], ["embed", "docs", "z", "-c", "hi"],
+             ["collections", "delete", "docs"], ["demo", "-m", "hashing", "-n", "3"]):
+    result = CliRunner().invoke(cli, [*args, "-d", path])
+    print(result.exit_code, repr(result.exception), result.stderr.replace(chr(10), " | "))
+"""
+
+
+@pytest.mark.parametrize("maker", [_embsqlite_db, _llm_oldest_db], ids=["embsqlite", "llm m001"])
+def test_writes_on_read_only_media_are_one_error_line(tmp_path, maker):
+    source, target = tmp_path / "source", tmp_path / "mnt"
+    source.mkdir(), target.mkdir()
+    maker(source / "copy.db")
+    before = digest(source / "copy.db")
+    script = (
+        f"mount --bind '{source}' '{target}' && mount -o remount,bind,ro '{target}' && "
+        f"exec '{sys.executable}' -c '{WRITE_SCRIPT}' '{target / 'copy.db'}'"
+    )
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                            capture_output=True, text=True, timeout=120)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4, result.stdout + result.stderr
+    for line in lines:
+        assert line.startswith("1 SystemExit(1) Error: ") and " | " not in line.strip(" |"), line
+        assert "readonly" in line or "read-only" in line, line
+    assert digest(source / "copy.db") == before
+
+
+def test_a_failed_command_through_a_dangling_symlink_keeps_the_link_and_removes_its_file(tmp_path):
+    folder = tmp_path / "dbs"
+    folder.mkdir()
+    (folder / "link.db").symlink_to(folder / "new.db")
+    fails("embed", "c", "a", "-c", "hi", "-m", "nosuchmodel", "-d", str(folder / "link.db"),
+          contains="nosuchmodel")
+    assert sorted(os.listdir(folder)) == ["link.db"] and (folder / "link.db").is_symlink()
+    ok("embed", "c", "a", "-c", "hi", "-m", "hashing", "-d", str(folder / "link.db"))
+    assert _count(folder / "new.db", "c") == 1
+
+
+@pytest.mark.parametrize("attempt", [
+    lambda path: Collection("c", str(path), create=False),
+    lambda path: Collection("c", str(path)),
+    lambda path: Collection("c", str(path), model_id="nosuch"),
+], ids=["create=False", "no model", "unknown model"])
+def test_a_failed_collection_open_leaves_no_file_and_no_tables(tmp_path, attempt):
+    folder = tmp_path / "dbs"
+    folder.mkdir()
+    with pytest.raises((Collection.DoesNotExist, ValueError, embsqlite.UnknownModelError)):
+        attempt(folder / "x.db")
+    assert os.listdir(folder) == []
+    other = folder / "other.db"
+    _foreign_db(folder, "create table notes(n);").rename(other)
+    with pytest.raises((Collection.DoesNotExist, ValueError, embsqlite.UnknownModelError)):
+        attempt(other)
+    conn = sqlite3.connect(other)
+    assert conn.execute("select name from sqlite_master").fetchall() == [("notes",)]
+    conn.close()
+
+
+def test_a_failed_command_on_an_empty_file_leaves_it_empty(tmp_path):
+    folder = tmp_path / "dbs"
+    folder.mkdir()
+    path = folder / "x.db"
+    path.touch()
+    fails("embed", "c", "a", "-c", "hi", "-m", "nosuchmodel", "-d", str(path), contains="nosuchmodel")
+    fails("embed-multi", "c", "-", "-m", "hashing", "-d", str(path), input="id,text\n,empty id\n")
+    assert os.listdir(folder) == ["x.db"] and path.stat().st_size == 0
