@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import urllib.parse
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -32,11 +33,12 @@ from .datasette_access import (
     is_datasette_1,
     may_execute_sql,
     may_view_collections,
+    may_view_database,
     may_view_instance,
 )
 from .sql import register
 from .sql_embed import FUNCTION as EMBED_FUNCTION
-from .sql_embed import embed_text, one_line
+from .sql_embed import embed_text, one_line, register_embed_text
 
 SEARCH_PATH = "/-/embsqlite/search"
 COLLECTIONS_PATH = "/-/embsqlite/collections.json"
@@ -64,7 +66,13 @@ limit :n"""
 
 @hookimpl
 def prepare_connection(conn: Any) -> None:
-    register(conn, embed_text=True)
+    """The C functions, then `embedding_from_text` where SQLite can keep it out of schemas
+    (else a warning, and the functions without it)."""
+    register(conn)
+    try:
+        register_embed_text(conn)
+    except RuntimeError as refused:
+        warnings.warn(f"embsqlite: {refused}", RuntimeWarning, stacklevel=2)
 
 
 @hookimpl
@@ -147,13 +155,13 @@ async def _readable_databases(
     for name, db in list(datasette.databases.items()):
         if name == "_internal" or (only is not None and name != only):
             continue
-        if not await may_view_collections(datasette, actor, name):
-            continue
-        try:
-            if await _is_llm_database(db):
+        try:  # 0.65's view-table check reads the database's schema: inside the try too
+            if await may_view_collections(datasette, actor, name) and await _is_llm_database(db):
                 names.append(name)
         except Exception as error:  # locked, corrupt, interrupted: this database only
-            problems.append({"database": name, "error": _query_error(error)})
+            # named only to those who may see the database (a check that reads no schema)
+            if await may_view_database(datasette, actor, name):
+                problems.append({"database": name, "error": _query_error(error)})
     return names, problems
 
 
@@ -300,9 +308,17 @@ async def run_search(datasette: Any, request: Any) -> dict:
     outcome["results"] = [
         {"id": r[0], "score": r[1], "content": r[2], **_metadata(r[3])} for r in rows
     ]
-    if await may_execute_sql(datasette, request.actor, chosen.database):
+    if await _may_execute_sql(datasette, request.actor, chosen.database):
         outcome["sql_url"] = _sql_editor_url(datasette, chosen.database, sql, params)
     return outcome
+
+
+async def _may_execute_sql(datasette: Any, actor: Any, database: str) -> bool:
+    """`may_execute_sql`, False when the check itself cannot read the database."""
+    try:
+        return await may_execute_sql(datasette, actor, database)
+    except Exception:
+        return False
 
 
 def _sql_editor_url(datasette: Any, database: str, sql: str, params: dict) -> str:

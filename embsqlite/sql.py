@@ -102,7 +102,7 @@ def native_handle(conn: Any) -> Any:
         return None
     if not _register_auto_extension():
         return None
-    conn.execute("select 1")  # raises ProgrammingError if the connection is closed
+    conn.total_changes  # raises ProgrammingError if closed; runs no statement
     # CPython's connection object holds its sqlite3* right after the object header.
     db = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
     return native.ffi.cast("sqlite3 *", db) if db else None

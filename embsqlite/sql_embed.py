@@ -30,10 +30,13 @@ _MAX_MESSAGE = 300  # characters of a model's error message kept in ours
 # SQLite constants (sqlite3.h)
 _UTF8 = 1
 _DETERMINISTIC = 0x800
-# Callable only from top-level SQL, never from a view, trigger or index of the schema:
-# opening someone else's database must not make its schema run a model.
+# Callable only from top-level SQL, never from a view, trigger, CHECK, generated column or
+# index of the schema: opening someone else's database must not make its schema run a
+# model. SQLite checks the flag when it parses the schema, so a schema read before the
+# function existed is read again (`PRAGMA writable_schema=RESET`, SQLite 3.33.0 and later).
 _DIRECTONLY = 0x80000
-_DIRECTONLY_SINCE = 3031000
+_SAFE_SINCE = 3033000
+_RELOAD_SCHEMA = "PRAGMA writable_schema=RESET"
 _TYPE_NAMES = {1: "INTEGER", 2: "REAL", 3: "TEXT", 4: "BLOB", 5: "NULL"}
 _TEXT, _NULL = 3, 5
 _PYTHON_TYPE_NAMES = {int: "INTEGER", float: "REAL", bytes: "BLOB", memoryview: "BLOB"}
@@ -138,12 +141,18 @@ class _Library:
             self.lib.sqlite3_result_error(context, message.encode("utf-8", "replace"), -1)
 
     def register(self, handle: int) -> bool:
-        flags = _UTF8 | _DETERMINISTIC
-        if self.lib.sqlite3_libversion_number() >= _DIRECTONLY_SINCE:
-            flags |= _DIRECTONLY
+        _check_version(self.lib.sqlite3_libversion_number(), self.version)
         return self.lib.sqlite3_create_function_v2(
-            handle, FUNCTION.encode(), 2, flags, None, self.callback, None, None, None
+            handle, FUNCTION.encode(), 2, _UTF8 | _DETERMINISTIC | _DIRECTONLY, None,
+            self.callback, None, None, None
         ) == 0
+
+
+def _check_version(number: int, version: str) -> None:
+    """Refuse a SQLite library that cannot keep the function out of a database's schema."""
+    if number < _SAFE_SINCE:
+        raise RuntimeError(f"{FUNCTION} needs SQLite 3.33.0 or newer (this connection's is"
+                           f" {version}), so that no database's schema can call it")
 
 
 class _TypeOnly:
@@ -177,7 +186,7 @@ def _register_with_ctypes(conn: Any) -> bool:
         library = _library(name)
         if library is None:
             return False
-        conn.execute("select 1")  # raises ProgrammingError if the connection is closed
+        conn.total_changes  # raises ProgrammingError if closed; runs no statement
         # These modules keep the connection's sqlite3* right after the object header.
         handle = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
         return bool(handle) and library.register(handle)
@@ -186,9 +195,24 @@ def _register_with_ctypes(conn: Any) -> bool:
 
 def register_embed_text(conn: Any) -> None:
     """Add `embedding_from_text(model_id, text)` to a stdlib, pysqlite3/sqlean or apsw
-    connection. Nothing is loaded until the function is called."""
+    connection. Nothing is loaded until the function is called. Runs no statement before
+    registering, then makes SQLite read the schema again, so that a schema calling the
+    function fails ("unsafe use of embedding_from_text()") whatever ran on `conn` before."""
     if hasattr(conn, "createscalarfunction"):  # apsw reports the exception's own message
-        conn.createscalarfunction(FUNCTION, _embed_argument, 2, deterministic=True)
+        import apsw
+
+        _check_version(_version_number(apsw.sqlitelibversion()), apsw.sqlitelibversion())
+        conn.createscalarfunction(FUNCTION, _embed_argument, 2, deterministic=True,
+                                  flags=_DIRECTONLY)
     elif not _register_with_ctypes(conn):
-        conn.create_function(FUNCTION, 2, _embed_argument, deterministic=True)
+        raise RuntimeError(f"{FUNCTION} cannot be registered on {type(conn).__module__}."
+                           f"{type(conn).__name__}: it needs SQLITE_DIRECTONLY, which this"
+                           " connection type cannot set")
+    conn.cursor().execute(_RELOAD_SCHEMA).fetchall()
+
+
+def _version_number(version: str) -> int:
+    """"3.45.1" as SQLite's version number, 3045001."""
+    major, minor, patch = (int(part) for part in (version.split(".") + ["0", "0"])[:3])
+    return major * 1_000_000 + minor * 1000 + patch
 

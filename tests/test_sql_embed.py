@@ -146,3 +146,43 @@ def test_a_schema_cannot_call_it(tmp_path, connect, counting):
     with pytest.raises(Exception, match="unsafe use of embedding_from_text"):
         conn.execute("select * from v").fetchall()
     assert counting.batches == []
+
+
+# A schema that calls the function, written by a connection where it was an ordinary
+# function: each kind of schema expression SQLite keeps parsed.
+SCHEMA_CALLS = {
+    "generated column": "create table t(body text,"
+                        " e blob as (hex(embedding_from_text('counting-sql', body))))",
+    "check constraint": "create table t(body text"
+                        " check (embedding_from_text('counting-sql', body) is not null))",
+    "expression index": "create table t(body text);"
+                        " create index ix on t(embedding_from_text('counting-sql', body))",
+}
+
+
+def schema_calling_it(path, kind: str) -> str:
+    writer = pysqlite3.connect(str(path))
+    writer.create_function("embedding_from_text", 2, lambda model, text: b"\0\0\0\0",
+                           deterministic=True)
+    writer.executescript(SCHEMA_CALLS[kind] + "; insert into t(body) values ('hello');")
+    writer.commit()
+    writer.close()
+    return str(path)
+
+
+@pytest.mark.parametrize("connect", [_stdlib, _pysqlite3, _apsw, _sqlite_utils])
+@pytest.mark.parametrize("kind", list(SCHEMA_CALLS))
+@pytest.mark.parametrize("schema_read_first", [False, True], ids=["fresh", "schema-read-first"])
+def test_a_stored_schema_expression_cannot_call_it(tmp_path, connect, kind, schema_read_first,
+                                                   counting):
+    """Generated columns, CHECKs and expression indexes fail closed, even when the
+    connection read the schema before the function was registered."""
+    conn = connect(schema_calling_it(tmp_path / "s.db", kind))
+    if schema_read_first:
+        _execute(conn, "select count(*) from sqlite_master")
+    embsqlite.register(conn, embed_text=True)
+    for sql in ("select * from t", "insert into t(body) values ('again')"):
+        with pytest.raises(Exception, match=r"unsafe use of embedding_from_text\(\)"):
+            _execute(conn, sql)
+    assert counting.batches == []
+
