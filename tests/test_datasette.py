@@ -190,7 +190,7 @@ async def test_embedding_from_text_in_a_canned_query(db_path):
 
 @pytest.mark.parametrize("sql, message", [
     ("select embedding_from_text('no-such-model', 'x')",
-     "embedding_from_text: cannot embed with model 'no-such-model': Unknown embedding model"),
+     "embedding_from_text: cannot embed with model 'no-such-model': unknown, or not installed here"),
     ("select embedding_from_text('hashing', x'00ff')", "embedding_from_text: text must be TEXT, not BLOB"),
     ("select embedding_from_text('hashing', 42)", "embedding_from_text: text must be TEXT, not INTEGER"),
     ("select embedding_from_text(7, 'x')", "embedding_from_text: model_id must be TEXT"),
@@ -477,7 +477,7 @@ def add_collection(db_path: str, name: str, model: str) -> None:
 
 
 @pytest.mark.parametrize("model, message", [
-    ("no-such-model", "cannot embed with model 'no-such-model': Unknown embedding model: 'no-such-model'"),
+    ("no-such-model", "cannot embed with model 'no-such-model': unknown, or not installed here"),
     ("needs-extra", "cannot embed with model 'needs-extra': the needs-extra model needs its extra"),
     ("failing", "cannot embed with model 'failing': the model broke"),
     # llm's OpenAI model with no key: llm refuses before any network access.
@@ -735,7 +735,7 @@ def test_search_page_in_headless_chromium(server, tmp_path):
     dom = chromium_dom(page + "collection=minilm%2Fphrases&q=happy&prefix=zzz", tmp_path / "profile")
     assert "No results:" in dom and "<table" not in dom and result_ids(dom) == []
     dom = chromium_dom(page + "collection=minilm%2Fstrange&q=hello", tmp_path / "profile")
-    assert page_error(dom).startswith("cannot embed with model 'no-such-model': Unknown embedding model")
+    assert page_error(dom).startswith("cannot embed with model 'no-such-model': unknown, or not installed here")
     assert '<input id="es-q" type="search" name="q" value="hello"' in dom
     assert '<option value="minilm/strange" selected="">' in dom
 
@@ -770,7 +770,7 @@ async def test_a_schema_that_calls_embedding_from_text_fails_closed(db_path, tmp
 
     called = []
     monkeypatch.setattr(sql_embed, "get_embedding_model", lambda model_id: called.append(model_id))
-    sql_embed.embed_text.cache_clear()
+    sql_embed.clear_cache()
     bad = schema_calling_embedding_from_text(tmp_path / "schemacalls.db")
     ds = datasette([db_path, bad])
     paths = ("/schemacalls/gen.json?_shape=array", sql_url("schemacalls", "select * from gen"),
@@ -859,3 +859,76 @@ async def check_one_database_unreadable(db_path: str, bad: str) -> None:
     assert f"Could not read <strong>{name}</strong>" in page.text
     response = await ds.client.get(f"/-/embsqlite/search.json?collection={name}/held&q=dog")
     assert response.status_code in (400, 404) and not response.json()["ok"]
+
+
+def _no_constants(name: str):
+    raise ValueError(f"not JSON: {name}")
+
+
+@pytest.mark.parametrize("stored", ["NaN", '{"x": -Infinity}', "[Infinity]", '{"big": 1e400}',
+                                    "[" * 100_000])
+async def test_metadata_that_is_not_strict_json_is_returned_as_text(db_path, stored):
+    """Python's json reads NaN, Infinity, 1e400 (as infinity) and would write them back:
+    such metadata is text with metadata_error, so the response is always strict JSON."""
+    conn = sqlite3.connect(db_path)
+    conn.execute("update embeddings set metadata = ? where id = 'dog-1'", (stored,))
+    conn.commit()
+    conn.close()
+    ds = datasette([db_path])
+    response = await ds.client.get("/-/embsqlite/search.json?collection=phrases&q=happy+hound")
+    assert response.status_code == 200
+    body = json.loads(response.text, parse_constant=_no_constants)
+    dog = next(r for r in body["results"] if r["id"] == "dog-1")
+    assert dog["metadata"] == stored and dog["metadata_error"] == "not valid JSON"
+    page = await ds.client.get("/-/embsqlite/search?collection=phrases/phrases&q=happy+hound")
+    assert page.status_code == 200 and "(not valid JSON)" in page.text
+
+
+@pytest.mark.parametrize("query", ["n=" + "9" * 5000 + "&collection=phrases&q=x",
+                                   "collection=" + "c" * 20_000 + "&q=x",
+                                   "db=phrases&collection=" + "c" * 20_000 + "&q=x"])
+async def test_errors_quote_at_most_a_hundred_characters_of_the_request(db_path, query):
+    ds = datasette([db_path])
+    response = await ds.client.get("/-/embsqlite/search.json?" + query)
+    assert response.status_code in (400, 404)
+    error = response.json()["error"]
+    assert len(error) < 250 and "..." in error, error
+    page = await ds.client.get("/-/embsqlite/search?" + query)
+    assert len(page_error(page.text)) < 250
+
+
+async def test_unknown_model_errors_do_not_list_the_installed_models(db_path):
+    add_collection(db_path, "strange", "no-such-model")
+    ds = datasette([db_path])
+    for response in (await ds.client.get("/-/embsqlite/search.json?collection=strange&q=x"),
+                     await ds.client.get(sql_url("phrases", "select embedding_from_text('nope', 'x')"))):
+        error = response.json()["error"]
+        assert "unknown, or not installed here" in error
+        assert "hashing" not in error and "MiniLM" not in error and "Known" not in error
+
+
+async def test_embedding_from_text_refuses_a_text_past_its_limit(db_path, monkeypatch):
+    """In the SQL editor and on the search page, a text longer than the limit is a 400
+    naming the limit, before any model runs."""
+    from embsqlite import sql_embed
+
+    called = []
+    monkeypatch.setattr(sql_embed, "get_embedding_model", lambda model_id: called.append(model_id))
+    sql_embed.clear_cache()
+    ds = datasette([db_path])
+    sql = "select length(embedding_from_text('hashing', replace(hex(zeroblob(500000)), '00', 'a ')))"
+    response = await ds.client.get(sql_url("phrases", sql))
+    assert response.status_code == 400
+    assert ("embedding_from_text: text is 1,000,000 bytes of UTF-8, more than 100,000 characters"
+            in response.json()["error"])
+    # the limit is configurable, and a URL holds less than 100,000 characters anyway
+    monkeypatch.setenv("EMBSQLITE_SQL_MAX_TEXT", "1000")
+    response = await ds.client.get("/-/embsqlite/search.json?" + urllib.parse.urlencode(
+        {"collection": "phrases", "q": "a" * 1001}))
+    assert response.status_code == 400
+    assert response.json()["error"] == ("q is too long: text is 1,001 characters long;"
+                                        " the limit is 1,000 ($EMBSQLITE_SQL_MAX_TEXT)")
+    page = await ds.client.get("/-/embsqlite/search?" + urllib.parse.urlencode(
+        {"collection": "phrases/phrases", "q": "é" * 1001}))
+    assert page.status_code == 400 and page_error(page.text).startswith("q is too long")
+    assert called == []
