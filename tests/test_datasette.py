@@ -396,6 +396,7 @@ async def test_a_database_that_fails_to_read_does_not_break_another(db_path, tmp
         "create table collections (id integer primary key, name text collate writers_own, model text);"
         "create table embeddings (collection_id integer, id text, embedding blob, content text,"
         " metadata text, primary key (collection_id, id));"
+        "create unique index idx_collections_name on collections (name);"
         "insert into collections values (1, 'phrases', 'hashing');")
     conn.close()
     ds = datasette([broken, db_path])
