@@ -40,11 +40,15 @@ async def may_view_instance(datasette: Any, actor: Optional[dict]) -> bool:
     return await allowed(datasette, actor, "view-instance")
 
 
+async def may_view_database(datasette: Any, actor: Optional[dict], database: str) -> bool:
+    """May `actor` view the instance and `database`? (Neither check reads the database.)"""
+    return await may_view_instance(datasette, actor) and await allowed(
+        datasette, actor, "view-database", database)
+
+
 async def may_view_collections(datasette: Any, actor: Optional[dict], database: str) -> bool:
     """May `actor` see the collections of `database` (instance, database, both tables)?"""
-    if not await may_view_instance(datasette, actor):
-        return False
-    if not await allowed(datasette, actor, "view-database", database):
+    if not await may_view_database(datasette, actor, database):
         return False
     for table in COLLECTION_TABLES:
         if not await allowed(datasette, actor, "view-table", database, table):

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import urllib.parse
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -34,11 +36,12 @@ from .datasette_access import (
     is_datasette_1,
     may_execute_sql,
     may_view_collections,
+    may_view_database,
     may_view_instance,
 )
 from .loading import register
 from .sql_embed import FUNCTION as EMBED_FUNCTION
-from .sql_embed import embed_text, one_line
+from .sql_embed import TextTooLong, echo, embed_text, one_line, register_embed_text
 
 SEARCH_PATH = "/-/embsqlite/search"
 COLLECTIONS_PATH = "/-/embsqlite/collections.json"
@@ -56,7 +59,13 @@ FIND_SQL = "select model from collections where name = :collection"
 
 @hookimpl
 def prepare_connection(conn: Any) -> None:
-    register(conn, embed_text=True)
+    """The C functions, then `embedding_from_text` where SQLite can keep it out of schemas
+    (else a warning, and the functions without it)."""
+    register(conn)
+    try:
+        register_embed_text(conn)
+    except RuntimeError as refused:
+        warnings.warn(f"embsqlite: {refused}", RuntimeWarning, stacklevel=2)
 
 
 @hookimpl
@@ -139,13 +148,13 @@ async def _readable_databases(
     for name, db in list(datasette.databases.items()):
         if name == "_internal" or (only is not None and name != only):
             continue
-        if not await may_view_collections(datasette, actor, name):
-            continue
-        try:
-            if await _is_llm_database(db):
+        try:  # 0.65's view-table check reads the database's schema: inside the try too
+            if await may_view_collections(datasette, actor, name) and await _is_llm_database(db):
                 names.append(name)
         except Exception as error:  # locked, corrupt, interrupted: this database only
-            problems.append({"database": name, "error": _query_error(error)})
+            # named only to those who may see the database (a check that reads no schema)
+            if await may_view_database(datasette, actor, name):
+                problems.append({"database": name, "error": _query_error(error)})
     return names, problems
 
 
@@ -186,7 +195,7 @@ async def _find(datasette: Any, actor: Any, args: Any) -> list[Found]:
             continue
         names, problems = await _readable_databases(datasette, actor, only=database)
         if database is not None and problems:
-            raise SearchError(f"database {database!r} could not be read: {problems[0]['error']}")
+            raise SearchError(f"database {echo(database)} could not be read: {problems[0]['error']}")
         matches = []
         for db_name in names:
             try:
@@ -194,7 +203,7 @@ async def _find(datasette: Any, actor: Any, args: Any) -> list[Found]:
                     FIND_SQL, {"collection": name})).first()
             except Exception as error:
                 if database is not None:
-                    raise SearchError(f"database {db_name!r} could not be read: {_query_error(error)}")
+                    raise SearchError(f"database {echo(db_name)} could not be read: {_query_error(error)}")
                 continue  # another database's trouble is not this search's
             if row is not None:
                 matches.append(Found(db_name, name, row[0]))
@@ -209,7 +218,7 @@ def _number(text: Optional[str]) -> int:
     try:
         number = int(text)
     except ValueError:
-        raise SearchError(f"n must be a whole number, not {text!r}") from None
+        raise SearchError(f"n must be a whole number, not {echo(text)}") from None
     if not 1 <= number <= MAX_RESULTS:
         raise SearchError(f"n must be between 1 and {MAX_RESULTS}")
     return number
@@ -239,13 +248,22 @@ def search_sql(model: str, prefix: str, encoding: str = "UTF-8") -> tuple[str, d
     return sql, params
 
 
+def _strict_number(text: str) -> float:
+    """A JSON number as a float; NaN, Infinity and numbers too large for a double are not
+    JSON (Python's json reads them, and would write them back as NaN/Infinity)."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {text[:20]}")
+    return number
+
+
 def _metadata(text: Optional[str]) -> dict:
-    """The stored metadata, parsed; text that is not JSON is passed on as text, marked."""
+    """The stored metadata, parsed as strict JSON; anything else is passed on as text, marked."""
     if text is None:
         return {"metadata": None}
     try:
-        return {"metadata": json.loads(text)}
-    except ValueError:
+        return {"metadata": json.loads(text, parse_constant=_strict_number, parse_float=_strict_number)}
+    except (ValueError, RecursionError):
         return {"metadata": text, "metadata_error": "not valid JSON"}
 
 
@@ -257,14 +275,14 @@ async def run_search(datasette: Any, request: Any) -> dict:
         raise SearchError("choose a collection: pass collection=DATABASE/NAME (or db= and collection=)")
     matches = await _find(datasette, request.actor, request.args)
     if not matches:
-        raise SearchError(f"collection {request.args.get('collection')!r} not found", 404)
+        raise SearchError(f"collection {echo(request.args.get('collection'))} not found", 404)
     if len(matches) > 1:
         places = ", ".join(m.database for m in matches)
-        raise SearchError(f"collection {matches[0].name!r} is in several databases ({places}):"
+        raise SearchError(f"collection {echo(matches[0].name)} is in several databases ({places}):"
                           f" pass collection=DATABASE/NAME or db=")
     chosen = matches[0]
     if not isinstance(chosen.model, str) or not chosen.model:
-        raise SearchError(f"collection {chosen.name!r} names no model to embed with", 500)
+        raise SearchError(f"collection {echo(chosen.name)} names no model to embed with", 500)
     query = request.args.get("q") or ""
     prefix = request.args.get("prefix") or ""
     outcome: dict[str, Any] = {
@@ -278,6 +296,8 @@ async def run_search(datasette: Any, request: Any) -> dict:
     loop = asyncio.get_running_loop()
     try:
         await loop.run_in_executor(None, embed_text, chosen.model, query)
+    except TextTooLong as error:
+        raise SearchError(f"q is too long: {error}") from None
     except ValueError as error:
         raise SearchError(str(error), 500) from None
     db = datasette.get_database(chosen.database)
@@ -296,9 +316,17 @@ async def run_search(datasette: Any, request: Any) -> dict:
     outcome["results"] = [
         {"id": r[0], "score": r[1], "content": r[2], **_metadata(r[3])} for r in rows
     ]
-    if await may_execute_sql(datasette, request.actor, chosen.database):
+    if await _may_execute_sql(datasette, request.actor, chosen.database):
         outcome["sql_url"] = _sql_editor_url(datasette, chosen.database, sql, params)
     return outcome
+
+
+async def _may_execute_sql(datasette: Any, actor: Any, database: str) -> bool:
+    """`may_execute_sql`, False when the check itself cannot read the database."""
+    try:
+        return await may_execute_sql(datasette, actor, database)
+    except Exception:
+        return False
 
 
 def _sql_editor_url(datasette: Any, database: str, sql: str, params: dict) -> str:

@@ -190,7 +190,7 @@ async def test_embedding_from_text_in_a_canned_query(db_path):
 
 @pytest.mark.parametrize("sql, message", [
     ("select embedding_from_text('no-such-model', 'x')",
-     "embedding_from_text: cannot embed with model 'no-such-model': Unknown embedding model"),
+     "embedding_from_text: cannot embed with model 'no-such-model': unknown, or not installed here"),
     ("select embedding_from_text('hashing', x'00ff')", "embedding_from_text: text must be TEXT, not BLOB"),
     ("select embedding_from_text('hashing', 42)", "embedding_from_text: text must be TEXT, not INTEGER"),
     ("select embedding_from_text(7, 'x')", "embedding_from_text: model_id must be TEXT"),
@@ -479,7 +479,7 @@ def add_collection(db_path: str, name: str, model: str) -> None:
 
 
 @pytest.mark.parametrize("model, message", [
-    ("no-such-model", "cannot embed with model 'no-such-model': Unknown embedding model: 'no-such-model'"),
+    ("no-such-model", "cannot embed with model 'no-such-model': unknown, or not installed here"),
     ("needs-extra", "cannot embed with model 'needs-extra': the needs-extra model needs its extra"),
     ("failing", "cannot embed with model 'failing': the model broke"),
     # llm's OpenAI model with no key: llm refuses before any network access.
@@ -740,6 +740,200 @@ def test_search_page_in_headless_chromium(server, tmp_path):
     dom = chromium_dom(page + "collection=minilm%2Fphrases&q=happy&prefix=zzz", tmp_path / "profile")
     assert "No results:" in dom and "<table" not in dom and result_ids(dom) == []
     dom = chromium_dom(page + "collection=minilm%2Fstrange&q=hello", tmp_path / "profile")
-    assert page_error(dom).startswith("cannot embed with model 'no-such-model': Unknown embedding model")
+    assert page_error(dom).startswith("cannot embed with model 'no-such-model': unknown, or not installed here")
     assert '<input id="es-q" type="search" name="q" value="hello"' in dom
     assert '<option value="minilm/strange" selected="">' in dom
+
+
+def schema_calling_embedding_from_text(path) -> str:
+    """A database whose generated column, CHECK and index call embedding_from_text, written
+    where it was an ordinary function."""
+    import pysqlite3.dbapi2 as pysqlite3
+
+    writer = pysqlite3.connect(str(path))
+    writer.create_function("embedding_from_text", 2, lambda model, text: b"\0\0\0\0",
+                           deterministic=True)
+    writer.executescript("""
+        create table gen(body text, e blob as (hex(embedding_from_text('hashing', body))));
+        create table chk(body text check (embedding_from_text('hashing', body) is not null));
+        create table ix(body text);
+        create index ix_e on ix(embedding_from_text('hashing', body));
+        insert into gen(body) values ('hello');
+        insert into chk(body) values ('hello');
+        insert into ix(body) values ('hello');
+    """)
+    writer.commit()
+    writer.close()
+    return str(path)
+
+
+async def test_a_schema_that_calls_embedding_from_text_fails_closed(db_path, tmp_path, monkeypatch):
+    """Opening such a database runs no model: SQLite reports "unsafe use". On 0.65 its
+    tables fail and the other databases work as usual; 1.0 reads every database's schema
+    into its catalog on each request, so there the whole instance fails closed."""
+    from embsqlite import sql_embed
+
+    called = []
+    monkeypatch.setattr(sql_embed, "get_embedding_model", lambda model_id: called.append(model_id))
+    sql_embed.clear_cache()
+    bad = schema_calling_embedding_from_text(tmp_path / "schemacalls.db")
+    ds = datasette([db_path, bad])
+    paths = ("/schemacalls/gen.json?_shape=array", sql_url("schemacalls", "select * from gen"),
+             sql_url("schemacalls", "select count(*) from ix"))
+    if DATASETTE_1:
+        for path in paths + ("/-/versions.json",):
+            with pytest.raises(Exception, match=r"unsafe use of embedding_from_text\(\)"):
+                await ds.client.get(path)
+    else:
+        for path in paths:
+            response = await ds.client.get(path)
+            assert response.status_code >= 400, (path, response.text[:300])
+            assert "unsafe use of embedding_from_text()" in response.text, (path, response.text[:300])
+        listing = (await ds.client.get("/-/embsqlite/collections.json")).json()
+        assert [c["key"] for c in listing["collections"]] == ["phrases/phrases"]
+    assert called == []
+
+
+def corrupt_db(path) -> str:
+    """An llm database whose first page (the schema) past the header is garbage."""
+    source = make_db(path, name="held")
+    check = sqlite3.connect(source)
+    check.execute("pragma journal_mode=delete")
+    check.close()
+    data = bytearray(open(source, "rb").read())
+    data[100:4096] = b"\xff" * (4096 - 100)
+    with open(path, "wb") as out:
+        out.write(data)
+    return str(path)
+
+
+HOLD_LOCK = """
+import sqlite3, sys
+holder = sqlite3.connect(sys.argv[1], isolation_level=None)
+holder.execute("begin exclusive")
+holder.execute("insert into collections(name, model) values ('pending', 'hashing')")
+print("locked", flush=True)
+sys.stdin.read()
+holder.execute("rollback")
+"""
+
+
+@pytest.fixture
+def locked_db(tmp_path):
+    """An llm database in rollback-journal mode, held under an exclusive lock by another
+    process (POSIX locks do not conflict within one process) for the test's duration."""
+    path = make_db(tmp_path / "locked.db", name="held")
+    setup = sqlite3.connect(path)
+    setup.execute("pragma journal_mode=delete")
+    setup.close()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, path], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert holder.stdout.readline() == "locked\n"
+    yield path
+    holder.communicate("", timeout=30)
+
+
+@pytest.mark.slow
+async def test_a_locked_database_is_reported_not_fatal(db_path, locked_db):
+    """Each read of the locked database waits for SQLite's busy timeout, then fails."""
+    await check_one_database_unreadable(db_path, locked_db)
+
+
+async def test_a_corrupt_database_is_reported_not_fatal(db_path, tmp_path):
+    await check_one_database_unreadable(db_path, corrupt_db(tmp_path / "corrupt.db"))
+
+
+async def check_one_database_unreadable(db_path: str, bad: str) -> None:
+    """On 0.65 even the permission check reads each database's schema; one database that
+    cannot be read is named in the listing and page, and every other one works."""
+    name = os.path.splitext(os.path.basename(bad))[0]
+    ds = datasette([db_path, bad])
+    if DATASETTE_1:
+        # 1.0 itself reads every database's schema on each request, before any plugin
+        with pytest.raises(Exception, match="database is locked|malformed"):
+            await ds.client.get("/-/versions.json")
+        return
+    listing = await ds.client.get("/-/embsqlite/collections.json")
+    assert listing.status_code == 200, listing.text[:300]
+    assert [c["key"] for c in listing.json()["collections"]] == ["phrases/phrases"]
+    assert [p["database"] for p in listing.json()["unreadable"]] == [name]
+    response = await ds.client.get("/-/embsqlite/search.json?collection=phrases&q=dog")
+    assert response.status_code == 200 and response.json()["results"], response.text[:300]
+    page = await ds.client.get("/-/embsqlite/search?collection=phrases/phrases&q=dog")
+    assert page.status_code == 200 and result_ids(page.text)
+    assert f"Could not read <strong>{name}</strong>" in page.text
+    response = await ds.client.get(f"/-/embsqlite/search.json?collection={name}/held&q=dog")
+    assert response.status_code in (400, 404) and not response.json()["ok"]
+
+
+def _no_constants(name: str):
+    raise ValueError(f"not JSON: {name}")
+
+
+@pytest.mark.parametrize("stored", ["NaN", '{"x": -Infinity}', "[Infinity]", '{"big": 1e400}',
+                                    "[" * 100_000])
+async def test_metadata_that_is_not_strict_json_is_returned_as_text(db_path, stored):
+    """Python's json reads NaN, Infinity, 1e400 (as infinity) and would write them back:
+    such metadata is text with metadata_error, so the response is always strict JSON."""
+    conn = sqlite3.connect(db_path)
+    conn.execute("update embeddings set metadata = ? where id = 'dog-1'", (stored,))
+    conn.commit()
+    conn.close()
+    ds = datasette([db_path])
+    response = await ds.client.get("/-/embsqlite/search.json?collection=phrases&q=happy+hound")
+    assert response.status_code == 200
+    body = json.loads(response.text, parse_constant=_no_constants)
+    dog = next(r for r in body["results"] if r["id"] == "dog-1")
+    assert dog["metadata"] == stored and dog["metadata_error"] == "not valid JSON"
+    page = await ds.client.get("/-/embsqlite/search?collection=phrases/phrases&q=happy+hound")
+    assert page.status_code == 200 and "(not valid JSON)" in page.text
+
+
+@pytest.mark.parametrize("query", ["n=" + "9" * 5000 + "&collection=phrases&q=x",
+                                   "collection=" + "c" * 20_000 + "&q=x",
+                                   "db=phrases&collection=" + "c" * 20_000 + "&q=x"])
+async def test_errors_quote_at_most_a_hundred_characters_of_the_request(db_path, query):
+    ds = datasette([db_path])
+    response = await ds.client.get("/-/embsqlite/search.json?" + query)
+    assert response.status_code in (400, 404)
+    error = response.json()["error"]
+    assert len(error) < 250 and "..." in error, error
+    page = await ds.client.get("/-/embsqlite/search?" + query)
+    assert len(page_error(page.text)) < 250
+
+
+async def test_unknown_model_errors_do_not_list_the_installed_models(db_path):
+    add_collection(db_path, "strange", "no-such-model")
+    ds = datasette([db_path])
+    for response in (await ds.client.get("/-/embsqlite/search.json?collection=strange&q=x"),
+                     await ds.client.get(sql_url("phrases", "select embedding_from_text('nope', 'x')"))):
+        error = response.json()["error"]
+        assert "unknown, or not installed here" in error
+        assert "hashing" not in error and "MiniLM" not in error and "Known" not in error
+
+
+async def test_embedding_from_text_refuses_a_text_past_its_limit(db_path, monkeypatch):
+    """In the SQL editor and on the search page, a text longer than the limit is a 400
+    naming the limit, before any model runs."""
+    from embsqlite import sql_embed
+
+    called = []
+    monkeypatch.setattr(sql_embed, "get_embedding_model", lambda model_id: called.append(model_id))
+    sql_embed.clear_cache()
+    ds = datasette([db_path])
+    sql = "select length(embedding_from_text('hashing', replace(hex(zeroblob(500000)), '00', 'a ')))"
+    response = await ds.client.get(sql_url("phrases", sql))
+    assert response.status_code == 400
+    assert ("embedding_from_text: text is 1,000,000 bytes of UTF-8, more than 100,000 characters"
+            in response.json()["error"])
+    # the limit is configurable, and a URL holds less than 100,000 characters anyway
+    monkeypatch.setenv("EMBSQLITE_SQL_MAX_TEXT", "1000")
+    response = await ds.client.get("/-/embsqlite/search.json?" + urllib.parse.urlencode(
+        {"collection": "phrases", "q": "a" * 1001}))
+    assert response.status_code == 400
+    assert response.json()["error"] == ("q is too long: text is 1,001 characters long;"
+                                        " the limit is 1,000 ($EMBSQLITE_SQL_MAX_TEXT)")
+    page = await ds.client.get("/-/embsqlite/search?" + urllib.parse.urlencode(
+        {"collection": "phrases/phrases", "q": "é" * 1001}))
+    assert page.status_code == 400 and page_error(page.text).startswith("q is too long")
+    assert called == []

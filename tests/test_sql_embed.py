@@ -5,6 +5,7 @@ sqlite-utils connections."""
 from __future__ import annotations
 
 import sqlite3
+import sys
 
 import apsw
 import pysqlite3.dbapi2 as pysqlite3
@@ -25,10 +26,10 @@ def counting():
     """A CountingModel registered as `counting-sql`, and an empty cache; both undone after."""
     model = CountingModel("counting-sql")
     embsqlite.register_embedding_model(model)
-    sql_embed.embed_text.cache_clear()
+    sql_embed.clear_cache()
     yield model
     registry._entries.pop(model.model_id, None)
-    sql_embed.embed_text.cache_clear()
+    sql_embed.clear_cache()
 
 
 def thousand_rows(path, model) -> sqlite3.Connection:
@@ -76,7 +77,7 @@ def test_the_cache_keeps_only_the_last_few(tmp_path, counting):
     assert len(counting.items) == sql_embed.CACHE_SIZE + 1  # the newest was still cached
     conn.execute("select embedding_from_text('counting-sql', 't0')")
     assert counting.items[-1] == "t0"  # the oldest was not
-    assert sql_embed.embed_text.cache_info().currsize == sql_embed.CACHE_SIZE
+    assert len(sql_embed.cache_keys()) == sql_embed.CACHE_SIZE
 
 
 def test_result_is_the_models_vector_and_null_gives_null():
@@ -110,7 +111,7 @@ def _execute(conn, sql):
 
 ERRORS = [
     ("select embedding_from_text('no-such-model', 'x')",
-     "embedding_from_text: cannot embed with model 'no-such-model': Unknown embedding model: 'no-such-model'"),
+     "embedding_from_text: cannot embed with model 'no-such-model': unknown, or not installed here"),
     ("select embedding_from_text('hashing', x'00ff')", "embedding_from_text: text must be TEXT, not BLOB"),
     ("select embedding_from_text('hashing', 1.5)", "embedding_from_text: text must be TEXT, not REAL"),
     ("select embedding_from_text(x'01', 'x')", "embedding_from_text: model_id must be TEXT"),
@@ -145,3 +146,89 @@ def test_a_schema_cannot_call_it(tmp_path, connect, counting):
     with pytest.raises(Exception, match="unsafe use of embedding_from_text"):
         conn.execute("select * from v").fetchall()
     assert counting.batches == []
+
+
+# A schema that calls the function, written by a connection where it was an ordinary
+# function: each kind of schema expression SQLite keeps parsed.
+SCHEMA_CALLS = {
+    "generated column": "create table t(body text,"
+                        " e blob as (hex(embedding_from_text('counting-sql', body))))",
+    "check constraint": "create table t(body text"
+                        " check (embedding_from_text('counting-sql', body) is not null))",
+    "expression index": "create table t(body text);"
+                        " create index ix on t(embedding_from_text('counting-sql', body))",
+}
+
+
+def schema_calling_it(path, kind: str) -> str:
+    writer = pysqlite3.connect(str(path))
+    writer.create_function("embedding_from_text", 2, lambda model, text: b"\0\0\0\0",
+                           deterministic=True)
+    writer.executescript(SCHEMA_CALLS[kind] + "; insert into t(body) values ('hello');")
+    writer.commit()
+    writer.close()
+    return str(path)
+
+
+@pytest.mark.parametrize("connect", [_stdlib, _pysqlite3, _apsw, _sqlite_utils])
+@pytest.mark.parametrize("kind", list(SCHEMA_CALLS))
+@pytest.mark.parametrize("schema_read_first", [False, True], ids=["fresh", "schema-read-first"])
+def test_a_stored_schema_expression_cannot_call_it(tmp_path, connect, kind, schema_read_first,
+                                                   counting):
+    """Generated columns, CHECKs and expression indexes fail closed, even when the
+    connection read the schema before the function was registered."""
+    conn = connect(schema_calling_it(tmp_path / "s.db", kind))
+    if schema_read_first:
+        _execute(conn, "select count(*) from sqlite_master")
+    embsqlite.register(conn, embed_text=True)
+    for sql in ("select * from t", "insert into t(body) values ('again')"):
+        with pytest.raises(Exception, match=r"unsafe use of embedding_from_text\(\)"):
+            _execute(conn, sql)
+    assert counting.batches == []
+
+
+
+@pytest.mark.parametrize("connect", [_stdlib, _pysqlite3, _apsw, _sqlite_utils])
+def test_a_text_past_the_limit_is_refused_before_the_model(tmp_path, connect, counting):
+    conn = embsqlite.register(connect(tmp_path / "l.db"), embed_text=True)
+    limit = sql_embed.MAX_TEXT_CHARS
+    ok = _execute(conn, f"select length(embedding_from_text('counting-sql', printf('%.{limit}c', 'é')))")
+    assert ok == [(256,)] and len(counting.items[0]) == limit
+    with pytest.raises(Exception) as raised:
+        _execute(conn, f"select embedding_from_text('counting-sql', printf('%.{limit + 1}c', 'é'))")
+    assert str(raised.value).startswith(
+        f"embedding_from_text: text is {limit + 1:,} characters long; the limit is {limit:,}"
+        " ($EMBSQLITE_SQL_MAX_TEXT)")
+    # far past it (the attack: millions of characters) the text is not even copied
+    with pytest.raises(Exception, match=r"^embedding_from_text: text is 4,000,000 "
+                                        r"(bytes of UTF-8|characters long)"):
+        _execute(conn, "select embedding_from_text('counting-sql', hex(zeroblob(2000000)))")
+    assert len(counting.batches) == 1
+
+
+def test_the_limit_is_configurable(monkeypatch, counting):
+    conn = embsqlite.register(sqlite3.connect(":memory:"), embed_text=True)
+    monkeypatch.setenv("EMBSQLITE_SQL_MAX_TEXT", "5")
+    assert conn.execute("select length(embedding_from_text('counting-sql', 'abcde'))").fetchone() == (256,)
+    with pytest.raises(sqlite3.OperationalError, match="text is 6 characters long; the limit is 5"):
+        conn.execute("select embedding_from_text('counting-sql', 'abcdef')")
+    monkeypatch.setenv("EMBSQLITE_SQL_MAX_TEXT", "lots")
+    with pytest.raises(sqlite3.OperationalError,
+                       match=r"^embedding_from_text: \$EMBSQLITE_SQL_MAX_TEXT must be a positive whole"
+                             r" number of characters, not 'lots'"):
+        conn.execute("select embedding_from_text('counting-sql', 'abcdef')")
+
+
+def test_the_cache_keeps_digests_not_texts(counting):
+    """Kept results are keyed by a 32-byte digest of (model, text): long texts are not kept."""
+    conn = embsqlite.register(sqlite3.connect(":memory:"), embed_text=True)
+    texts = [f"{i} " + "long text " * 9_000 for i in range(sql_embed.CACHE_SIZE)]
+    for text in texts:
+        conn.execute("select embedding_from_text('counting-sql', ?)", (text,))
+    keys = sql_embed.cache_keys()
+    assert len(keys) == sql_embed.CACHE_SIZE and all(len(k) == 32 for k in keys)
+    assert sum(sys.getsizeof(k) for k in keys) < 4096
+    # the same model and text hit; another model with the same text does not
+    conn.execute("select embedding_from_text('counting-sql', ?)", (texts[-1],))
+    assert len(counting.batches) == sql_embed.CACHE_SIZE
+    assert sql_embed._Results.key("a\0b", "c") != sql_embed._Results.key("a", "b\0c")
