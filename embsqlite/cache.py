@@ -40,13 +40,13 @@ from .transaction import read_transaction
 _DEFAULT_MB = 2048
 _lock = threading.Lock()
 _budget_bytes = int(settings.env_number("EMBSQLITE_CACHE_MB", _DEFAULT_MB) * 2**20)
-_loaded: "OrderedDict[int, weakref.ref[VectorCache]]" = OrderedDict()  # by serial, LRU first
+_loaded: OrderedDict[int, weakref.ref[VectorCache]] = OrderedDict()  # by serial, LRU first
 _reserved = 0  # bytes promised to loads in progress
 _serials = itertools.count()
 _unique = itertools.count(-1, -1)  # tokens of connections that are never cached
 # Which caches the process's last searches went to (serials): the evict-or-not decision.
 _RECENT = 16
-_recent: "deque[int]" = deque(maxlen=_RECENT)
+_recent: deque[int] = deque(maxlen=_RECENT)
 _MIN_SEARCHES = 3  # a collection evicts others only after this many recent searches
 _FCNTL_DATA_VERSION = 35  # SQLITE_FCNTL_DATA_VERSION
 # A str object's size without its characters, by their width: ASCII, 1, 2 and 4 bytes.
@@ -96,7 +96,7 @@ def _evict_to_budget() -> None:
                 cache._drop()
 
 
-def _reserve(cache: "VectorCache", needed: int) -> bool:
+def _reserve(cache: VectorCache, needed: int) -> bool:
     """Promise `needed` bytes to a load by `cache`, evicting caches that were searched at
     most half as often as it among the recent searches; False (nothing evicted) if even
     that would not make room."""

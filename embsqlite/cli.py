@@ -17,9 +17,10 @@ import sqlite3
 import sys
 import textwrap
 import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Optional
 
 import click
 from click_default_group import DefaultGroup
@@ -28,10 +29,9 @@ from . import dbfile, inputs, schema, user_dir, vectors
 from .cli_errors import OneLineUsageGroup, UserError, user_errors
 from .collection import MAX_COUNT, Collection, summary_sql
 from .default_model import get_default_embedding_model, set_default_embedding_model
-from .progress import progress_bar
 from .model import ModelNotInstalledError, UnknownModelError
+from .progress import progress_bar
 from .registry import get_embedding_model, get_embedding_models_with_aliases
-from .loading import connect
 
 DATABASE_ENV = "EMBSQLITE_DATABASE"
 DATABASE_FILE = "embeddings.db"
@@ -82,7 +82,9 @@ def _open(database: Optional[str], create: bool) -> sqlite3.Connection:
 
 
 @contextmanager
-def _writing(database: Optional[str], name: str, model: Optional[str]) -> Iterator[tuple[sqlite3.Connection, Collection]]:
+def _writing(
+    database: Optional[str], name: str, model: Optional[str]
+) -> Iterator[tuple[sqlite3.Connection, Collection]]:
     """The connection and the collection `name` to write into. If the command fails, or
     writes nothing, a collection it created is removed again, and so is a database file
     it created, or the llm tables it added to a file that had none: a failed first batch
@@ -264,7 +266,10 @@ def _print_vector(vector: list[float], format_: str) -> None:
 
 @cli.command(name="embed-multi")
 @click.argument("collection")
-@click.argument("input_path", required=False, type=click.Path(exists=True, dir_okay=False, readable=True, allow_dash=True))
+@click.argument(
+    "input_path", required=False,
+    type=click.Path(exists=True, dir_okay=False, readable=True, allow_dash=True),
+)
 @click.option("--format", "format_", type=click.Choice(list(inputs.FORMATS)),
               help="Format of INPUT_PATH [default: detected from its first bytes]")
 @click.option("--files", type=(str, str), multiple=True, metavar="DIR GLOB",
@@ -343,8 +348,11 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
                 if input_path == "-":
                     items = inputs.read_stream(sys.stdin.buffer, format_, "standard input", encoding)
                 else:
+                    assert input_path is not None  # checked with the other input options
                     if Path(input_path).is_file():  # a pipe or FIFO can be read only once
-                        total = sum(1 for _ in inputs.read_path(input_path, format_, encoding))
+                        total = 0
+                        for _ in inputs.read_path(input_path, format_, encoding):
+                            total += 1
                     items = inputs.read_path(input_path, format_, encoding)
             with progress_bar(total) as bar:
                 collection_obj.embed_multi_with_metadata(

@@ -17,8 +17,9 @@ import itertools
 import json
 import os
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional
 
 from . import cache, dbfile, idorder, ingest, loading, rows, schema, vectors
 from .connection import prepare_connection
@@ -192,13 +193,14 @@ class Collection:
                 )
             row = self._row()
             model, model_id = chosen, None
+        assert row is not None  # found, or just inserted by this transaction
         self.id, self.model_id = row
         self._model = self._resolve(model, model_id, self.model_id)
         self._cache = cache.VectorCache(self.conn, self.id)
         self._facts: Optional[_Facts] = None
 
     @classmethod
-    def open_or_create(cls, name: str, db: Any, model_id: Optional[str] = None) -> "Collection":
+    def open_or_create(cls, name: str, db: Any, model_id: Optional[str] = None) -> Collection:
         """The collection `name`, created with `model_id` (else the default model) if it
         is missing; an existing one keeps its model, which `model_id` must then name."""
         if cls.exists(db, name):
@@ -234,7 +236,7 @@ class Collection:
         if self._row() != (self.id, self.model_id):
             raise self._renamed()
 
-    def _renamed(self) -> "Collection.DoesNotExist":
+    def _renamed(self) -> Collection.DoesNotExist:
         return self.DoesNotExist(
             f"collection {self.name!r} (id {self.id}, model {self.model_id!r}) was "
             "renamed or deleted by another connection; open it again"
@@ -494,7 +496,7 @@ class Collection:
             if cached is not None:
                 return self._entries(cached)
         params: list[Any] = [query, self.id, number]
-        bounds = []
+        bounds: list[Optional[str]] = []
         for value in (low, high, skip_id):
             if value is None:
                 bounds.append(None)
@@ -502,7 +504,8 @@ class Collection:
                 params.append(value)
                 bounds.append(f"?{len(params)}")
         statement = ranking_sql(
-            "?1", "?2", "?3", *bounds, not_indexed=low is None and facts.only_collection
+            "?1", "?2", "?3", low=bounds[0], high=bounds[1], skip_id=bounds[2],
+            not_indexed=low is None and facts.only_collection,
         )
         return [
             Entry(id_, score, content, None if meta is None else json.loads(meta))

@@ -30,8 +30,6 @@ from datasette.version import __version__ as datasette_version
 
 from . import idorder, schema
 from .collection import summary_sql
-from .idorder import prefix_range
-from .ranking import ranking_sql
 from .datasette_access import (
     is_datasette_1,
     may_execute_sql,
@@ -39,7 +37,9 @@ from .datasette_access import (
     may_view_database,
     may_view_instance,
 )
+from .idorder import prefix_range
 from .loading import register
+from .ranking import ranking_sql
 from .sql_embed import FUNCTION as EMBED_FUNCTION
 from .sql_embed import TextTooLong, echo, embed_text, one_line, register_embed_text
 
@@ -203,7 +203,9 @@ async def _find(datasette: Any, actor: Any, args: Any) -> list[Found]:
                     FIND_SQL, {"collection": name})).first()
             except Exception as error:
                 if database is not None:
-                    raise SearchError(f"database {echo(db_name)} could not be read: {_query_error(error)}")
+                    raise SearchError(
+                        f"database {echo(db_name)} could not be read: {_query_error(error)}"
+                    ) from None
                 continue  # another database's trouble is not this search's
             if row is not None:
                 matches.append(Found(db_name, name, row[0]))
@@ -363,9 +365,9 @@ async def search(datasette: Any, request: Any) -> Response:
         except SearchError as failure:
             error, status = str(failure), failure.status
     if as_json:
-        if error is None and "results" not in outcome:
+        if error is None and (outcome is None or "results" not in outcome):
             error, status = "q is empty: pass q= with the text to search for", 400
-        if error is not None:
+        if error is not None or outcome is None:
             return _json({"ok": False, "error": error}, status)
         outcome.pop("sql_url", None)
         return _json({"ok": True, **outcome})

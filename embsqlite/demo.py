@@ -12,8 +12,9 @@ import functools
 import sys
 import sysconfig
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 from . import dbfile
 from .collection import Collection

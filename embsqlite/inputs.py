@@ -17,8 +17,9 @@ import io
 import json
 import sqlite3
 import stat
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Optional, Sequence
+from typing import Any, BinaryIO, Optional
 
 from .model import Value
 
@@ -105,7 +106,7 @@ def detect_format(head: bytes) -> str:
 
 def read_stream(stream: BinaryIO, format: Optional[str], name: str, encoding: str = "utf-8-sig") -> Iterator[Item]:
     """Items from a byte stream in `format` (detected when None), read lazily where possible."""
-    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
+    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type,type-var]
     if format is None:
         format = detect_format(buffered.peek(4096)[:4096])  # type: ignore[union-attr]
     text = io.TextIOWrapper(buffered, encoding=encoding, newline="")

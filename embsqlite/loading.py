@@ -115,7 +115,7 @@ def connection_handle(conn: Any) -> Optional[tuple[int, bytes]]:
     pysqlite3, sqlean) and the main database file the connection reports, which the
     caller must check the handle against (`sqlite3_db_filename`) before using it; None
     on an interpreter whose layout the tests do not cover."""
-    conn.total_changes  # raises ProgrammingError if the connection is closed; runs no SQL
+    _ = conn.total_changes  # raises ProgrammingError if the connection is closed; runs no SQL
     if not _handle_layout_known():
         return None
     try:

@@ -8,7 +8,6 @@ only if its SHA-256 is the one of the pinned release (WEIGHTS_SHA256).
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Optional, Union
 
 # What a model embeds, what a collection stores as content: text or bytes.
 Value = Union[str, bytes]

@@ -7,8 +7,9 @@ The registry fills itself on first use (built-in models, then those of plugins, 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
 from .model import EmbeddingModel, UnknownModelError
 

@@ -2,7 +2,8 @@
 list of any length stays below every SQLite's limit on bound parameters."""
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 IN_CHUNK = 500  # bound parameters per IN (...) list; below every SQLite's limit
 

@@ -27,8 +27,6 @@ from typing import Any, Optional
 
 from .transaction import transaction
 
-from . import settings
-
 MIGRATION_SET = "llm.embeddings"
 MIGRATIONS_TABLE = "_sqlite_migrations"
 

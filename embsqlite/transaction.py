@@ -2,8 +2,9 @@
 COMMIT, or a savepoint inside a transaction the caller already holds."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 
 def in_transaction(conn: Any) -> bool:
