@@ -9,7 +9,6 @@ collection has never stored.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import os
 import sys
@@ -232,7 +231,8 @@ class Collection:
         self.embed_multi_with_metadata([(id, value, metadata)], store=store, batch_size=1)
 
     def embed_multi(
-        self, entries: Iterable[Sequence[Any]], store: bool = False, batch_size: int = 100
+        self, entries: Iterable[Sequence[Any]], store: bool = False, batch_size: int = 100,
+        dask: Any = None,
     ) -> None:
         """Embed `(id, value)` pairs from any iterable, one transaction per batch."""
         self._check_source(entries)
@@ -240,27 +240,29 @@ class Collection:
             (ingest.check_pair(entry) + (None,) for entry in entries),
             store=store,
             batch_size=batch_size,
+            dask=dask,
         )
 
     def embed_multi_with_metadata(
-        self, entries: Iterable[Sequence[Any]], store: bool = False, batch_size: int = 100
+        self, entries: Iterable[Sequence[Any]], store: bool = False, batch_size: int = 100,
+        dask: Any = None,
     ) -> None:
         """Embed `(id, value, metadata)` triples from any iterable, in constant memory.
 
         Each batch is one transaction: on an error, earlier batches stay committed and
         nothing of the failing batch is written. Content already stored in this collection
-        (same MD5) is never sent to the model again.
+        (same MD5) is never sent to the model again. With `dask` (a distributed.Client, a
+        scheduler address, or a number of local worker processes) the model runs on that
+        cluster and batches commit as their vectors arrive (see cluster.py).
         """
         ingest.check_count("batch_size", batch_size, minimum=1)
         self._check_source(entries)
-        numbered = enumerate(entries, 1)
-        while True:
-            batch = [
-                ingest.check_item(entry, position)
-                for position, entry in itertools.islice(numbered, batch_size)
-            ]
-            if not batch:
-                return
+        if dask is not None:
+            from . import cluster
+
+            cluster.embed(self, entries, store, batch_size, dask)
+            return
+        for batch in ingest.checked_batches(entries, batch_size):
             with self._lock:  # see _one_thread_at_a_time
                 ingest.write_batch(self, batch, store)
 

@@ -8,9 +8,10 @@ copies stored vectors to new ids with known content, and writes the batch with
 """
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 from . import schema, vectors
 
@@ -19,24 +20,31 @@ IN_CHUNK = 500  # bound parameters per IN (...) list; below every SQLite's limit
 
 
 def write_batch(
-    collection: Any, batch: list[tuple[str, Value, Optional[str]]], store: bool
+    collection: Any,
+    batch: list[tuple[str, Value, Optional[str]]],
+    store: bool,
+    embedded: Optional[dict[bytes, bytes]] = None,
 ) -> None:
     """Write one checked batch of (id, value, metadata JSON) into `collection`.
 
     Per id (the last occurrence in the batch wins): content this collection never stored
     is embedded (once per distinct content) and inserted; content stored under another id
     has that vector copied; the same id with the same content keeps its row, and only
-    metadata (when given) and the stored content (when `store`) are updated.
+    metadata (when given) and the stored content (when `store`) are updated. Vectors in
+    `embedded` ({content hash: blob}, made elsewhere: on a cluster) are used as if stored.
     """
     items = {id_: (value, meta, schema.content_hash(value)) for id_, value, meta in batch}
-    known = _stored_vectors(collection, {h for _, _, h in items.values()})
+    given = embedded or {}
+    digests = {h for _, _, h in items.values()}
+    known = {**given, **_stored_vectors(collection, digests - given.keys())}
     known_ids = [id_ for id_, (_, _, digest) in items.items() if digest in known]
     unchanged = _unchanged_ids(collection, known_ids, items)
     to_embed: dict[bytes, Value] = {}
     for value, _, digest in items.values():
         if digest not in known:
             to_embed.setdefault(digest, value)
-    fresh = _embed_values(collection, list(to_embed.values()))
+    fresh = embed_values(collection.model(), list(to_embed.values())) if to_embed else []
+    lengths = {len(blob) // 4 for blob in fresh + [given[h] for h in digests if h in given]}
     blobs = {**known, **dict(zip(to_embed, fresh))}
     now = int(time.time())
     inserts, updates = [], []
@@ -48,8 +56,10 @@ def write_batch(
         elif meta is not None or store:
             updates.append((meta is not None, meta, store, text, blob, now, collection.id, id_))
     with schema.transaction(collection.conn):
-        if fresh:
-            collection._check_dimensions(len(fresh[0]) // 4, "the model's vectors")
+        for dimensions in sorted(lengths):
+            collection._check_dimensions(dimensions, "the model's vectors")
+        if len(lengths) > 1:
+            raise ValueError(f"the model's vectors have differing dimensions {sorted(lengths)}")
         collection.conn.executemany(
             "insert or replace into embeddings (collection_id, id, embedding, content, "
             "content_blob, content_hash, metadata, updated) values (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -62,6 +72,22 @@ def write_batch(
             "where collection_id = ?7 and id = ?8",
             updates,
         )
+
+
+def content_to_embed(
+    collection: Any, batch: list[tuple[str, Value, Optional[str]]]
+) -> dict[bytes, tuple[int, Value]]:
+    """{content hash: (index in `batch`, value)} for the distinct contents that
+    `write_batch` would send the model (those `collection` never stored), found by the
+    same query, so a cluster is sent only those."""
+    latest = {id_: (index, value) for index, (id_, value, _) in enumerate(batch)}
+    hashed = [(schema.content_hash(value), index, value) for index, value in latest.values()]
+    stored = _stored_vectors(collection, {digest for digest, _, _ in hashed})
+    wanted: dict[bytes, tuple[int, Value]] = {}
+    for digest, index, value in hashed:
+        if digest not in stored:
+            wanted.setdefault(digest, (index, value))
+    return wanted
 
 
 def _stored_vectors(collection: Any, digests: set[bytes]) -> dict[bytes, bytes]:
@@ -104,11 +130,11 @@ def _unchanged_ids(collection: Any, ids: list[str], items: dict) -> set[str]:
     }
 
 
-def _embed_values(collection: Any, values: list[Value]) -> list[bytes]:
-    """Embed `values` with the model and encode them, checking count and dimensions."""
+def embed_values(model: Any, values: list[Value]) -> list[bytes]:
+    """Embed `values` with `model` and encode them, checking count and dimensions (also
+    run by cluster workers)."""
     if not values:
         return []
-    model = collection.model()
     vectors_ = list(model.embed_multi(values))
     if len(vectors_) != len(values):
         raise RuntimeError(
@@ -174,6 +200,17 @@ def check_text(what: str, text: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
         raise UnstorableTextError(what, error) from None
+
+
+def checked_batches(entries: Iterable[Any], batch_size: int) -> Iterator[list[tuple[str, Value, Optional[str]]]]:
+    """Lists of up to `batch_size` checked (id, value, metadata JSON) items, read lazily;
+    an item's position in the errors counts from 1 over all of `entries`."""
+    numbered = enumerate(entries, 1)
+    while True:
+        batch = [check_item(entry, position) for position, entry in itertools.islice(numbered, batch_size)]
+        if not batch:
+            return
+        yield batch
 
 
 def check_item(entry: Any, position: Optional[int] = None) -> tuple[str, Value, Optional[str]]:
