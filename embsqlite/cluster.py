@@ -209,15 +209,15 @@ class _Batch:
 class _Writer:
     """Dispatches batches to the cluster and commits them as their vectors arrive."""
 
-    def __init__(self, collection: Any, client: Any, store: bool, window: Optional[int],
-                 on_commit: Optional[Callable[[int], None]]) -> None:
+    def __init__(self, collection: Any, client: Any, spec: ModelSpec, store: bool,
+                 window: Optional[int], on_commit: Optional[Callable[[int], None]]) -> None:
         distributed = _distributed()
         self.collection, self.client, self.store, self.on_commit = collection, client, store, on_commit
         if window is None:
             threads = sum(client.nthreads().values())
             window = max(2, BATCHES_PER_THREAD * threads)
         self.window = window
-        self.spec = client.scatter(model_spec(collection.model()), broadcast=True)
+        self.spec = client.scatter(spec, broadcast=True)
         self.pending: list[_Batch] = []  # unwritten, in dispatch order
         self.sending: dict[bytes, _Batch] = {}  # content hash -> unwritten batch embedding it
         self.holding: dict[str, _Batch] = {}  # id -> last unwritten batch holding it
@@ -297,8 +297,9 @@ def embed(collection: Any, entries: Iterable[Sequence[Any]], store: bool, batch_
     ingest.check_count("batch_size", batch_size, minimum=1)
     if window is not None:
         ingest.check_count("window", window, minimum=1)
+    spec = model_spec(collection.model())  # refused here, before any cluster starts
     with connect(dask) as client:
-        writer = _Writer(collection, client, store, window, on_commit)
+        writer = _Writer(collection, client, spec, store, window, on_commit)
         try:
             batches = ingest.checked_batches(entries, batch_size)
             first = 1

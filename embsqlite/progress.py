@@ -27,11 +27,22 @@ def progress_bar(total: Optional[int], description: str = "Embedding") -> Any:
 
 
 def embed_items(collection: Collection, items: Iterable[Item], store: bool,
-                batch_size: int, total: Optional[int]) -> int:
-    """Write `items` in batches of `batch_size`, advancing a progress bar after each batch."""
+                batch_size: int, total: Optional[int], dask: Any = None) -> int:
+    """Write `items` in batches of `batch_size`, advancing a progress bar after each batch
+    commits; with `dask`, the model runs on that cluster (see cluster.py)."""
     iterator = iter(items)
     written = 0
     with progress_bar(total) as bar:
+        if dask is not None:
+            from . import cluster
+
+            def committed(count: int) -> None:
+                nonlocal written
+                written += count
+                bar.update(count)
+
+            cluster.embed(collection, iterator, store, batch_size, dask, on_commit=committed)
+            return written
         while True:
             batch = list(itertools.islice(iterator, batch_size))
             if not batch:
