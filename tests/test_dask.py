@@ -77,9 +77,12 @@ def count_commits(collection: Collection) -> list[str]:
 
 def messy_items(n: int) -> list[tuple]:
     """Items with contents repeated within and across batches, ids repeated with new
-    content in later batches, and metadata."""
-    items = [(f"id{i:04d}", f"text {i % 37}", {"i": i} if i % 3 else None) for i in range(n)]
-    items += [(f"id{i:04d}", f"changed {i}", None) for i in range(0, n, 7)]
+    content in the next batches and much later, and metadata."""
+    items = []
+    for i in range(n):
+        items.append((f"id{i:04d}", f"text {i % 37}", {"i": i} if i % 3 else None))
+        if i >= 25 and i % 7 == 0:  # an id of the previous batch, with new content
+            items.append((f"id{i - 25:04d}", f"changed {i}", None))
     items += [(f"id{i:04d}", f"text {i % 37}", {"again": i}) for i in range(0, n, 11)]
     return items
 
@@ -118,6 +121,112 @@ def test_stored_content_never_reaches_the_workers_and_each_batch_commits_once(
     reference = Collection("c", tmp_path / "ref.db", model=LoggingModel(tmp_path / "ref.log"))
     reference.embed_multi(items, batch_size=50)
     assert table(collection) == table(reference)
+    # a content in flight in one batch is not sent again by the next ones
+    log.unlink()
+    again = [(f"n{i}", f"new {i % 60}") for i in range(400)]
+    collection.embed_multi(again, batch_size=50, dask=local_client)
+    assert sorted(logged(log)) == sorted(f"new {i}" for i in range(60))
+    assert collection.count() == 1400
+
+
+@pytest.mark.slow
+def test_progress_counts_committed_items(tmp_path, local_client):
+    path = tmp_path / "c.db"
+    collection = Collection("c", path, model_id="hashing")
+    reader = embsqlite.connect(path)
+    seen = []
+
+    def on_commit(count):
+        seen.append((count, reader.execute("select count(*) from embeddings").fetchone()[0]))
+
+    items = [(str(i), f"text {i}", None) for i in range(430)]
+    cluster.embed(collection, items, False, 100, local_client, on_commit=on_commit)
+    reader.close()
+    assert sorted(count for count, _ in seen) == [30, 100, 100, 100, 100]
+    totals = [sum(count for count, _ in seen[: k + 1]) for k in range(len(seen))]
+    assert [rows for _, rows in seen] == totals  # each call follows its commit
+
+
+@pytest.mark.slow
+def test_minilm_on_a_local_cluster_stores_the_vectors_of_one_process(tmp_path, local_client):
+    texts = [f"sentence number {i} about {('cats', 'markets', 'rain')[i % 3]}" for i in range(120)]
+    items = list(enumerate(texts))
+    one = Collection("c", tmp_path / "one.db", model_id="minilm")
+    one.embed_multi(items, batch_size=32)
+    both = Collection("c", tmp_path / "cluster.db", model_id="minilm")
+    both.embed_multi(items, batch_size=32, dask=local_client)
+    assert table(both) == table(one)
+
+
+PLUGINS = {
+    "llm_vowels.py": (
+        "import llm\n"
+        "class VowelCounts(llm.EmbeddingModel):\n"
+        "    model_id = 'vowel-counts'\n"
+        "    def embed_batch(self, items):\n"
+        "        for text in items:\n"
+        "            yield [text.lower().count(v) for v in 'aeiou'] + [len(text)]\n"
+        "@llm.hookimpl\n"
+        "def register_embedding_models(register):\n"
+        "    register(VowelCounts())\n"
+    ),
+}
+
+PLUGIN_CHILD = r"""
+import json, sys
+import distributed
+from embsqlite import Collection, cluster
+path = sys.argv[1]
+items = [(str(i), f"Some text {i} with vowels " * (i % 4 + 1)) for i in range(300)]
+out = {}
+local = distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                                 dashboard_address=None)
+client = distributed.Client(local)
+for model_id in ("letter-counts", "llm:vowel-counts"):
+    one = Collection(model_id + " one", path, model_id=model_id)
+    one.embed_multi(items, batch_size=25)
+    both = Collection(model_id + " cluster", path, model_id=model_id)
+    both.embed_multi(items, batch_size=25, dask=client)
+    rows = [
+        c.conn.execute("select id, embedding from embeddings where collection_id = ? order by id",
+                       (c.id,)).fetchall()
+        for c in (one, both)
+    ]
+    out[model_id] = [rows[0] == rows[1], len(rows[0]), both.model_id,
+                     cluster.model_spec(both.model()).by_name]
+client.close()
+local.close()
+print(json.dumps(out))
+"""
+
+
+def install_fake(site: Path, name: str, module: str, source: str, group: str) -> None:
+    """Install one module as a distribution with an entry point, as pip would lay it out."""
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{name}-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{module} = {module}\n")
+
+
+@pytest.mark.slow
+def test_plugin_models_and_llm_models_are_loaded_by_name_on_the_workers(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    plugin = Path(__file__).parent / "plugin_pkg" / "embsqlite_test_plugin.py"
+    install_fake(site, "embsqlite_test_plugin", "embsqlite_test_plugin", plugin.read_text(), "embsqlite")
+    install_fake(site, "llm_vowels", "llm_vowels", PLUGINS["llm_vowels.py"], "llm")
+    env = {**os.environ, **WORKER_ENV, "LLM_USER_PATH": str(tmp_path / "llm"),
+           "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-c", PLUGIN_CHILD, str(tmp_path / "c.db")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "letter-counts": [True, 300, "letter-counts", True],
+        "llm:vowel-counts": [True, 300, "vowel-counts", True],
+    }
 
 
 @pytest.mark.slow
@@ -394,3 +503,12 @@ def test_a_worker_without_the_model_or_with_another_version_says_so():
     broken = cluster.ModelSpec("x", embsqlite.__version__, False, b"not a pickle", "k3")
     with pytest.raises(cluster.ClusterError, match="cannot unpickle model 'x'"):
         cluster.worker_model(broken)
+
+
+def test_the_hashing_model_pickles_for_workers():
+    import pickle
+
+    for model in (HashingModel(), HashingModel(64)):
+        copy = pickle.loads(pickle.dumps(model))
+        assert copy.model_id == model.model_id
+        assert copy.embed("the same words") == model.embed("the same words")
