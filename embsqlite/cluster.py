@@ -312,7 +312,7 @@ def embed(collection: Any, entries: Iterable[Sequence[Any]], store: bool, batch_
                     raise
                 if batch is None:
                     break
-                while len(writer.pending) >= writer.window:
+                while len(writer.pending) >= writer.window or writer.done.has_ready():
                     writer.collect_one()
                 writer.dispatch(batch, first)
                 first += len(batch)
