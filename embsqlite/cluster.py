@@ -254,7 +254,14 @@ class _Writer:
         """Wait for the next finished task (raising its error) and write what is ready."""
         future = next(self.done)
         batch = self.running.pop(future)
-        blobs = future.result()  # the model's error, or KilledWorker, raises here
+        try:
+            blobs = future.result()  # the model's error raises here
+        except _distributed().KilledWorker as error:
+            first, last = batch.items[0][0], batch.items[-1][0]
+            raise ClusterError(
+                f"the batch of ids {first!r:.80} to {last!r:.80}: every worker that ran it "
+                f"died ({error})"
+            ) from error
         batch.future = None
         batch.vectors = dict(zip(batch.wanted, blobs))
         self.write_ready()
