@@ -21,7 +21,7 @@ import sys
 from typing import Any, Optional
 
 from . import vectors
-from .models import get_embedding_model
+from .registry import get_embedding_model
 
 FUNCTION = "embedding_from_text"
 CACHE_SIZE = 32
