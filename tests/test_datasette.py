@@ -87,7 +87,7 @@ def needs_an_extra() -> embsqlite.EmbeddingModel:
 def test_models():
     """`hashing-4`, `hashing-64`, `failing` and `needs-extra` registered for this module's
     collections, then removed."""
-    from embsqlite import models
+    from embsqlite import registry as models
 
     added = [HashingModel(4), HashingModel(64), FailingModel()]
     for model in added:

@@ -12,7 +12,7 @@ import pytest
 import sqlite_utils
 
 import embsqlite
-from embsqlite import models, sql_embed
+from embsqlite import registry as models, sql_embed
 from embsqlite.collection import Collection
 
 from conftest import CountingModel
