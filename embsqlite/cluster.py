@@ -217,7 +217,7 @@ class _Writer:
             threads = sum(client.nthreads().values())
             window = max(2, BATCHES_PER_THREAD * threads)
         self.window = window
-        self.spec = client.scatter(spec, broadcast=True)
+        self.spec = spec  # sent with each task: a worker that joins later needs it too
         self.pending: list[_Batch] = []  # unwritten, in dispatch order
         self.sending: dict[bytes, _Batch] = {}  # content hash -> unwritten batch embedding it
         self.holding: dict[str, _Batch] = {}  # id -> last unwritten batch holding it

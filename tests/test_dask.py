@@ -512,3 +512,41 @@ def test_the_hashing_model_pickles_for_workers():
         copy = pickle.loads(pickle.dumps(model))
         assert copy.model_id == model.model_id
         assert copy.embed("the same words") == model.embed("the same words")
+
+
+def test_the_cli_names_an_unreachable_scheduler_in_one_line(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from embsqlite.cli import cli
+
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", "1s")
+    source = tmp_path / "items.csv"
+    source.write_text("id,text\n1,a\n")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(cli, ["embed-multi", "docs", str(source), "-d",
+                                      str(tmp_path / "c.db"), "-m", "hashing", "--dask", address])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: no Dask scheduler answers at '{address}'")
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_a_batch_that_kills_every_worker_running_it_is_a_clear_error(tmp_path):
+    import dask
+
+    class Dying(LoggingModel):
+        def embed_batch(self, items):
+            items = list(items)
+            if "die" in items:
+                os._exit(1)  # the worker process ends mid-batch
+            return super().embed_batch(items)
+
+    collection = Collection("c", tmp_path / "c.db", model=Dying(tmp_path / "log"))
+    items = [(str(i), "die" if i == 25 else f"text {i}") for i in range(40)]
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None,
+    ) as local, distributed.Client(local) as client:
+        with pytest.raises(cluster.ClusterError, match="the batch of ids '20' to '29': every worker"):
+            cluster.embed(collection, [(i, v, None) for i, v in items], False, 10, client, window=1)
+    assert sorted(int(row[0]) for row in table(collection)) == list(range(20))
