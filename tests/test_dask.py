@@ -332,7 +332,7 @@ def committed_ids(path: Path) -> set[str]:
 def test_this_process_killed_mid_run_leaves_whole_batches_and_a_rerun_embeds_the_rest(
     tmp_path, local_client
 ):
-    n = 4000
+    n = 6000
     path, address = tmp_path / "crash.db", local_client.scheduler.address
     child = subprocess.Popen(
         [sys.executable, "-c", KILLED_CHILD, str(path), str(tmp_path / "one.log"), address, str(n)],
