@@ -6,6 +6,9 @@ average is printed: other jobs on the machine take cores from both runs.
 
     python benchmarks/dask_embed.py                    # 3,000 docstrings, batches of 100
     python benchmarks/dask_embed.py --items 2000 --workers 2 --batch-size 50
+
+A third line measures the same batches on plain worker processes (multiprocessing, no
+Dask, no database): the most this run's cores allowed.
 """
 from __future__ import annotations
 
@@ -53,6 +56,36 @@ def docstrings(count: int) -> list[str]:
                 if len(seen) >= count:
                     return list(seen)
     raise SystemExit(f"only {len(seen)} docstrings found; ask for fewer with --items")
+
+
+_pool_model = None
+
+
+def _load_in_pool() -> None:
+    global _pool_model
+    from embsqlite import get_embedding_model
+
+    _pool_model = get_embedding_model("minilm")
+    _pool_model.embed("warm up")
+
+
+def _embed_in_pool(texts: list[str]) -> int:
+    assert _pool_model is not None
+    return sum(1 for _ in _pool_model.embed_multi(texts))
+
+
+def plain_processes(texts: list[str], workers: int, batch_size: int) -> float:
+    """items/s of `workers` plain processes embedding the batches (no Dask, no database):
+    what the cores this run can get allow, the ceiling for the cluster."""
+    import multiprocessing
+
+    batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_load_in_pool) as pool:
+        pool.map(_embed_in_pool, [["warm up"]] * workers * 2)
+        start = time.perf_counter()
+        assert sum(pool.map(_embed_in_pool, batches, chunksize=1)) == len(texts)
+        return len(texts) / (time.perf_counter() - start)
 
 
 def rows(collection) -> list[tuple]:
@@ -105,9 +138,12 @@ def main() -> None:
             spread = len(items) / wall
         print(f"LocalCluster, {args.workers} workers x 1 thread: {spread:7.1f} items/s, "
               f"{used / wall:.2f} cores obtained (workers and this process)")
+        ceiling = plain_processes(texts, args.workers, args.batch_size)
+        print(f"{args.workers} plain processes, no Dask (ceiling):  {ceiling:7.1f} items/s")
         identical = rows(one) == rows(both)
         print(f"stored vectors identical: {identical}")
-        print(f"cluster / one process: {spread / single:.2f}x")
+        print(f"cluster / one process: {spread / single:.2f}x; plain processes / one process: "
+              f"{ceiling / single:.2f}x")
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")
         if autogroup.exists() and autogroup.read_text().strip() == "1":
