@@ -528,6 +528,7 @@ def test_the_cli_names_an_unreachable_scheduler_in_one_line(tmp_path, monkeypatc
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: no Dask scheduler answers at '{address}'")
     assert "Traceback" not in result.output
+    assert not (tmp_path / "c.db").exists()  # the database it created is removed again
 
 
 @pytest.mark.slow
