@@ -27,6 +27,7 @@ from click_default_group import DefaultGroup
 
 from . import dbfile, inputs, schema, user_dir, vectors
 from .cli_errors import OneLineUsageGroup, UserError, user_errors
+from .cluster import ClusterError
 from .collection import MAX_COUNT, Collection, summary_sql
 from .default_model import get_default_embedding_model, set_default_embedding_model
 from .model import ModelNotInstalledError, UnknownModelError
@@ -129,6 +130,8 @@ MODEL_ERRORS = (UnknownModelError, ModelNotInstalledError)
 # The library's checks of what it is given (model mismatch, a model that does not take
 # this kind of input, a vector of another dimension), and a database that refuses a write.
 INPUT_ERRORS = (ValueError, inputs.InputError, sqlite3.OperationalError)
+# A Dask cluster that cannot embed (no scheduler, a worker without the model).
+CLUSTER_ERRORS = (ClusterError,)
 
 
 def _existing_collection(conn: sqlite3.Connection, name: str) -> Collection:
@@ -287,12 +290,17 @@ def _print_vector(vector: list[float], format_: str) -> None:
 @click.option("-m", "--model", help="Embedding model for a new collection [default: the default model]")
 @click.option("--prepend", default="", help="Text added before each text item before embedding")
 @click.option("--store", is_flag=True, help="Store the text (or bytes) in the database")
+@click.option("--dask", "dask_address", metavar="ADDRESS",
+              help="Run the model on the Dask cluster whose scheduler is at ADDRESS")
+@click.option("--dask-workers", type=click.IntRange(min=1), metavar="N",
+              help="Run the model on a local Dask cluster of N worker processes")
 @_database_option
 @user_errors(inputs.InputError)
 def embed_multi(collection: str, input_path: Optional[str], format_: Optional[str],
                 files: tuple, encodings: tuple, binary: bool, sql: Optional[str],
                 attach: tuple, batch_size: int, prefix: str, model: Optional[str],
-                prepend: str, store: bool, database: Optional[str]) -> None:
+                prepend: str, store: bool, dask_address: Optional[str],
+                dask_workers: Optional[int], database: Optional[str]) -> None:
     """Embed many items into COLLECTION, from INPUT_PATH ('-' for standard input), --files or --sql.
 
     \b
@@ -316,6 +324,8 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
         raise click.UsageError("--format applies to INPUT_PATH only")
     if attach and not sql:
         raise click.UsageError("--attach is for --sql")
+    if dask_address and dask_workers:
+        raise click.UsageError("--dask and --dask-workers exclude each other")
     for directory, _pattern in files:
         if not Path(directory).is_dir():
             raise click.UsageError(f"Invalid directory: {directory}")
@@ -330,7 +340,7 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
                 conn.execute("attach database ? as " + _quote(alias), (path,))
         total: Optional[int] = None
         warn = lambda message: click.echo(message, err=True)  # noqa: E731
-        with user_errors(*MODEL_ERRORS, *INPUT_ERRORS):
+        with user_errors(*MODEL_ERRORS, *INPUT_ERRORS, *CLUSTER_ERRORS):
             if files:
                 own = _database_path(database)
                 own_files = [Path(str(own) + suffix) for suffix in ("", *dbfile.SIDECARS)]
@@ -356,7 +366,8 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
                     items = inputs.read_path(input_path, format_, encoding)
             with progress_bar(total) as bar:
                 collection_obj.embed_multi_with_metadata(
-                    inputs.with_prefix(items, prefix, prepend), store, batch_size, progress=bar.update
+                    inputs.with_prefix(items, prefix, prepend), store, batch_size,
+                    progress=bar.update, dask=dask_address or dask_workers,
                 )
 
 

@@ -13,7 +13,6 @@ change token, so an unchanged database costs a search the token and one statemen
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import os
 import threading
@@ -339,7 +338,8 @@ class Collection:
         self.embed_multi_with_metadata([(id, value, metadata)], store=store, batch_size=1)
 
     def embed_multi(
-        self, entries: Iterable[Sequence[Any]], store: bool = False, batch_size: int = 100
+        self, entries: Iterable[Sequence[Any]], store: bool = False, batch_size: int = 100,
+        dask: Any = None,
     ) -> None:
         """Embed `(id, value)` pairs from any iterable, one transaction per batch."""
         self._check_source(entries)
@@ -347,6 +347,7 @@ class Collection:
             (check_pair(entry) + (None,) for entry in entries),
             store=store,
             batch_size=batch_size,
+            dask=dask,
         )
 
     def embed_multi_with_metadata(
@@ -355,6 +356,7 @@ class Collection:
         store: bool = False,
         batch_size: int = 100,
         progress: Optional[Callable[[int], Any]] = None,
+        dask: Any = None,
     ) -> None:
         """Embed `(id, value, metadata)` triples from any iterable, in constant memory.
 
@@ -362,27 +364,35 @@ class Collection:
         nothing of the failing batch is written. Content already stored in this collection
         (same MD5) is never sent to the model again. `progress(n)` is called after each
         batch is committed, with the number of items it held (e.g. a progress bar's update).
+        With `dask` (a distributed.Client, a scheduler address, or a number of local worker
+        processes) the model runs on that cluster and batches commit as their vectors
+        arrive (see cluster.py).
         """
         check_count("batch_size", batch_size, minimum=1)
         self._check_source(entries)
         if self._upgrade_pending:
             schema.ensure_schema(self.conn)
             self._upgrade_pending = False
-        numbered = enumerate(entries, 1)
-        while True:
-            batch = [
-                ingest.check_item(entry, position)
-                for position, entry in itertools.islice(numbered, batch_size)
-            ]
-            if not batch:
-                return
-            with self._lock:  # see _one_thread_at_a_time
-                ingest.write_batch(
-                    self.conn, self.id, self.model, batch, store,
-                    self._check_stored_dimensions, self._check_still_named,
-                )
+        if dask is not None:
+            from . import cluster
+
+            cluster.embed(self, entries, store, batch_size, dask, on_commit=progress)
+            return
+        for batch in ingest.checked_batches(entries, batch_size):
+            self._write_batch(batch, store)
             if progress is not None:
                 progress(len(batch))
+
+    def _write_batch(
+        self, batch: list[ingest.CheckedItem], store: bool,
+        embedded: Optional[dict[bytes, bytes]] = None,
+    ) -> None:
+        """Write one checked batch (`embedded`: vectors made elsewhere, by content hash)."""
+        with self._lock:  # see _one_thread_at_a_time
+            ingest.write_batch(
+                self.conn, self.id, self.model, batch, store,
+                self._check_stored_dimensions, self._check_still_named, embedded,
+            )
 
     def _check_source(self, entries: Any) -> None:
         """Refuse a cursor on this collection's own connection: it would also see the rows

@@ -50,6 +50,14 @@ class HashingModel(EmbeddingModel):
         self.model_id = "hashing" if dimensions == DEFAULT_DIMENSIONS else f"hashing-{dimensions}"
         self._bucket = _bucketer(dimensions)
 
+    def __getstate__(self) -> dict:
+        """Picklable (e.g. for Dask workers): the bucket cache is rebuilt, not sent."""
+        return {key: value for key, value in self.__dict__.items() if key != "_bucket"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bucket = _bucketer(self.dimensions)
+
     def embed_batch(self, items: Iterable[Union[str, bytes]]) -> Iterator[list[float]]:
         """One normalised vector per item; an item with no tokens gives the zero vector."""
         for item in items:

@@ -11,8 +11,10 @@ nothing behind. `write_batch` does the three in order.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -114,6 +116,9 @@ def write_plan(
             check_collection()
         if _stored_state(conn, collection_id, plan.items) != (plan.known, plan.unchanged):
             raise PlanChanged
+        lengths = {len(blob) // 4 for blob in fresh}
+        if len(lengths) > 1:  # vectors made in several places (a cluster) must agree
+            raise ValueError(f"the model's vectors have differing dimensions {sorted(lengths)}")
         if fresh:
             check_dimensions(len(fresh[0]) // 4)
         conn.executemany(
@@ -138,13 +143,15 @@ def write_batch(
     store: bool,
     check_dimensions: Callable[[int], None],
     check_collection: Optional[Callable[[], None]] = None,
+    embedded: Optional[dict[bytes, bytes]] = None,
 ) -> None:
     """Plan, embed (with `model()`, asked for only when something needs embedding) and
-    write one checked batch of the collection `collection_id` on `conn`. If another
-    connection changed the batch's rows during the model call, the batch is planned again
-    (vectors already made are reused), PLAN_ATTEMPTS times at most; no model call ever
-    runs inside the write transaction."""
-    embedded: dict[bytes, bytes] = {}  # the model's vectors for this batch, by content hash
+    write one checked batch of the collection `collection_id` on `conn`. Vectors in
+    `embedded` ({content hash: blob}, made elsewhere: on a cluster) are used before the
+    model is asked. If another connection changed the batch's rows during the model call,
+    the batch is planned again (vectors already made are reused), PLAN_ATTEMPTS times at
+    most; no model call ever runs inside the write transaction."""
+    embedded = dict(embedded or {})  # the batch's vectors by content hash, made so far
     for _attempt in range(PLAN_ATTEMPTS):
         plan = plan_batch(conn, collection_id, batch)
         missing = {d: v for d, v in plan.to_embed.items() if d not in embedded}
@@ -160,6 +167,22 @@ def write_batch(
         f"collection id {collection_id}: other connections kept changing the rows of a "
         f"batch while it was embedded ({PLAN_ATTEMPTS} attempts); nothing of it was written"
     )
+
+
+def content_to_embed(
+    conn: Any, collection_id: int, batch: list[CheckedItem]
+) -> dict[bytes, tuple[int, Value]]:
+    """{content hash: (index in `batch`, value)} for the distinct contents that
+    `write_batch` would send the model (those the collection never stored), found by the
+    same query, so a cluster is sent only those."""
+    latest = {id_: (index, value) for index, (id_, value, _) in enumerate(batch)}
+    hashed = [(content_hash(value), index, value) for index, value in latest.values()]
+    stored = _stored_vectors(conn, collection_id, {digest for digest, _, _ in hashed})
+    wanted: dict[bytes, tuple[int, Value]] = {}
+    for digest, index, value in hashed:
+        if digest not in stored:
+            wanted.setdefault(digest, (index, value))
+    return wanted
 
 
 def _stored_vectors(conn: Any, collection_id: int, digests: set[bytes]) -> dict[bytes, bytes]:
@@ -179,8 +202,9 @@ def _stored_vectors(conn: Any, collection_id: int, digests: set[bytes]) -> dict[
     return found
 
 
-def embed_values(model: EmbeddingModel, values: list[Value]) -> list[bytes]:
-    """Embed `values` with `model` and encode them, checking count and dimensions."""
+def embed_values(model: Any, values: list[Value]) -> list[bytes]:
+    """Embed `values` with `model` and encode them, checking count and dimensions (also
+    run by cluster workers)."""
     if not values:
         return []
     vectors_ = list(model.embed_multi(values))
@@ -221,6 +245,17 @@ def check_text(what: str, text: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
         raise UnstorableTextError(what, error) from None
+
+
+def checked_batches(entries: Iterable[Any], batch_size: int) -> Iterator[list[CheckedItem]]:
+    """Lists of up to `batch_size` checked (id, value, metadata JSON) items, read lazily;
+    an item's position in the errors counts from 1 over all of `entries`."""
+    numbered = enumerate(entries, 1)
+    while True:
+        batch = [check_item(entry, position) for position, entry in itertools.islice(numbered, batch_size)]
+        if not batch:
+            return
+        yield batch
 
 
 def check_item(entry: Any, position: Optional[int] = None) -> CheckedItem:
