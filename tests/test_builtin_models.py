@@ -145,6 +145,7 @@ def test_minilm_runs_with_network_unreachable():
     assert near > 0.6 and far < 0.15
 
 
+@pytest.mark.slow
 def test_minilm_runs_a_batch_sorted_by_length_and_keeps_order(minilm, monkeypatch):
     """A batch is run RUN_SIZE texts at a time, shortest first, so each run is padded to
     about its own length; the vectors still come back in the caller's order."""

@@ -520,6 +520,7 @@ def test_demo_help_says_what_it_does():
     assert "Embed the docstrings" in ok("--help").stdout
 
 
+@pytest.mark.slow
 def test_demo_corpus_selection():
     items = list(demo.stdlib_docstrings())
     assert len(items) > 1000

@@ -502,6 +502,7 @@ def decimal_comma_locale(tmp_path_factory) -> dict[str, str]:
     return {"LOCPATH": str(where), "LC_ALL": "de_DE.UTF-8"}
 
 
+@pytest.mark.slow
 @pytest.mark.linux_only(reason="glibc's localedef and LOCPATH")
 def test_json_parsing_and_printing_ignore_a_decimal_comma_locale(conn, decimal_comma_locale):
     """Under a locale whose decimal point is a comma (set for C too, as an application

@@ -947,6 +947,7 @@ def test_attaching_the_same_alias_twice_is_one_error_line(tmp_path):
     assert not path.exists()
 
 
+@pytest.mark.slow
 def test_creating_a_collection_on_a_locked_database_is_one_error_line(tmp_path):
     path = tmp_path / "x.db"
     ok("embed", "c", "a", "-c", "hi", "-m", "hashing", "-d", str(path))
@@ -1061,6 +1062,7 @@ for args in (["embed", "newcoll", "a", "-c", "hi", "-m", "hashing"], ["embed", "
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("maker", [_embsqlite_db, _llm_oldest_db], ids=["embsqlite", "llm m001"])
 def test_writes_on_read_only_media_are_one_error_line(tmp_path, maker):
     source, target = tmp_path / "source", tmp_path / "mnt"
