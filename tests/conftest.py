@@ -97,6 +97,16 @@ class CountingModel(embsqlite.EmbeddingModel):
         return self.inner.embed_batch(batch)
 
 
+class VectorModel(embsqlite.EmbeddingModel):
+    """Embeds 'x,y,z' text as that vector, so tests choose their vectors."""
+
+    model_id = "test-literal-vectors"
+
+    def embed_batch(self, items):
+        for item in items:
+            yield [float(v) for v in item.split(",")]
+
+
 @pytest.fixture
 def counting_model() -> CountingModel:
     """A fresh CountingModel (64 dimensions) for collection tests."""

@@ -6,21 +6,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import VectorModel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import embsqlite
 from embsqlite import cache
-
-
-class VectorModel(embsqlite.EmbeddingModel):
-    """Embeds 'x,y,z' text as that vector, so tests choose their vectors."""
-
-    model_id = "test-literal-vectors"
-
-    def embed_batch(self, items):
-        for item in items:
-            yield [float(v) for v in item.split(",")]
 
 
 @pytest.fixture(autouse=True)

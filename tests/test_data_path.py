@@ -5,22 +5,13 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from conftest import VectorModel
 
 import embsqlite
 from embsqlite import cache, ingest
 from embsqlite.collection import Collection, summary_sql
 from embsqlite.datasette_plugin import search_sql
 from embsqlite.ranking import ranking_sql
-
-
-class VectorModel(embsqlite.EmbeddingModel):
-    """Embeds 'x,y,z' text as that vector, so tests choose their vectors."""
-
-    model_id = "test-literal-vectors"
-
-    def embed_batch(self, items):
-        for item in items:
-            yield [float(v) for v in item.split(",")]
 
 
 @pytest.fixture(autouse=True)
