@@ -337,7 +337,7 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
             if not Path(path).is_file():
                 raise UserError(f"--attach {alias}: no database at {path}")
             with user_errors(sqlite3.DatabaseError):
-                conn.execute("attach database ? as " + _quote(alias), (path,))
+                conn.execute("attach database ? as " + schema.quote(alias), (path,))
         total: Optional[int] = None
         warn = lambda message: click.echo(message, err=True)  # noqa: E731
         with user_errors(*MODEL_ERRORS, *INPUT_ERRORS, *CLUSTER_ERRORS):
@@ -351,7 +351,7 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
             elif sql:
                 total = inputs.snapshot_sql(conn, sql)
                 for alias, _path in attach:  # read in full: no write may lock them
-                    conn.execute("detach database " + _quote(alias))
+                    conn.execute("detach database " + schema.quote(alias))
                 items = inputs.read_sql(conn, binary)
             else:
                 encoding = encodings[0] if encodings else "utf-8-sig"
@@ -369,10 +369,6 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
                     inputs.with_prefix(items, prefix, prepend), store, batch_size,
                     progress=bar.update, dask=dask_address or dask_workers,
                 )
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 @cli.command()

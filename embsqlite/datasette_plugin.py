@@ -131,10 +131,9 @@ async def _is_llm_database(db: Any) -> bool:
 
     def check(conn: Any) -> bool:
         try:
-            stage = schema.embeddings_stage(conn)
+            return schema.has_schema(conn)
         except schema.ForeignTableError:
             return False
-        return stage is not None and schema.table_exists(conn, "collections")
 
     return bool(await db.execute_fn(check))
 
