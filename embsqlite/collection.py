@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Optional
 
-from . import cache, dbfile, idorder, ingest, loading, rows, schema, vectors
+from . import cache, dbfile, idorder, ingest, loading, rows, schema, vectorfile, vectors
 from .connection import prepare_connection
 from .idorder import prefix_range
 from .model import EmbeddingModel, UnknownModelError, Value
@@ -196,6 +196,7 @@ class Collection:
         self.id, self.model_id = row
         self._model = self._resolve(model, model_id, self.model_id)
         self._cache = cache.VectorCache(self.conn, self.id)
+        self._vectors = vectorfile.VectorFile(self.conn, self.id, self.name)
         self._facts: Optional[_Facts] = None
 
     @classmethod
@@ -316,6 +317,7 @@ class Collection:
             self._check_still_named()
             self.conn.execute("delete from embeddings where collection_id = ?", (self.id,))
             self.conn.execute("delete from collections where id = ?", (self.id,))
+        vectorfile.remove(self.conn, self.id)
 
     @_one_thread_at_a_time
     def dimensions(self) -> Optional[int]:
@@ -389,6 +391,7 @@ class Collection:
     ) -> None:
         """Write one checked batch (`embedded`: vectors made elsewhere, by content hash)."""
         with self._lock:  # see _one_thread_at_a_time
+            vectorfile.track(self.conn)
             ingest.write_batch(
                 self.conn, self.id, self.model, batch, store,
                 self._check_stored_dimensions, self._check_still_named, embedded,
@@ -502,6 +505,11 @@ class Collection:
         if number == 0:
             return []
         if facts.dimensions is not None and len(query) == 4 * facts.dimensions:
+            mapped = self._vectors.search(query, number, low, high, skip_id, facts.token, facts.encoding)
+            if mapped is not None:
+                return [Entry(row.id, row.score, row.content,
+                              None if row.metadata is None else json.loads(row.metadata))
+                        for row in mapped]
             cached = self._cache.search(query, number, low, high, skip_id, facts.token)
             if cached is not None:
                 return self._entries(cached)
