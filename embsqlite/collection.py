@@ -317,7 +317,7 @@ class Collection:
             self._check_still_named()
             self.conn.execute("delete from embeddings where collection_id = ?", (self.id,))
             self.conn.execute("delete from collections where id = ?", (self.id,))
-        vectorfile.remove(self.conn, self.id)
+        self._vectors.remove()
 
     @_one_thread_at_a_time
     def dimensions(self) -> Optional[int]:
@@ -391,11 +391,11 @@ class Collection:
     ) -> None:
         """Write one checked batch (`embedded`: vectors made elsewhere, by content hash)."""
         with self._lock:  # see _one_thread_at_a_time
-            vectorfile.track(self.conn)
             ingest.write_batch(
                 self.conn, self.id, self.model, batch, store,
                 self._check_stored_dimensions, self._check_still_named, embedded,
             )
+            vectorfile.track(self.conn)
 
     def _check_source(self, entries: Any) -> None:
         """Refuse a cursor on this collection's own connection: it would also see the rows
@@ -505,7 +505,7 @@ class Collection:
         if number == 0:
             return []
         if facts.dimensions is not None and len(query) == 4 * facts.dimensions:
-            mapped = self._vectors.search(query, number, low, high, skip_id, facts.token, facts.encoding)
+            mapped = self._vectors.search(query, number, low, high, skip_id, facts.token)
             if mapped is not None:
                 return [Entry(row.id, row.score, row.content,
                               None if row.metadata is None else json.loads(row.metadata))

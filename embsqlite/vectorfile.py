@@ -30,6 +30,7 @@ other connections (another process) it is a known limit.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import mmap
 import os
@@ -37,7 +38,7 @@ import struct
 import threading
 from typing import Any, NamedTuple, Optional
 
-from . import cache, changes, idorder, rows, schema, settings
+from . import cache, changes, settings
 from .transaction import read_transaction
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,12 @@ _BYTE_ORDER = 0x01020304
 # dimensions, rows, name length; native order (norms and rowids are native too)
 _HEADER = struct.Struct("=16sIIqIqqIqI")
 _NAME_MAX = HEADER_BYTES - _HEADER.size
+# The top rows by rowid, in SQLite's order of ids (ties are then kept in it).
+_FETCH_SQL = (
+    "select rowid, id, content, metadata from embeddings where rowid in"
+    " (select value from json_each(?)) and collection_id = ? and embedding is not null"
+    " order by id"
+)
 TIE_LIMIT = 10_000  # more rows tied with the k-th score: the search runs in SQL
 
 _enabled = settings.env_number("EMBSQLITE_VECTOR_FILES", 1, integer=True) != 0
@@ -212,14 +219,14 @@ class VectorFile:
         self.collection_id = collection_id
         self.name = name
         self.database = database_path(conn)
-        self.path = None if self.database is None else file_path(self.database, collection_id)
+        self.path = None if self.database is None else file_path(os.path.abspath(self.database), collection_id)
         self.builds = 0  # files this object wrote
         self._failed: Optional[changes.State] = None  # a build failed at this state
         self._trusted_at: Optional[int] = None  # own_commits when the file was last checked
 
     def search(
         self, query: bytes, number: int, low: Optional[str], high: Optional[str],
-        skip_id: Optional[str], token: Optional[tuple[Any, ...]], encoding: str,
+        skip_id: Optional[str], token: Optional[tuple[Any, ...]],
         rowids: Optional[list[int]] = None,
     ) -> Optional[list[Row]]:
         """The top `number` rows for `query` (ids in [low, high), without skip_id, and
@@ -250,7 +257,12 @@ class VectorFile:
                 if mapped is None:
                     return None
             self._trusted_at = commits
-            return self._rank(mapped, query, number, low, high, skip_id, encoding, rowids)
+            return self._rank(mapped, query, number, low, high, skip_id, rowids)
+
+    def remove(self) -> None:
+        """Delete the collection's vector file, if any (a search builds it again)."""
+        if self.path is not None:
+            _unlink(self.path)
 
     def _shadowed(self) -> bool:
         """Whether `embeddings` names another table than main's (a temp table)."""
@@ -260,7 +272,7 @@ class VectorFile:
 
     def _rank(
         self, mapped: _Mapped, query: bytes, number: int, low: Optional[str], high: Optional[str],
-        skip_id: Optional[str], encoding: str, subset: Optional[list[int]],
+        skip_id: Optional[str], subset: Optional[list[int]],
     ) -> Optional[list[Row]]:
         """Scan `mapped` and read the top rows, inside the search's read transaction."""
         from . import _native
@@ -271,10 +283,12 @@ class VectorFile:
         positions = ffi.NULL
         count = mapped.rows
         if low is not None or subset is not None:
-            wanted = sorted(self._prefix_rowids(low, high)) if low is not None else subset
-            if subset is not None and low is not None:
-                wanted = sorted(set(wanted) & set(subset))
-            assert wanted is not None
+            if low is None:
+                wanted = list(subset or ())
+            else:
+                wanted = sorted(self._prefix_rowids(low, high))
+                if subset is not None:
+                    wanted = sorted(set(wanted).intersection(subset))
             want = ffi.new("long long[]", wanted)
             positions = ffi.new("long long[]", max(len(wanted), 1))
             count = lib.embsqlite_positions(mapped.rowids, mapped.rows, want, len(wanted), positions)
@@ -305,7 +319,7 @@ class VectorFile:
         )
         if found < 0:
             return None  # non-finite data: SQLite raises the proper error
-        scores = {out_rows[i]: out_scores[i] for i in range(found)}
+        scores = dict(zip(ffi.unpack(out_rows, found), ffi.unpack(out_scores, found)))
         if found and best_out[0] == out_scores[found - 1]:
             last = out_scores[found - 1]
             tied = ffi.new("long long[]", TIE_LIMIT)
@@ -315,21 +329,19 @@ class VectorFile:
             )
             if ties < 0 or ties > TIE_LIMIT:
                 return None
-            scores.update((tied[i], last) for i in range(ties))
+            scores.update(dict.fromkeys(ffi.unpack(tied, ties), last))
         by_rowid = {mapped.rowids[position]: score for position, score in scores.items()}
-        fetched: list[tuple[Any, ...]] = []
-        for chunk, marks in rows.chunks(list(by_rowid)):
-            fetched += self.conn.execute(
-                "select rowid, id, content, metadata from embeddings where rowid in"
-                f" ({marks}) and collection_id = ? and embedding is not null",
-                (*chunk, self.collection_id),
-            ).fetchall()
+        try:  # in SQLite's order of ids, then (a stable sort) by score
+            fetched = self.conn.execute(_FETCH_SQL, (json.dumps(list(by_rowid)), self.collection_id)).fetchall()
+        except Exception as error:
+            if "json_each" not in str(error):
+                raise
+            return None  # an SQLite without JSON: SQL answers instead
         if len(fetched) != len(by_rowid):
             return None  # cannot happen while the state holds; SQL answers instead
-        key = idorder.sort_key(encoding)
-        fetched.sort(key=lambda row: (-by_rowid[row[0]], key(row[1])))
-        return [Row(id_, by_rowid[rowid], content, meta)
-                for rowid, id_, content, meta in fetched[:k]]
+        negated = [-by_rowid[row[0]] for row in fetched]
+        order = sorted(range(len(fetched)), key=negated.__getitem__)[:k]
+        return [Row(fetched[i][1], -negated[i], fetched[i][2], fetched[i][3]) for i in order]
 
     def _prefix_rowids(self, low: str, high: Optional[str]) -> list[int]:
         """Rowids of the collection's rows with low <= id < high (SQLite's order)."""
@@ -343,14 +355,15 @@ class VectorFile:
         transaction) and map it; None if it cannot be written (remembered for `state`
         when the rows cannot be copied, e.g. vectors of mixed lengths)."""
         assert self.path is not None
-        directory = os.path.dirname(os.path.abspath(self.path))
         try:
-            fd, temporary = _temporary(self.path)
+            fd, made = _temporary(self.path)
         except OSError as error:
+            directory = os.path.dirname(self.path)
             if directory not in _unwritable:
                 _unwritable.add(directory)
                 logger.debug("no vector files in %s: %s", directory, error)
             return None
+        temporary: Optional[str] = made
         try:
             try:
                 count = self._copy_rows(fd, row_bytes)
@@ -365,7 +378,7 @@ class VectorFile:
             os.ftruncate(fd, _offsets(count, row_bytes // 4)[2])
             _match_mode(fd, str(self.database))
             os.fsync(fd)
-            os.replace(temporary, self.path)
+            os.replace(made, self.path)
             temporary = None
             self.builds += 1
         except OSError as error:
@@ -424,11 +437,9 @@ class VectorFile:
 
 
 def _temporary(path: str) -> tuple[int, str]:
-    """A new temporary file beside `path` (its name starts with a dot), open for writing."""
-    import tempfile
-
-    directory, base = os.path.split(os.path.abspath(path))
-    return tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    """A new temporary file beside `path` (a hidden name of this process), open for writing."""
+    name = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{os.getpid()}-{os.urandom(6).hex()}.tmp"
+    return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600), name
 
 
 def _match_mode(fd: int, database: str) -> None:
@@ -448,24 +459,21 @@ def _unlink(path: str) -> None:
 
 
 def track(conn: Any) -> None:
-    """Keep change tokens in this database (changes.install), so its collections can be
-    searched from vector files; called before each batch embsqlite writes. A table of
-    the tokens' name that is not ours, or a database that cannot be written (the batch
-    then fails with its own error), leaves it untracked."""
+    """Keep change tokens in this database (changes.install: a no-op once installed), so
+    its collections can be searched from vector files; run after each batch embsqlite
+    commits, so a batch that fails leaves nothing of ours either. Anything that stops it
+    (a table of the tokens' name that is not ours, a lock held elsewhere) leaves the
+    database untracked, searched in SQL: the batch itself was written."""
     try:
         changes.install(conn)
-    except changes.ForeignChangesTable:
-        pass
     except Exception as error:
-        if not schema.is_read_only_error(error):
-            raise
+        module = type(error).__module__.split(".")[0]
+        if not isinstance(error, changes.ForeignChangesTable) and module not in _DRIVERS:
+            raise  # a bug, not the database refusing
+        logger.debug("change tokens not installed: %s", error)
 
 
-def remove(conn: Any, collection_id: int) -> None:
-    """Delete the collection's vector file, if any (searches then build it again)."""
-    database = database_path(conn)
-    if database is not None:
-        _unlink(file_path(database, collection_id))
+_DRIVERS = ("sqlite3", "pysqlite3", "apsw")  # modules whose errors are the database's
 
 
 def mapped_bytes() -> int:
