@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Optional
 
-from . import cache, dbfile, idorder, ingest, loading, rows, schema, vectorfile, vectors
+from . import cache, changes, dbfile, idorder, ingest, loading, rows, schema, vectorfile, vectors
 from .connection import prepare_connection
 from .idorder import prefix_range
 from .model import EmbeddingModel, UnknownModelError, Value
@@ -543,6 +543,18 @@ class Collection:
             content, meta = stored.get(id_, (None, None))
             entries.append(Entry(id_, score, content, None if meta is None else json.loads(meta)))
         return entries
+
+    @_one_thread_at_a_time
+    def build_vector_file(self) -> Optional[str]:
+        """Keep change tokens in the database (a write, the first time: the table and
+        triggers of changes.py) and write the collection's vector file beside it now, so
+        searches in every process read it (vectorfile.py). Its path; None when there is
+        nothing to write or no file can be kept (an in-memory database, a directory that
+        cannot be written). Searches build the file themselves once the database keeps
+        tokens, which every batch embsqlite writes installs."""
+        changes.install(self.conn)
+        dimensions = self.dimensions()
+        return None if dimensions is None else self._vectors.build(dimensions)
 
     def close(self) -> None:
         """Close the connection if this collection opened it (a path or None)."""

@@ -52,10 +52,11 @@ _BYTE_ORDER = 0x01020304
 # dimensions, rows, name length; native order (norms and rowids are native too)
 _HEADER = struct.Struct("=16sIIqIqqIqI")
 _NAME_MAX = HEADER_BYTES - _HEADER.size
-# The top rows by rowid, in SQLite's order of ids (ties are then kept in it).
+# The top rows by rowid, in SQLite's order of ids (ties are then kept in it); the unary +
+# keeps the planner off the primary-key index (a walk of the whole collection).
 _FETCH_SQL = (
     "select rowid, id, content, metadata from embeddings where rowid in"
-    " (select value from json_each(?)) and collection_id = ? and embedding is not null"
+    " (select value from json_each(?)) and +collection_id = ? and embedding is not null"
     " order by id"
 )
 TIE_LIMIT = 10_000  # more rows tied with the k-th score: the search runs in SQL
@@ -258,6 +259,21 @@ class VectorFile:
                     return None
             self._trusted_at = commits
             return self._rank(mapped, query, number, low, high, skip_id, rowids)
+
+    def build(self, dimensions: int) -> Optional[str]:
+        """Write the file now unless it is current (the database must keep change tokens);
+        its path, or None when it cannot be written here."""
+        if self.path is None:
+            return None
+        with read_transaction(self.conn):
+            state = changes.state(self.conn, self.collection_id)
+            if state is None:
+                return None
+            mapped = _open(self.path)
+            if mapped is None or mapped.state != state or mapped.collection_id != self.collection_id:
+                mapped = self._build(state, 4 * dimensions)
+            self._trusted_at = own_commits(cache.change_token(self.conn))
+        return None if mapped is None else self.path
 
     def remove(self) -> None:
         """Delete the collection's vector file, if any (a search builds it again)."""

@@ -444,3 +444,27 @@ def test_a_few_random_writes_from_every_source(tmp_path):
         for prefix in (None, "a"):
             assert answer(collection, query, 12, prefix=prefix) == sql_answer(
                 collection, query, 12, prefix=prefix), kind
+
+
+def test_the_vector_file_command_tracks_an_llm_database_and_writes_the_file(tmp_path):
+    from click.testing import CliRunner
+
+    from embsqlite.cli import cli
+
+    path = tmp_path / "llm.db"
+    theirs = llm.Collection("docs", sqlite_utils.Database(path), model=LlmVectors())
+    theirs.embed_multi([(f"i{n:02d}", f"{n},1,{n % 3}") for n in range(30)])
+    result = CliRunner().invoke(cli, ["vector-file", "docs", "-d", str(path)])
+    assert result.exit_code == 0, result.output
+    written = Path(result.output.strip())
+    assert written.exists() and written.name == "llm.db-embsqlite-1.vectors"
+    ours = embsqlite.Collection("docs", path)
+    assert answer(ours, [1.0, 2.0, 0.0]) == sql_answer(ours, [1.0, 2.0, 0.0])
+    assert ours._vectors.builds == 0  # the command's file
+    theirs.embed("i05", "-5,-1,0")  # llm's write, seen by the triggers
+    got = answer(ours, [5.0, 1.0, 2.0], 40)
+    assert got == sql_answer(ours, [5.0, 1.0, 2.0], 40) and ours._vectors.builds == 1
+    empty = CliRunner().invoke(cli, ["vector-file", "docs", "-d", ":memory:"])
+    assert empty.exit_code == 1
+    missing = CliRunner().invoke(cli, ["vector-file", "nope", "-d", str(path)])
+    assert missing.exit_code == 1 and "does not exist" in missing.output
