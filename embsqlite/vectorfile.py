@@ -201,15 +201,15 @@ def own_commits(token: Optional[tuple[Any, ...]]) -> Optional[int]:
     """How many times this connection committed to its main database (its file data
     version less its PRAGMA data_version, which other connections' commits move
     alike), from a `cache.change_token`; None when the token does not tell."""
-    if token is None or len(token) < 5:
+    if token is None or len(token) < 5 or token[1] != "main":
         return None
-    names = (len(token) - 1) // 4
-    if len(token) != 1 + 4 * names or token[1] != "main":
+    names = 0  # (name, schema cookie, data version) per database, then the file versions
+    while 1 + 3 * names < len(token) and isinstance(token[1 + 3 * names], str):
+        names += 1
+    file_versions = token[1 + 3 * names:]
+    if len(file_versions) != names or not isinstance(file_versions[0], int) or file_versions[0] < 0:
         return None
-    data_version, file_version = token[3], token[1 + 3 * names]
-    if not isinstance(file_version, int):
-        return None
-    return (file_version - data_version) % 2**32
+    return (file_versions[0] - token[3]) % 2**32
 
 
 class VectorFile:

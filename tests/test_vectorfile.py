@@ -468,3 +468,20 @@ def test_the_vector_file_command_tracks_an_llm_database_and_writes_the_file(tmp_
     assert empty.exit_code == 1
     missing = CliRunner().invoke(cli, ["vector-file", "nope", "-d", str(path)])
     assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+def test_own_commits_are_read_from_every_shape_of_change_token(tmp_path):
+    """Only tokens with a file data version per database tell this connection's commits."""
+    conn = embsqlite.connect(tmp_path / "o.db")
+    conn.execute("create table t (x)")
+    conn.commit()
+    for alias in ("x1", "x2", "x3"):
+        conn.execute(f"attach ':memory:' as {alias}")
+    token = cache.change_token(conn)
+    assert vectorfile.own_commits(token) == 1
+    conn.execute("insert into t values (1)")
+    conn.commit()
+    assert vectorfile.own_commits(cache.change_token(conn)) == 2
+    without_versions = token[: 1 + 3 * 4]  # 4 databases, as pysqlite3's token
+    assert len(without_versions) == 13 and vectorfile.own_commits(without_versions) is None
+    assert vectorfile.own_commits((-5,)) is None and vectorfile.own_commits(None) is None
