@@ -186,7 +186,10 @@ def _read(fd: int, identity: tuple[int, int, int, int]) -> Optional[_Mapped]:
     state = changes.State(schema_version, token if has_token else None)
     if count == 0:
         return _Mapped(identity, state, collection_id, dimensions, 0, None, None, None, None)
-    mapping = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    # MAP_POPULATE maps every page at once (in the page cache: no read), which costs a new
+    # process less than a fault per 64 KiB during its first scan (measured: ~2/3 of it)
+    mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                        prot=mmap.PROT_READ)
     ffi = _native.ffi
     whole = ffi.from_buffer(mapping)
     return _Mapped(
