@@ -49,8 +49,9 @@ MAGIC = b"embsqlite-vector"  # 16 bytes
 HEADER_BYTES = 4096  # the matrix starts on a page boundary
 _BYTE_ORDER = 0x01020304
 # magic, format, byte order, schema version, token (0/1 present, value), collection id,
-# dimensions, rows, name length; native order (norms and rowids are native too)
-_HEADER = struct.Struct("=16sIIqIqqIqI")
+# dimensions, rows, boot id, name length; native order (norms and rowids are native too)
+_HEADER = struct.Struct("=16sIIqIqqIq16sI")
+_DURABLE = bytes(16)  # the boot id of a file fsynced before it was renamed into place
 _NAME_MAX = HEADER_BYTES - _HEADER.size
 # The top rows by rowid, in SQLite's order of ids (ties are then kept in it); the unary +
 # keeps the planner off the primary-key index (a walk of the whole collection).
@@ -133,11 +134,32 @@ def _offsets(rows: int, dimensions: int) -> tuple[int, int, int]:
     return norms, norms + 8 * rows, norms + 16 * rows
 
 
+_boot: Optional[bytes] = None
+
+
+def boot_id() -> bytes:
+    """This boot of the kernel (Linux's random boot id), or _DURABLE where there is none.
+
+    A file is written without fsync and records the boot: until the next boot the page
+    cache is the file, written back or not, so it is trusted; after a reboot (perhaps a
+    crash that lost pages written before their metadata) it is not, and the first search
+    builds it again. Without a boot id the file is fsynced before it is renamed."""
+    global _boot
+    if _boot is None:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", "rb") as stream:
+                text = stream.read(100).strip()
+            _boot = bytes.fromhex(text.decode("ascii").replace("-", "")) if len(text) == 36 else _DURABLE
+        except (OSError, ValueError):
+            _boot = _DURABLE
+    return _boot
+
+
 def _header(state: changes.State, collection_id: int, name: str, dimensions: int, rows: int) -> bytes:
     encoded = name.encode("utf-8", "surrogatepass")[:_NAME_MAX]
     return _HEADER.pack(
         MAGIC, FORMAT, _BYTE_ORDER, state.schema_version, state.token is not None,
-        state.token or 0, collection_id, dimensions, rows, len(encoded),
+        state.token or 0, collection_id, dimensions, rows, boot_id(), len(encoded),
     ) + encoded
 
 
@@ -175,11 +197,13 @@ def _read(fd: int, identity: tuple[int, int, int, int]) -> Optional[_Mapped]:
     head = os.pread(fd, _HEADER.size, 0)
     if len(head) != _HEADER.size:
         return None
-    magic, fmt, order, schema_version, has_token, token, collection_id, dimensions, count, _ = (
+    magic, fmt, order, schema_version, has_token, token, collection_id, dimensions, count, boot, _ = (
         _HEADER.unpack(head)
     )
     if (magic, fmt, order) != (MAGIC, FORMAT, _BYTE_ORDER) or dimensions <= 0 or count < 0:
         return None
+    if boot not in (boot_id(), _DURABLE):
+        return None  # written before a reboot and never fsynced
     norms_at, rowids_at, size = _offsets(count, dimensions)
     if identity[2] != size:
         return None
@@ -396,7 +420,8 @@ class VectorFile:
             os.pwrite(fd, _header(state, self.collection_id, self.name, row_bytes // 4, count), 0)
             os.ftruncate(fd, _offsets(count, row_bytes // 4)[2])
             _match_mode(fd, str(self.database))
-            os.fsync(fd)
+            if boot_id() == _DURABLE:
+                os.fsync(fd)
             os.replace(made, self.path)
             temporary = None
             self.builds += 1

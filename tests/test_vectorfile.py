@@ -485,3 +485,23 @@ def test_own_commits_are_read_from_every_shape_of_change_token(tmp_path):
     without_versions = token[: 1 + 3 * 4]  # 4 databases, as pysqlite3's token
     assert len(without_versions) == 13 and vectorfile.own_commits(without_versions) is None
     assert vectorfile.own_commits((-5,)) is None and vectorfile.own_commits(None) is None
+
+
+def test_a_file_written_before_a_reboot_is_built_again(tmp_path, monkeypatch):
+    """Files are not fsynced: they record the kernel's boot, and one from another boot
+    (perhaps a crash that lost some of its pages) is never trusted."""
+    collection, data = filled(tmp_path / "a.db")
+    query = data[6].tolist()
+    answer(collection, query)
+    assert vectorfile.boot_id() != bytes(16)  # Linux: /proc/sys/kernel/random/boot_id
+    monkeypatch.setattr(vectorfile, "_boot", os.urandom(16))  # as after a reboot,
+    monkeypatch.setattr(vectorfile, "_mapped", {})  # in a new process
+    assert answer(collection, query) == sql_answer(collection, query)
+    assert collection._vectors.builds == 2
+    monkeypatch.setattr(vectorfile, "_boot", bytes(16))  # no boot id: fsynced, durable
+    file_of(collection).unlink()
+    assert answer(collection, query) == sql_answer(collection, query)
+    monkeypatch.setattr(vectorfile, "_boot", os.urandom(16))
+    monkeypatch.setattr(vectorfile, "_mapped", {})
+    assert answer(collection, query) == sql_answer(collection, query)
+    assert collection._vectors.builds == 3  # the durable file is trusted in any boot
