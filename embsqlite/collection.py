@@ -553,8 +553,7 @@ class Collection:
         cannot be written). Searches build the file themselves once the database keeps
         tokens, which every batch embsqlite writes installs."""
         changes.install(self.conn)
-        dimensions = self.dimensions()
-        return None if dimensions is None else self._vectors.build(dimensions)
+        return self._vectors.build()
 
     def close(self) -> None:
         """Close the connection if this collection opened it (a path or None)."""

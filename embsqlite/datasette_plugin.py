@@ -18,6 +18,7 @@ import asyncio
 import json
 import math
 import os
+import time
 import urllib.parse
 import warnings
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import Forbidden, Response
 from datasette.version import __version__ as datasette_version
 
-from . import idorder, schema
+from . import idorder, schema, vectorfile
 from .collection import summary_sql
 from .datasette_access import (
     is_datasette_1,
@@ -296,7 +297,7 @@ async def run_search(datasette: Any, request: Any) -> dict:
     # seconds to load); the SQL function then finds the vector in its cache.
     loop = asyncio.get_running_loop()
     try:
-        await loop.run_in_executor(None, embed_text, chosen.model, query)
+        vector = await loop.run_in_executor(None, embed_text, chosen.model, query)
     except TextTooLong as error:
         raise SearchError(f"q is too long: {error}") from None
     except ValueError as error:
@@ -309,7 +310,10 @@ async def run_search(datasette: Any, request: Any) -> dict:
         sql, params = search_sql(chosen.model, prefix, encoding)
         params.update({"q": query, "collection": chosen.name, "n": number})
         # a prefix no stored id can start with (see idorder.searchable) matches nothing
-        rows = (await db.execute(sql, params)).rows if idorder.searchable(prefix, encoding) else []
+        rows = [] if not idorder.searchable(prefix, encoding) else await _from_vector_file(
+            datasette, db, chosen.name, vector, number, prefix, encoding)
+        if rows is None:  # no vector file can answer: the SQL statement, in the time limit
+            rows = (await db.execute(sql, params)).rows
     except Exception as error:
         raise SearchError(f"the search failed: {_query_error(error)}") from None
     outcome["sql"] = sql
@@ -320,6 +324,18 @@ async def run_search(datasette: Any, request: Any) -> dict:
     if await _may_execute_sql(datasette, request.actor, chosen.database):
         outcome["sql_url"] = _sql_editor_url(datasette, chosen.database, sql, params)
     return outcome
+
+
+async def _from_vector_file(
+    datasette: Any, db: Any, name: str, vector: bytes, number: int, prefix: str, encoding: str,
+) -> Optional[list]:
+    """The search from the collection's vector file (the same rows as the SQL statement;
+    vectorfile.py), building it within the SQL time limit; None when it cannot answer."""
+    limit_ms = datasette.setting("sql_time_limit_ms") or 0
+    deadline = time.monotonic() + limit_ms / 1000 if limit_ms else None
+    found = await db.execute_fn(lambda conn: vectorfile.search_collection(  # a read connection
+        conn, name, vector, number, prefix, encoding, deadline, read_only=True))
+    return None if found is None else [tuple(row) for row in found]
 
 
 async def _may_execute_sql(datasette: Any, actor: Any, database: str) -> bool:

@@ -36,10 +36,11 @@ import mmap
 import os
 import struct
 import threading
+import time
 from typing import Any, NamedTuple, Optional
 
-from . import cache, changes, settings
-from .transaction import read_transaction
+from . import cache, changes, idorder, settings
+from .transaction import in_transaction, read_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -255,15 +256,19 @@ class VectorFile:
     def search(
         self, query: bytes, number: int, low: Optional[str], high: Optional[str],
         skip_id: Optional[str], token: Optional[tuple[Any, ...]],
-        rowids: Optional[list[int]] = None,
+        rowids: Optional[list[int]] = None, deadline: Optional[float] = None,
+        read_only: bool = False,
     ) -> Optional[list[Row]]:
         """The top `number` rows for `query` (ids in [low, high), without skip_id, and
         only `rowids` when given: ascending rowids of the collection, e.g. a filter's),
         best first, ties by id; None when the file cannot answer (the caller searches
-        SQLite). `token` is the connection's change token, None inside a transaction."""
+        SQLite). `token` is the connection's change token, None inside a transaction;
+        a build still running at `deadline` (time.monotonic()) is abandoned. `read_only`:
+        the connection never writes (Datasette's read connections), so it made no blob
+        writes either, whatever its token tells."""
         if not _enabled or self.path is None or token is None:
             return None
-        commits = own_commits(token)
+        commits = 0 if read_only else own_commits(token)
         if commits is None:
             return None  # no file data version: own blob writes could not be seen
         if not all(cache._encodable(text) for text in (low, high, skip_id)):
@@ -277,17 +282,18 @@ class VectorFile:
             # incremental blob I/O, which no trigger sees: then the file is built again
             suspect = commits != (self._trusted_at or 0)
             if (mapped is None or mapped.state != state or suspect
-                    or mapped.collection_id != self.collection_id
-                    or len(query) != 4 * mapped.dimensions):
+                    or mapped.collection_id != self.collection_id):
                 if state == self._failed:
                     return None
-                mapped = self._build(state, len(query))
+                mapped = self._build(state, deadline)
                 if mapped is None:
                     return None
             self._trusted_at = commits
+            if len(query) != 4 * mapped.dimensions:
+                return None  # SQLite reports the mismatch
             return self._rank(mapped, query, number, low, high, skip_id, rowids)
 
-    def build(self, dimensions: int) -> Optional[str]:
+    def build(self) -> Optional[str]:
         """Write the file now unless it is current (the database must keep change tokens);
         its path, or None when it cannot be written here."""
         if self.path is None:
@@ -298,7 +304,7 @@ class VectorFile:
                 return None
             mapped = _open(self.path)
             if mapped is None or mapped.state != state or mapped.collection_id != self.collection_id:
-                mapped = self._build(state, 4 * dimensions)
+                mapped = self._build(state)
             self._trusted_at = own_commits(cache.change_token(self.conn))
         return None if mapped is None else self.path
 
@@ -393,11 +399,19 @@ class VectorFile:
         params: tuple[Any, ...] = (self.collection_id, low) + ((high,) if high is not None else ())
         return [row[0] for row in self.conn.execute(sql, params)]
 
-    def _build(self, state: changes.State, row_bytes: int) -> Optional[_Mapped]:
+    def _build(self, state: changes.State, deadline: Optional[float] = None) -> Optional[_Mapped]:
         """Write the file from the collection's rows at `state` (inside the search's read
         transaction) and map it; None if it cannot be written (remembered for `state`
-        when the rows cannot be copied, e.g. vectors of mixed lengths)."""
+        when the rows cannot be copied, e.g. vectors of mixed lengths) or `deadline`
+        passed first."""
         assert self.path is not None
+        first = self.conn.execute(
+            "select length(embedding) from embeddings where collection_id = ?"
+            " and embedding is not null limit 1", (self.collection_id,)
+        ).fetchone()
+        if first is None or not isinstance(first[0], int) or first[0] <= 0 or first[0] % 4:
+            return None  # no vectors, or not blobs of float32: SQLite's path answers
+        row_bytes = first[0]
         try:
             fd, made = _temporary(self.path)
         except OSError as error:
@@ -408,14 +422,24 @@ class VectorFile:
             return None
         temporary: Optional[str] = made
         try:
+            late = [False]
+            if deadline is not None:
+                def past_deadline() -> int:
+                    late[0] = time.monotonic() > deadline
+                    return late[0]
+                self.conn.set_progress_handler(past_deadline, 10_000)
             try:
                 count = self._copy_rows(fd, row_bytes)
             except Exception as error:
                 if isinstance(error, OSError):
                     raise
                 count = None
+            finally:
+                if deadline is not None:
+                    self.conn.set_progress_handler(None, 0)
             if count is None:
-                self._failed = state
+                if not late[0]:
+                    self._failed = state
                 return None
             os.pwrite(fd, _header(state, self.collection_id, self.name, row_bytes // 4, count), 0)
             os.ftruncate(fd, _offsets(count, row_bytes // 4)[2])
@@ -500,6 +524,24 @@ def _unlink(path: str) -> None:
     except OSError as error:
         if error.errno != errno.ENOENT:
             logger.debug("could not remove %s: %s", path, error)
+
+
+def search_collection(
+    conn: Any, name: str, query: bytes, number: int, prefix: str, encoding: str,
+    deadline: Optional[float] = None, read_only: bool = False,
+) -> Optional[list[Row]]:
+    """A search of the collection `name` from its vector file, for callers without a
+    `Collection` (Datasette's page, whose read connections never write: `read_only`):
+    rows as `VectorFile.search` gives them, or None (search with the SQL statement)."""
+    row = conn.execute("select id from collections where name = ?", (name,)).fetchone()
+    if row is None or not isinstance(row[0], int):
+        return None
+    low = high = None
+    if prefix:
+        low, high = idorder.prefix_range(prefix, encoding)
+    token = None if in_transaction(conn) else cache.change_token(conn)
+    return VectorFile(conn, row[0], name).search(query, number, low, high, None, token,
+                                                 deadline=deadline, read_only=read_only)
 
 
 def track(conn: Any) -> None:
