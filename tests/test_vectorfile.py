@@ -505,3 +505,15 @@ def test_a_file_written_before_a_reboot_is_built_again(tmp_path, monkeypatch):
     monkeypatch.setattr(vectorfile, "_mapped", {})
     assert answer(collection, query) == sql_answer(collection, query)
     assert collection._vectors.builds == 3  # the durable file is trusted in any boot
+
+
+def test_a_query_of_another_dimension_leaves_the_file_to_later_searches(tmp_path):
+    """Callers without a Collection (Datasette) do not check the query's dimension first:
+    such a query is answered by SQL (its error), and the file still serves the next one."""
+    collection, data = filled(tmp_path / "a.db")
+    conn = collection.conn
+    assert vectorfile.search_collection(conn, "c", embsqlite.encode([1.0, 2.0]), 5, "", "UTF-8") is None
+    found = vectorfile.search_collection(conn, "c", embsqlite.encode(data[0]), 5, "b", "UTF-8")
+    assert found is not None and [(r.id, r.score.hex()) for r in found] == [
+        (i, s) for i, s, _, _ in sql_answer(collection, data[0].tolist(), 5, prefix="b")]
+    assert vectorfile.search_collection(conn, "nope", embsqlite.encode(data[0]), 5, "", "UTF-8") is None
