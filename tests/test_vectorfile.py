@@ -517,3 +517,23 @@ def test_a_query_of_another_dimension_leaves_the_file_to_later_searches(tmp_path
     assert found is not None and [(r.id, r.score.hex()) for r in found] == [
         (i, s) for i, s, _, _ in sql_answer(collection, data[0].tolist(), 5, prefix="b")]
     assert vectorfile.search_collection(conn, "nope", embsqlite.encode(data[0]), 5, "", "UTF-8") is None
+
+
+@pytest.mark.parametrize("kind", ["apsw", "pysqlite3"])
+def test_other_connection_kinds(tmp_path, kind):
+    """apsw tells its file data version (the file is used, built through the cursor);
+    pysqlite3 does not (own blob writes could not be seen): it searches in SQL."""
+    if kind == "apsw":
+        import apsw
+
+        conn = apsw.Connection(str(tmp_path / "k.db"))
+    else:
+        import pysqlite3.dbapi2
+
+        conn = pysqlite3.dbapi2.connect(str(tmp_path / "k.db"))
+    collection = embsqlite.Collection("k", conn, model=VectorModel())
+    data = np.random.default_rng(4).standard_normal((50, 4)).astype(np.float32)
+    collection.embed_multi((f"{i:02d}", ",".join(map(str, row))) for i, row in enumerate(data))
+    for number in (3, 60):
+        assert answer(collection, data[7].tolist(), number) == sql_answer(collection, data[7].tolist(), number)
+    assert collection._vectors.builds == (1 if kind == "apsw" else 0)
