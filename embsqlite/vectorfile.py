@@ -252,6 +252,8 @@ class VectorFile:
         self.builds = 0  # files this object wrote
         self._failed: Optional[changes.State] = None  # a build failed at this state
         self._trusted_at: Optional[int] = None  # own_commits when the file was last checked
+        self._used: Optional[changes.State] = None  # state of the last search from the file
+        self._stale: Optional[changes.State] = None  # a state seen once, not yet built
 
     def search(
         self, query: bytes, number: int, low: Optional[str], high: Optional[str],
@@ -285,10 +287,18 @@ class VectorFile:
                     or mapped.collection_id != self.collection_id):
                 if state == self._failed:
                     return None
+                if self._used is not None and state not in (self._used, self._stale):
+                    # written since this object's last search from the file: a process
+                    # that writes and searches in turn would rebuild for every search, so
+                    # SQL answers and a second search at the same state builds (as the
+                    # cache loads); a new process (the command line) builds at once
+                    self._stale = state
+                    return None
                 mapped = self._build(state, deadline)
                 if mapped is None:
                     return None
             self._trusted_at = commits
+            self._used = state
             if len(query) != 4 * mapped.dimensions:
                 return None  # SQLite reports the mismatch
             return self._rank(mapped, query, number, low, high, skip_id, rowids)
