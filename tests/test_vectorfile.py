@@ -69,6 +69,8 @@ def test_the_first_search_builds_the_file_and_answers_as_sql(tmp_path):
     first = answer(collection, query)
     assert collection._vectors.builds == 1 and file_of(collection).exists()
     assert first == sql_answer(collection, query)
+    # mapped, not loaded: nothing counts in the cache's budget
+    assert vectorfile.mapped_bytes() >= os.path.getsize(file_of(collection)) and cache.loaded_bytes() == 0
     for kwargs in ({"prefix": "a"}, {"prefix": "b00"}, {"skip_id": "b0003"}, {"number": 1000},
                    {"number": 1}, {"prefix": "zz"}, {"prefix": "a", "skip_id": "a0002", "number": 3}):
         assert answer(collection, query, **kwargs) == sql_answer(collection, query, **kwargs), kwargs
