@@ -106,7 +106,7 @@ def parse_where(where: str, where_args: Any = None) -> Filter:
     said = describe(where)
 
     def refuse(why: str) -> FilterError:
-        return FilterError(f"where {said}: {why}")
+        return FilterError(f"filter {said}: {why}")
 
     if not where.strip():
         raise refuse("the expression is empty")

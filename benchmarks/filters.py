@@ -1,0 +1,249 @@
+"""Filtered top-10 search: embsqlite's cached scan of the rows a filter keeps, against the
+unfiltered cached search and sqlite-vec's vec0 table with a metadata column, in one run.
+
+One collection of N unit-length random float32 vectors of 384 dimensions (fixed seed) with
+metadata `{"kind": K, "n": U}`, U uniform in 0..999 and K chosen from U so that
+`kind = 'half'` keeps 50% of the rows, 'tenth' 10%, 'hundredth' 1%, 'thousandth' 0.1%.
+Rows printed, median ms per query over several query vectors (warm page cache):
+
+  unfiltered (cache)        Collection.similar_by_vector, the vector cache loaded
+  filtered, SQL             the same filter ranked in SQLite (a fresh Collection, no cache)
+  filtered, first           with the cache loaded, the first search with a filter: SQL
+                            picks the rows (the filter evaluated over the collection), C
+                            ranks those (each sample a new filter text, so none is reused)
+  filtered, repeated        the same filter again with a new query vector (the rows it
+                            picked are reused while the database is unchanged)
+  metadata=, repeated       `metadata={"kind": K}` instead of `where=`
+  sqlite-vec vec0           `embedding match ? and k = 10 and kind = ?` on a vec0 table with
+                            `kind` as a metadata column
+
+Every embsqlite result is checked against numpy (the filtered rows ranked in memory: same
+ids, in order); vec0's ids are checked as a set (it ranks float32 distances).
+
+The databases are built once under tempfile.gettempdir() and reused (their paths are
+printed, with the command that deletes them).
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/filters.py                 # 1,000,000 rows
+    OPENBLAS_NUM_THREADS=1 python benchmarks/filters.py --rows 100000   # a quick run
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import json  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Any, Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import embsqlite  # noqa: E402
+from embsqlite import transaction  # noqa: E402
+
+K = 10
+DIM = 384
+MODEL_ID = "benchmark-random"
+KINDS = (("half", 0, 500), ("tenth", 500, 600), ("hundredth", 600, 610), ("thousandth", 610, 611))
+WHERE = "json_extract(metadata, '$.kind') = ?"
+
+
+class RandomModel(embsqlite.EmbeddingModel):
+    """Stands in for the collection's model; the benchmark only searches by vector."""
+
+    model_id = MODEL_ID
+
+    def embed_batch(self, items):
+        raise NotImplementedError("the benchmark writes vectors directly")
+
+
+def chunks(rows: int, seed: int = 0, size: int = 100_000):
+    """(start, unit float32 vectors, U values) in slices, the same for every call."""
+    gen = np.random.default_rng(seed)
+    for start in range(0, rows, size):
+        count = min(size, rows - start)
+        part = gen.standard_normal((count, DIM))
+        yield start, (part / np.linalg.norm(part, axis=1, keepdims=True)).astype(np.float32), \
+            gen.integers(0, 1000, count)
+
+
+def kind_of(u: int) -> str:
+    return next((name for name, low, high in KINDS if low <= u < high), "other")
+
+
+def paths(rows: int) -> tuple[str, str]:
+    base = os.path.join(tempfile.gettempdir(), f"embsqlite-filters-{rows}x{DIM}")
+    return base + ".db", base + "-vec0.db"
+
+
+def build(rows: int) -> tuple[str, str]:
+    """The llm-format database and the vec0 database, built unless already there."""
+    path, vec_path = paths(rows)
+    if not os.path.exists(path):
+        part = path + ".part"
+        for leftover in (part, part + "-wal", part + "-shm"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+        collection = embsqlite.Collection("bench", part, model=RandomModel())
+        conn = collection.conn
+        now = int(time.time())
+        for start, vectors, us in chunks(rows):
+            with transaction.transaction(conn):
+                conn.executemany(
+                    "insert into embeddings (collection_id, id, embedding, content_hash, metadata, updated)"
+                    " values (?, ?, ?, ?, ?, ?)",
+                    ((collection.id, f"item-{start + i:07d}", v.tobytes(), (start + i).to_bytes(16, "little"),
+                      json.dumps({"kind": kind_of(int(u)), "n": int(u)}), now)
+                     for i, (v, u) in enumerate(zip(vectors, us))),
+                )
+        conn.execute("pragma wal_checkpoint(truncate)")
+        collection.close()
+        os.rename(part, path)
+    if not os.path.exists(vec_path):
+        import pysqlite3.dbapi2 as sqlite3
+        import sqlite_vec
+
+        part = vec_path + ".part"
+        if os.path.exists(part):
+            os.remove(part)
+        conn = sqlite3.connect(part)
+        conn.enable_load_extension(True)
+        sqlite_vec.load(conn)
+        conn.execute(f"create virtual table vec_items using vec0("
+                     f"embedding float[{DIM}] distance_metric=cosine, kind text)")
+        for start, vectors, us in chunks(rows):
+            conn.executemany("insert into vec_items(rowid, embedding, kind) values (?, ?, ?)",
+                             ((start + i, v.tobytes(), kind_of(int(u))) for i, (v, u) in enumerate(zip(vectors, us))))
+            conn.commit()
+        conn.close()
+        os.rename(part, vec_path)
+    return path, vec_path
+
+
+def median_ms(func: Callable[[int], Any], repeat: int) -> tuple[float, list]:
+    """Median ms of func(0..repeat-1), and its results."""
+    times, results = [], []
+    for i in range(repeat):
+        start = time.perf_counter()
+        results.append(func(i))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3, results
+
+
+def reference(matrix: np.ndarray, keep: np.ndarray, query: np.ndarray) -> list[int]:
+    """numpy's top-k row numbers among `keep`, ties by row (ids sort as row numbers)."""
+    rows = np.flatnonzero(keep)
+    scores = matrix[rows] @ query
+    top = np.argpartition(-scores, min(K, len(rows) - 1))[:K] if len(rows) > K else np.arange(len(rows))
+    order = np.lexsort((rows[top], -scores[top]))
+    return [int(rows[top[i]]) for i in order]
+
+
+def numbers(entries) -> list[int]:
+    return [int(e.id.rsplit("-", 1)[1]) for e in entries]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="embsqlite filtered search benchmark")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    embsqlite.register_embedding_model(RandomModel())
+    started = time.perf_counter()
+    path, vec_path = build(args.rows)
+    print(f"databases: {path} and {vec_path} (built or reused in {time.perf_counter() - started:.0f} s;"
+          f" delete with: rm {path} {vec_path})")
+    matrix = np.empty((args.rows, DIM), dtype=np.float32)
+    us = np.empty(args.rows, dtype=np.int64)
+    for start, vectors, part in chunks(args.rows):
+        matrix[start:start + len(vectors)] = vectors
+        us[start:start + len(vectors)] = part
+    queries = [q for _, block, _ in chunks(args.repeat * 4 + 4, seed=1) for q in block]
+    with open(path, "rb") as f:  # warm the page cache
+        while f.read(1 << 24):
+            pass
+    rows_out: list[tuple[str, float, str]] = []
+
+    # the filter ranked in SQLite: a fresh Collection each time, so never cached
+    sql_ms: dict[str, float] = {}
+    for name, low, high in KINDS:
+        def in_sql(i: int, name: str = name) -> list[int]:
+            fresh = embsqlite.Collection("bench", path)
+            try:
+                return numbers(fresh.similar_by_vector(queries[i].tolist(), K, where=WHERE, where_args=[name]))
+            finally:
+                fresh.close()
+        sql_ms[name], _ = median_ms(in_sql, 3)
+
+    collection = embsqlite.Collection("bench", path)
+    for i in range(3):  # the first search runs in SQL, the second loads the cache
+        collection.similar_by_vector(queries[i].tolist(), K)
+    unfiltered, found = median_ms(lambda i: numbers(collection.similar_by_vector(queries[i].tolist(), K)),
+                                  args.repeat)
+    everything = np.ones(args.rows, dtype=bool)
+    ok = all(f == reference(matrix, everything, queries[i]) for i, f in enumerate(found))
+    rows_out.append(("unfiltered, cached", unfiltered, "yes" if ok else "NO"))
+
+    import pysqlite3.dbapi2 as sqlite3
+    import sqlite_vec
+
+    vec = sqlite3.connect(vec_path)
+    vec.enable_load_extension(True)
+    sqlite_vec.load(vec)
+    knn = ("select rowid from vec_items where embedding match ? and k = ? and kind = ?"
+           " order by distance")
+    vec.execute(knn, (queries[0].tobytes(), K, "half")).fetchall()
+
+    for name, low, high in KINDS:
+        keep = (us >= low) & (us < high)
+        share = f"{name} ({keep.mean():.1%})"
+        offset = args.repeat
+
+        def first(i: int, name: str = name) -> list[int]:
+            # another text each time (trailing spaces): no reuse of an earlier evaluation
+            return numbers(collection.similar_by_vector(
+                queries[offset + i].tolist(), K, where=WHERE + " " * (i + 1), where_args=[name]))
+
+        def repeated(i: int, name: str = name) -> list[int]:
+            return numbers(collection.similar_by_vector(
+                queries[offset + i].tolist(), K, where=WHERE, where_args=[name]))
+
+        def by_metadata(i: int, name: str = name) -> list[int]:
+            return numbers(collection.similar_by_vector(
+                queries[offset + i].tolist(), K, metadata={"kind": name}))
+
+        def vec0(i: int, name: str = name) -> list[int]:
+            return [r[0] for r in vec.execute(knn, (queries[offset + i].tobytes(), K, name))]
+
+        expected = [reference(matrix, keep, queries[offset + i]) for i in range(args.repeat)]
+        rows_out.append((f"{share}: SQL, no cache", sql_ms[name], "yes"))
+        for label, func, exact in (("first", first, True), ("repeated", repeated, True),
+                                   ("metadata=, repeated", by_metadata, True), ("sqlite-vec vec0", vec0, False)):
+            collection.similar_by_vector(queries[0].tolist(), K, metadata={"kind": name}) if label == "metadata=, repeated" else None
+            if label == "repeated":
+                repeated(0)
+            elapsed, found = median_ms(func, args.repeat)
+            if exact:
+                ok = found == expected
+            else:
+                ok = all(set(f) == set(e) for f, e in zip(found, expected))
+            rows_out.append((f"{share}: {label}", elapsed, ("yes" if ok else "NO") + ("" if exact else " (as set)")))
+    vec.close()
+    collection.close()
+
+    print(f"\n{args.rows:,} x {DIM} float32, top-{K}, median ms of {args.repeat} queries"
+          " (SQL rows: of 3)")
+    print(f"{'search':42} {'ms':>9} {'x unfiltered':>13} {'x vec0':>8}  equal to numpy")
+    vec_ms = {label.split(":")[0]: ms for label, ms, _ in rows_out if label.endswith("sqlite-vec vec0")}
+    for label, ms, ok in rows_out:
+        against_vec = vec_ms.get(label.split(":")[0])
+        ratio = f"{ms / against_vec:7.2f}x" if against_vec and ":" in label else " " * 8
+        print(f"{label:42} {ms:9.1f} {ms / unfiltered:12.2f}x {ratio}  {ok}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""Filtered search (`where=`/`where_args=`/`metadata=`): every result compared with brute
+force (all rows fetched, filtered in Python, ranked with `vectors.cosine`, which gives the
+C function's bits), in SQL and through the vector cache; the filter's errors and the
+expressions that try to leave their parentheses."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sqlite3
+
+import pytest
+from conftest import VectorModel
+
+import embsqlite
+from embsqlite import filters, vectors
+from embsqlite.filters import FilterError
+
+KINDS = ["pet", "car", "tree", None]
+# Stored metadata beyond what embed writes: not JSON, NaN (not strict JSON), not an object
+# (results parse metadata with json.loads, so the row that is not JSON has no embedding)
+ODD_METADATA = ['{"kind": "pet", "x": NaN}', '[1, 2]', '"pet"', '{"kind": {"a": 1}}',
+                '{"kind": ["pet"]}', '{"n": 1e400}']
+ODD_KEYS = ["a.b", 'q"uote', "caf\u00e9", "back\\slash", "", "[0]", "$", "with space"]
+
+
+def strict_json(text):
+    """Stored metadata as SQLite's json_valid reads it: strict JSON, else None."""
+    if text is None:
+        return None
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    try:
+        value = json.loads(text, parse_constant=refuse)
+    except ValueError:
+        return None
+    if any(isinstance(v, float) and not math.isfinite(v) for v in _leaves(value)):
+        return None
+    return value
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+def metadata_equal(text, wanted: dict) -> bool:
+    """The rule of `metadata=`, written out in Python."""
+    stored = strict_json(text)
+    if not isinstance(stored, dict):
+        return False
+    for key, value in wanted.items():
+        if key not in stored:
+            return False
+        found = stored[key]
+        if value is None or isinstance(value, bool):
+            if found is not value:
+                return False
+        elif isinstance(value, str):
+            if not isinstance(found, str) or found != value:
+                return False
+        elif isinstance(found, bool) or not isinstance(found, (int, float)) or found != value:
+            return False
+    return True
+
+
+def make_collection(path, rng: random.Random, count: int = 160):
+    """Vectors from a small set of values (many equal scores), metadata of every JSON
+    type, a few NULL embeddings and odd stored metadata."""
+    collection = embsqlite.Collection("things", str(path), model=VectorModel())
+    items = []
+    for i in range(count):
+        vector = ",".join(str(rng.choice([-1, 0, 1, 2])) for _ in range(4))
+        if vector == "0,0,0,0" and i % 2:
+            vector = "1,0,0,0"
+        meta = {"kind": rng.choice(KINDS), "n": rng.choice([1, 2, 2.0, 2.5, 3, True, "2"]),
+                "flag": rng.choice([True, False, None]),
+                rng.choice(ODD_KEYS): rng.choice(["x", 1, None, True])}
+        if i % 5 == 0:
+            del meta["kind"]
+        items.append((f"{'ab'[i % 2]}{i:03d}", vector, None if i % 11 == 0 else meta))
+    collection.embed_multi_with_metadata(items, store=True)
+    conn = collection.conn
+    with conn:
+        for i, text in enumerate(ODD_METADATA):
+            conn.execute("update embeddings set metadata = ? where id = ?", (text, items[3 + 7 * i][0]))
+        conn.execute("update embeddings set embedding = null where id in (?, ?)", (items[4][0], items[9][0]))
+        conn.execute("update embeddings set metadata = '{not json' where id = ?", (items[4][0],))
+    return collection
+
+
+def brute_force(collection, query: bytes, number: int, keep, prefix=None, skip_id=None):
+    """[(id, score)]: every row fetched, `keep(row)` (a dict of the row's columns) in Python."""
+    cursor = collection.conn.execute(
+        "select rowid, id, content, content_blob, metadata, updated, embedding from embeddings"
+        " where collection_id = ?", (collection.id,))
+    names = [d[0] for d in cursor.description]
+    ranked = []
+    q = vectors.decode(query)
+    for values in cursor.fetchall():
+        row = dict(zip(names, values))
+        if row["embedding"] is None or not keep(row):
+            continue
+        if prefix is not None and not row["id"].startswith(prefix):
+            continue
+        if row["id"] == skip_id:
+            continue
+        ranked.append((row["id"], vectors.cosine(vectors.decode(row["embedding"]), q)))
+    ranked.sort(key=lambda pair: (-pair[1], pair[0]))
+    return ranked[:number]
+
+
+def found(entries):
+    return [(e.id, e.score.hex()) for e in entries]
+
+
+def expected(pairs):
+    return [(i, s.hex()) for i, s in pairs]
+
+
+@pytest.fixture
+def things(tmp_path, rng):
+    collection = make_collection(tmp_path / "things.db", rng)
+    yield collection
+    collection.close()
+
+
+QUERY = vectors.encode([1.0, 0.5, -1.0, 2.0])
+QUERY_LIST = vectors.decode(QUERY)
+
+# Stored metadata that is not JSON makes json_extract raise: the tests' filters skip it
+VALID = "(case when json_valid(metadata) then metadata end)"
+# (where, where_args, the same condition in Python)
+WHERE_CASES = [
+    (f"json_extract({VALID}, '$.kind') = ?", ["pet"],
+     lambda r: isinstance(strict_json(r["metadata"]), dict) and strict_json(r["metadata"]).get("kind") == "pet"),
+    (f"json_extract({VALID}, '$.kind') = :kind", {"kind": "car", "unused": 1},
+     lambda r: isinstance(strict_json(r["metadata"]), dict) and strict_json(r["metadata"]).get("kind") == "car"),
+    ("id > ?2 and id < ?1", ["b100", "a050"], lambda r: "a050" < r["id"] < "b100"),
+    ("id like :p or content = :c", {"p": "a1%", "c": "1,1,1,1"},
+     lambda r: r["id"].lower().startswith("a1") or r["content"] == "1,1,1,1"),
+    ("metadata is null", None, lambda r: r["metadata"] is None),
+    ("rowid % 3 = 0 and updated > 0", [], lambda r: r["rowid"] % 3 == 0 and r["updated"] > 0),
+    ("content_blob is null and content != '1) or (1 -- ; /* \"'", None,
+     lambda r: r["content_blob"] is None and r["content"] != "1) or (1 -- ; /* \""),
+    ("embeddings.id in (select id from embeddings where id glob '*7')", None, lambda r: r["id"].endswith("7")),
+    ("0", None, lambda r: False),
+]
+
+
+@pytest.mark.parametrize("where, where_args, keep", WHERE_CASES)
+def test_where_matches_brute_force(things, where, where_args, keep):
+    for number in (1, 5, 200):
+        got = things.similar_by_vector(QUERY_LIST, number, where=where, where_args=where_args)
+        assert found(got) == expected(brute_force(things, QUERY, number, keep))
+
+
+def test_where_with_prefix_and_skip_id(things):
+    keep = WHERE_CASES[0][2]
+    got = things.similar_by_id("a002", 20, prefix="a", where=WHERE_CASES[0][0], where_args=["pet"])
+    stored = things.conn.execute("select embedding from embeddings where id = 'a002'").fetchone()[0]
+    assert found(got) == expected(brute_force(things, stored, 20, keep, prefix="a", skip_id="a002"))
+    got = things.similar_by_vector(QUERY_LIST, 20, skip_id="b001", prefix="b", metadata={"flag": True})
+    assert found(got) == expected(brute_force(
+        things, QUERY, 20, lambda r: metadata_equal(r["metadata"], {"flag": True}), prefix="b", skip_id="b001"))
+    assert all(e.id.startswith("b") and e.metadata["flag"] is True for e in got)
+
+
+def test_similar_embeds_the_text_and_filters(things):
+    got = things.similar("1,0.5,-1,2", 7, "a", where=f"json_extract({VALID}, '$.n') = ?", where_args=[2])
+    keep = lambda r: isinstance(strict_json(r["metadata"]), dict) and strict_json(r["metadata"]).get("n") == 2  # noqa: E731
+    assert found(got) == expected(brute_force(things, QUERY, 7, keep, prefix="a"))
+
+
+@pytest.mark.parametrize("wanted", [
+    {"kind": "pet"}, {"kind": None}, {"n": 2}, {"n": 2.0}, {"n": 2.5}, {"n": True}, {"n": "2"},
+    {"flag": False}, {"flag": None}, {"kind": "pet", "flag": True}, {"n": 1, "kind": "tree"},
+    *({key: value} for key in ODD_KEYS for value in ("x", 1, None, True)),
+    {"missing": None}, {"kind": '{"a":1}'}, {"kind": '["pet"]'}, {"n": 10**20 // 10**2},
+])
+def test_metadata_equality_matches_brute_force(things, wanted):
+    got = things.similar_by_vector(QUERY_LIST, 200, metadata=wanted)
+    assert found(got) == expected(brute_force(things, QUERY, 200, lambda r: metadata_equal(r["metadata"], wanted)))
+
+
+def test_metadata_types_distinguished(things):
+    """True is not 1, "2" is not 2, 2 is 2.0, None needs the key present."""
+    def ids(wanted):
+        return {e.id for e in things.similar_by_vector(QUERY_LIST, 500, metadata=wanted)}
+
+    assert ids({"n": 2}) == ids({"n": 2.0}) and ids({"n": 2})
+    assert ids({"n": True}) and not ids({"n": True}) & ids({"n": 1})
+    assert ids({"n": "2"}) and not ids({"n": "2"}) & ids({"n": 2})
+    assert not ids({"missing": None}) and ids({"kind": None})
+
+
+def test_metadata_and_where_combine(things):
+    wanted = {"flag": False}
+    got = things.similar_by_vector(QUERY_LIST, 50, prefix="a", where="id < :top", where_args={"top": "a100"},
+                                   metadata=wanted)
+    keep = lambda r: metadata_equal(r["metadata"], wanted) and r["id"] < "a100"  # noqa: E731
+    assert found(got) == expected(brute_force(things, QUERY, 50, keep, prefix="a"))
+
+
+@pytest.mark.parametrize("wanted, error", [
+    ({"kind": ["pet"]}, TypeError), ({"kind": {"a": 1}}, TypeError), ({1: "x"}, TypeError),
+    ({"n": float("nan")}, ValueError), ({"n": float("inf")}, ValueError), ({"n": 2**63}, ValueError),
+    ({}, ValueError), (["kind"], TypeError), ({"kind": "\ud800"}, ValueError),
+])
+def test_metadata_refused(things, wanted, error):
+    with pytest.raises(error, match="metadata"):
+        things.similar_by_vector(QUERY_LIST, 5, metadata=wanted)
+
+
+@pytest.mark.parametrize("where, where_args, message", [
+    ("nosuch > 1", None, "no such column: nosuch"),
+    ("score > 0", None, "no such column: score"),
+    ("id = = 1", None, "syntax error"),
+    ("id = ?", None, "1 positional parameter"),
+    ("id = ?", [1, 2], "has 2 value"),
+    ("id = :x", {"y": 1}, "no value for parameter :x"),
+    ("id = :x", ["a"], "named: pass where_args as a dict"),
+    ("id = ?", {"x": 1}, "positional: pass where_args as a sequence"),
+    ("id = ?", [[1]], "type SQLite cannot bind"),
+    ("id = ?", [2**64], "64-bit"),
+    ("id = ?0", [1], "out of range"),
+    ("id = :x::y", {"x": 1}, "unsupported parameter"),
+    ("id = $x(1)", {"x": 1}, "unsupported parameter"),
+    ("id = #1", None, "unsupported parameter"),
+    ("count(*) > 1", None, "misuse of aggregate"),
+    ("no_such_function(id)", None, "no such function"),
+    ("   ", None, "empty"),
+])
+def test_bad_filters_name_the_expression(things, where, where_args, message):
+    with pytest.raises(FilterError, match=message) as raised:
+        things.similar_by_vector(QUERY_LIST, 5, where=where, where_args=where_args)
+    assert repr(where) in str(raised.value)
+
+
+def test_runtime_errors_name_the_expression(things):
+    """An error while evaluating (not compiling) the filter names it, not the ranking."""
+    things.conn.execute("update embeddings set metadata = '{not json' where id = 'a001'")
+    with pytest.raises(FilterError, match="malformed JSON") as raised:
+        things.similar_by_vector(QUERY_LIST, 5, where="json_extract(metadata, '$.kind') = 'pet'")
+    assert "json_extract(metadata" in str(raised.value)
+
+
+ESCAPES = [
+    "1) or (1", "1)) or ((1", "1) union select 1, 2, 3, 4 from collections where (1",
+    "1 -- ", "1 /* x */", "1 /*", "1; delete from embeddings", "1;", "id = 'a", 'id = "a', "id = [a",
+    "id = `a", ")", "(", "1) --", "0) or 1 or (0", "1) limit 1000 --", "1\x00) or (1",
+]
+
+
+@pytest.mark.parametrize("where", ESCAPES)
+def test_escapes_refused(things, where):
+    before = things.conn.execute("select count(*), total(length(metadata)) from embeddings").fetchone()
+    with pytest.raises(FilterError) as raised:
+        things.similar_by_vector(QUERY_LIST, 5, where=where)
+    assert repr(where)[:40] in str(raised.value)
+    assert things.conn.execute("select count(*), total(length(metadata)) from embeddings").fetchone() == before
+
+
+def test_literals_may_hold_what_escapes_use(things):
+    """Quotes, brackets, comments and ';' inside string literals and quoted identifiers
+    are data; the parameters of the statement around the filter are out of reach."""
+    where = "content not in ('1) or (1', ';', '--', '/*', ')', '''') and \"id\" != ']' and [id] != ?"
+    got = things.similar_by_vector(QUERY_LIST, 30, where=where, where_args=["a000"])
+    assert found(got) == expected(brute_force(things, QUERY, 30, lambda r: r["id"] != "a000"))
+    # ?1 is the filter's own first value, not the statement's query vector
+    assert things.similar_by_vector(QUERY_LIST, 5, where="?1 is not null", where_args=[None]) == []
+    assert len(things.similar_by_vector(QUERY_LIST, 5, where="?1 is not null and ?2", where_args=[1, 1])) == 5
+
+
+def test_filter_arguments_are_keyword_only(things):
+    with pytest.raises(TypeError):
+        things.similar_by_vector(QUERY_LIST, 5, None, None, "1")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        things.similar("1,1,1,1", 5, None, "1")  # type: ignore[misc]
+    with pytest.raises(ValueError, match="where_args was given without"):
+        things.similar_by_vector(QUERY_LIST, 5, where_args=[1])
+    with pytest.raises(TypeError, match="where must be a str"):
+        things.similar_by_vector(QUERY_LIST, 5, where=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="where_args must be a sequence"):
+        things.similar_by_vector(QUERY_LIST, 5, where="id = ?", where_args="a")
+
+
+def test_number_zero_still_checks_the_filter(things):
+    assert things.similar_by_vector(QUERY_LIST, 0, where="1") == []
+    with pytest.raises(FilterError, match="no such column"):
+        things.similar_by_vector(QUERY_LIST, 0, where="nosuch")
+
+
+def test_filters_on_a_pysqlite3_connection(tmp_path, rng):
+    """Errors of another driver are reported the same way."""
+    dbapi2 = pytest.importorskip("pysqlite3.dbapi2")
+    make_collection(tmp_path / "p.db", rng).close()
+    conn = dbapi2.connect(str(tmp_path / "p.db"))
+    collection = embsqlite.Collection("things", conn)
+    with pytest.raises(FilterError, match="no such column"):
+        collection.similar_by_vector(QUERY_LIST, 5, where="nosuch")
+    got = collection.similar_by_vector(QUERY_LIST, 9, metadata={"kind": "tree"})
+    assert found(got) == expected(brute_force(collection, QUERY, 9, lambda r: metadata_equal(r["metadata"], {"kind": "tree"})))
+    conn.close()
+
+
+def test_tokens_follow_sqlite():
+    """The filter's view of where each token ends agrees with SQLite's tokenizer on the
+    cases that differ between SQL dialects."""
+    for where in ["'it''s'", '"a""b"', "[a\"b]", "`a``b`", "x'00'", "a$b", "1.5e-3", "-1- -1", "'--'", "'/*'"]:
+        filters.parse_where(where)
+        assert sqlite3.complete_statement(f"select {where};")
+    parsed = filters.parse_where("a = :x and b = @x and c = $y and :x", {"x": 1, "y": 2})
+    assert parsed.values == (1, 2) and parsed.render(lambda i: f"?{i + 7}") == "a = ?7 and b = ?7 and c = ?8 and ?7"
