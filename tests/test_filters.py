@@ -320,3 +320,48 @@ def test_tokens_follow_sqlite():
         assert sqlite3.complete_statement(f"select {where};")
     parsed = filters.parse_where("a = :x and b = @x and c = $y and :x", {"x": 1, "y": 2})
     assert parsed.values == (1, 2) and parsed.render(lambda i: f"?{i + 7}") == "a = ?7 and b = ?7 and c = ?8 and ?7"
+
+
+def cli(*args: str):
+    from click.testing import CliRunner
+
+    from embsqlite.cli import cli as command
+
+    return CliRunner().invoke(command, list(args), catch_exceptions=False)
+
+
+def test_cli_where_and_param(things, tmp_path):
+    path = str(tmp_path / "things.db")
+    embsqlite.register_embedding_model(VectorModel())
+    where = f"json_extract({VALID}, '$.kind') = :kind and id >= :low"
+    result = cli("similar", "things", "-d", path, "-c", "1,0.5,-1,2", "-n", "8",
+                 "--where", where, "--param", "kind", "tree", "--param", "low", "a050")
+    assert result.exit_code == 0, result.output
+    keep = lambda r: (isinstance(strict_json(r["metadata"]), dict)  # noqa: E731
+                      and strict_json(r["metadata"]).get("kind") == "tree" and r["id"] >= "a050")
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [(d["id"], d["score"].hex()) for d in lines] == expected(brute_force(things, QUERY, 8, keep))
+    by_id = cli("similar", "things", "a002", "-d", path, "--prefix", "b", "--metadata-filter", '{"flag": true}')
+    stored = things.conn.execute("select embedding from embeddings where id = 'a002'").fetchone()[0]
+    keep = lambda r: metadata_equal(r["metadata"], {"flag": True})  # noqa: E731
+    assert [json.loads(line)["id"] for line in by_id.output.splitlines()] == [
+        i for i, _ in brute_force(things, stored, 10, keep, prefix="b", skip_id="a002")]
+    plain = cli("similar", "things", "a002", "-d", path, "-p", "-n", "1", "--where", "id = :i", "--param", "i", "b005")
+    assert plain.exit_code == 0 and plain.output.startswith("b005 (")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--where", "nosuch = 1"], "Error: filter 'nosuch = 1': no such column: nosuch"),
+    (["--where", "1) or (1"], "Error: filter '1) or (1': ')' closes a parenthesis"),
+    (["--where", "id = :x"], "Error: filter 'id = :x': no value for parameter :x"),
+    (["--param", "x", "1"], "Error: --param needs --where"),
+    (["--metadata-filter", "[1]"], "Error: --metadata-filter must be a JSON object"),
+    (["--metadata-filter", "{"], "Error: --metadata-filter is not valid JSON"),
+    (["--metadata-filter", '{"a": [1]}'], "Error: metadata value of 'a' must be str, int, float, bool or None"),
+])
+def test_cli_filter_errors_are_one_line(things, tmp_path, args, message):
+    embsqlite.register_embedding_model(VectorModel())
+    for target in (["-c", "1,1,1,1"], ["a002"]):
+        result = cli("similar", "things", *target, "-d", str(tmp_path / "things.db"), *args)
+        assert result.exit_code in (1, 2)
+        assert result.output.strip().splitlines() == [message] or result.output.startswith(message)
