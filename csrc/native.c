@@ -18,6 +18,13 @@
 **   embsqlite_norms(...)       squared L2 norm of each row of such a matrix
 **   embsqlite_topk(...)        best k rows of an in-memory matrix of float32
 **                              embeddings, for embsqlite's per-process cache
+**   embsqlite_topk_subset(...) the same among the rows a mark array keeps
+**   embsqlite_rowid_index(a, n)  sort n (rowid, row) pairs by rowid; -1 if two
+**                              rows share a rowid
+**   embsqlite_subset_open(aPair, n, aMark)  a handle to the mark array aMark
+**                              of the n rows that the sorted pairs aPair map
+**   embsqlite_subset_close(h)  forget handle h; the number of rows marked, or
+**                              -1 if a rowid named was not among the pairs
 **
 ** SQL functions that only this copy registers (with SQLITE_DIRECTONLY, so no
 ** trigger or view can call them), for embsqlite's cache; arguments are checked
@@ -31,6 +38,10 @@
 **                              read. The row number is an argument because
 **                              SQLite may compute result columns before it
 **                              sorts (in table order).
+**   embsqlite_mark(h, rowid)   mark the row of subset h whose rowid this is;
+**                              NULL. One statement `SELECT max(embsqlite_mark(
+**                              h, rowid)) FROM embeddings WHERE ...` marks the
+**                              rows a search filter keeps, in C.
 **   embsqlite_data_version(schema)  SQLITE_FCNTL_DATA_VERSION of that database
 **                              of the calling connection (from
 **                              sqlite3_context_db_handle); NULL if it has none;
@@ -250,10 +261,132 @@ static void dataVersionFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   sqlite3_result_int64(ctx, (sqlite3_int64)v);
 }
 
+/*
+** A subset: the rows of a loaded matrix that a search filter keeps, marked
+** by SQL through embsqlite_mark(). Rows are named by rowid and found in pairs
+** (rowid, row) sorted by rowid; like sinks, subsets are found by handle under
+** a mutex, so SQL only ever marks an open subset, and never past its end.
+*/
+typedef struct RowidPos RowidPos;
+struct RowidPos {
+  long long rowid;
+  long long row;           /* the row of the matrix */
+};
+
+static int rowidpos_cmp(const void *a, const void *b){
+  long long x = ((const RowidPos*)a)->rowid, y = ((const RowidPos*)b)->rowid;
+  return x<y ? -1 : x>y;
+}
+
+/* Sort the nRow pairs by rowid: 0, or -1 if two share a rowid. */
+static int embsqlite_rowid_index(RowidPos *aPair, long long nRow){
+  long long i;
+  qsort(aPair, (size_t)nRow, sizeof(RowidPos), rowidpos_cmp);
+  for(i=1; i<nRow; i++) if( aPair[i].rowid==aPair[i-1].rowid ) return -1;
+  return 0;
+}
+
+typedef struct Subset Subset;
+struct Subset {
+  long long iHandle;
+  const RowidPos *aPair;   /* nRow pairs sorted by rowid */
+  long long nRow;
+  unsigned char *aMark;    /* nRow marks, by row; 1 = kept */
+  long long nMarked;
+  int bMissing;            /* a rowid was not among the pairs */
+  Subset *pNext;
+};
+static Subset *subsetList = 0;
+static long long subsetLast = 0;
+static pthread_mutex_t subsetMutex = PTHREAD_MUTEX_INITIALIZER;
+
+/* Open a subset marking aMark; its handle (> 0), or 0 when out of memory. */
+static long long embsqlite_subset_open(
+  const RowidPos *aPair, long long nRow, unsigned char *aMark
+){
+  Subset *p = (Subset*)malloc(sizeof(Subset));
+  long long h;
+  if( p==0 ) return 0;
+  p->aPair = aPair;
+  p->nRow = nRow;
+  p->aMark = aMark;
+  p->nMarked = 0;
+  p->bMissing = 0;
+  pthread_mutex_lock(&subsetMutex);
+  h = p->iHandle = ++subsetLast;
+  p->pNext = subsetList;
+  subsetList = p;
+  pthread_mutex_unlock(&subsetMutex);
+  return h;
+}
+
+/* Close subset h: the rows marked, or -1 if a rowid was unknown or h is. */
+static long long embsqlite_subset_close(long long h){
+  Subset **pp, *p = 0;
+  long long n = -1;
+  pthread_mutex_lock(&subsetMutex);
+  for(pp=&subsetList; *pp; pp=&(*pp)->pNext){
+    if( (*pp)->iHandle==h ){ p = *pp; *pp = p->pNext; break; }
+  }
+  pthread_mutex_unlock(&subsetMutex);
+  if( p ){
+    n = p->bMissing ? -1 : p->nMarked;
+    free(p);
+  }
+  return n;
+}
+
+/* embsqlite_mark(h, rowid): mark the row of subset h with this rowid. */
+static void markFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  long long h = sqlite3_value_int64(argv[0]);
+  long long rowid = sqlite3_value_int64(argv[1]);
+  const char *zErr = 0;
+  Subset *p;
+  (void)argc;
+  if( sqlite3_value_type(argv[0])!=SQLITE_INTEGER
+   || sqlite3_value_type(argv[1])!=SQLITE_INTEGER ){
+    sqlite3_result_error(ctx,
+        "embsqlite_mark: arguments 1 and 2 must be a subset handle and a rowid", -1);
+    return;
+  }
+  pthread_mutex_lock(&subsetMutex);
+  for(p=subsetList; p && p->iHandle!=h; p=p->pNext){}
+  if( p==0 ){
+    zErr = "embsqlite_mark: argument 1 is not an open subset";
+  }else{
+    long long lo = 0, hi = p->nRow;
+    while( lo<hi ){
+      long long mid = lo + (hi-lo)/2;
+      if( p->aPair[mid].rowid<rowid ) lo = mid+1; else hi = mid;
+    }
+    if( lo<p->nRow && p->aPair[lo].rowid==rowid ){
+      long long row = p->aPair[lo].row;
+      if( row>=0 && row<p->nRow && !p->aMark[row] ){
+        p->aMark[row] = 1;
+        p->nMarked++;
+      }else if( row<0 || row>=p->nRow ){
+        p->bMissing = 1;
+      }
+    }else{
+      p->bMissing = 1;
+    }
+  }
+  pthread_mutex_unlock(&subsetMutex);
+  if( zErr ){
+    sqlite3_result_error(ctx, zErr, -1);
+  }else{
+    sqlite3_result_null(ctx);
+  }
+}
+
 /* The SQL functions of this copy only, for embsqlite's cache. */
 static int native_register(sqlite3 *db){
   int rc = sqlite3_create_function(db, "embsqlite_sink", 3,
       SQLITE_UTF8|SQLITE_DIRECTONLY, 0, sinkFunc, 0, 0);
+  if( rc==SQLITE_OK ){
+    rc = sqlite3_create_function(db, "embsqlite_mark", 2,
+        SQLITE_UTF8|SQLITE_DIRECTONLY, 0, markFunc, 0, 0);
+  }
   if( rc==SQLITE_OK ){
     rc = sqlite3_create_function(db, "embsqlite_data_version", 1,
         SQLITE_UTF8|SQLITE_DIRECTONLY, 0, dataVersionFunc, 0, 0);
@@ -301,17 +434,18 @@ static void heap_up(Hit *aHeap, int i){
 }
 
 /*
-** Score rows lo..hi-1 (all but row `skip`; -1 skips none) of the row-major
-** matrix of nRow embeddings of nDim float32 values, whose squared norms are
-** aNorm2 (from embsqlite_norms), against the float32 blob `query` of nDim
-** values, and write the best k, best first, to aRow/aScore.
+** Score rows lo..hi-1 (all but row `skip`; -1 skips none; with aMark, only
+** rows whose mark is nonzero) of the row-major matrix of nRow embeddings of
+** nDim float32 values, whose squared norms are aNorm2 (from embsqlite_norms),
+** against the float32 blob `query` of nDim values, and write the best k, best
+** first, to aRow/aScore.
 ** Returns how many were written, -1 when out of memory, -2 when a score is
 ** not finite (a NaN or infinity in the data) or the arguments are out of range.
 */
-static long long embsqlite_topk(
+static long long topk_scan(
   const unsigned char *matrix, const double *aNorm2, long long nRow, int nDim,
   const unsigned char *query, long long lo, long long hi, long long skip,
-  int k, long long *aRow, double *aScore
+  const unsigned char *aMark, int k, long long *aRow, double *aScore
 ){
   QueryVec *q;
   Hit *aHeap;
@@ -324,7 +458,7 @@ static long long embsqlite_topk(
   if( q==0 || aHeap==0 ){ free(q); free(aHeap); return -1; }
   for(i=lo; i<hi; i++){
     Hit h;
-    if( i==skip ) continue;
+    if( i==skip || (aMark && !aMark[i]) ) continue;
     if( aNorm2[i]==0.0 || q->norm2==0.0 ){
       h.score = 0.0;   /* cosine_of() of a zero vector, without the dot product */
     }else{
@@ -354,4 +488,23 @@ static long long embsqlite_topk(
   free(q);
   free(aHeap);
   return nHeap;
+}
+
+/* topk_scan() of every row in lo..hi-1. */
+static long long embsqlite_topk(
+  const unsigned char *matrix, const double *aNorm2, long long nRow, int nDim,
+  const unsigned char *query, long long lo, long long hi, long long skip,
+  int k, long long *aRow, double *aScore
+){
+  return topk_scan(matrix, aNorm2, nRow, nDim, query, lo, hi, skip, 0, k, aRow, aScore);
+}
+
+/* topk_scan() of the rows in lo..hi-1 whose mark in aMark (nRow marks) is set. */
+static long long embsqlite_topk_subset(
+  const unsigned char *matrix, const double *aNorm2, long long nRow, int nDim,
+  const unsigned char *query, long long lo, long long hi, long long skip,
+  const unsigned char *aMark, int k, long long *aRow, double *aScore
+){
+  if( aMark==0 ) return -2;
+  return topk_scan(matrix, aNorm2, nRow, nDim, query, lo, hi, skip, aMark, k, aRow, aScore);
 }

@@ -404,7 +404,7 @@ def similar(collection: str, id: Optional[str], input: Optional[str], content: O
         raise UserError("Must provide content or an ID for the comparison")
     if params and where is None:
         raise click.UsageError("--param needs --where")
-    search_filter = {"where": where, "where_args": dict(params) if where is not None else None,
+    search_filter: dict[str, Any] = {"where": where, "where_args": dict(params) if where is not None else None,
                      "metadata": _metadata_filter(metadata_filter)}
     with user_errors(ValueError, TypeError):  # the filter's own checks, before any model call
         filters.build(**search_filter)

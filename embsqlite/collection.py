@@ -535,8 +535,9 @@ class Collection:
             self._check_filter(search_filter)
         if number == 0:
             return []
-        if search_filter is None and facts.dimensions is not None and len(query) == 4 * facts.dimensions:
-            cached = self._cache.search(query, number, low, high, skip_id, facts.token)
+        if facts.dimensions is not None and len(query) == 4 * facts.dimensions:
+            subset = None if search_filter is None else self._subset(search_filter, facts)
+            cached = self._cache.search(query, number, low, high, skip_id, facts.token, subset)
             if cached is not None:
                 return self._entries(cached)
         params: list[Any] = [query, self.id, number]
@@ -549,7 +550,8 @@ class Collection:
                 bounds.append(f"?{len(params)}")
         where = None
         if search_filter is not None:
-            where = search_filter.render(lambda i, first=len(params) + 1: f"?{first + i}")
+            first = len(params) + 1
+            where = search_filter.render(lambda i: f"?{first + i}")
             params += search_filter.values
         statement = ranking_sql(
             "?1", "?2", "?3", low=bounds[0], high=bounds[1], skip_id=bounds[2],
@@ -565,6 +567,13 @@ class Collection:
             Entry(id_, score, content, None if meta is None else json.loads(meta))
             for id_, score, content, meta in found
         ]
+
+    def _subset(self, search_filter: filters.Filter, facts: _Facts) -> cache.Subset:
+        """The filter as the vector cache runs it: one statement that marks, by rowid,
+        the rows the ranking statement would rank (the same conditions, `filter_sql`)."""
+        where = search_filter.render(lambda i: f"?{i + 3}")
+        statement = filter_sql("?2", where, "max(embsqlite_mark(?1, rowid))", not_indexed=facts.only_collection)
+        return cache.Subset(statement, (self.id, *search_filter.values), search_filter.reuse_key())
 
     def _check_filter(self, search_filter: filters.Filter, evaluate: bool = False) -> None:
         """Compile the filter alone over this collection's rows (and with `evaluate`, run

@@ -40,9 +40,9 @@ from .datasette_access import (
     may_view_database,
     may_view_instance,
 )
+from .filters import Filter, FilterError, describe, metadata_rule, parse_where
 from .idorder import prefix_range
 from .loading import register
-from .filters import Filter, FilterError, describe, metadata_rule, parse_where
 from .ranking import filter_sql, ranking_sql
 from .sql_embed import FUNCTION as EMBED_FUNCTION
 from .sql_embed import TextTooLong, echo, embed_text, one_line, register_embed_text
@@ -293,7 +293,7 @@ async def _search_filter(datasette: Any, request: Any, database: str) -> Optiona
             parsed = parse_where(where, arguments)
         except FilterError as error:
             raise SearchError(one_line(error)) from None
-        taken = sorted(n for n in set(parsed.names) if n in PAGE_PARAMETERS or str(n).startswith("metadata_"))
+        taken = sorted(str(n) for n in set(parsed.names) if n in PAGE_PARAMETERS or str(n).startswith("metadata_"))
         if taken:
             raise SearchError(f"where {describe(where)}: parameter :{taken[0]} is one of the page's own;"
                               " choose another name")

@@ -52,6 +52,24 @@ _JSON_TYPES = {str: "('text')", int: "('integer', 'real')", float: "('integer', 
 _JSON_CONSTANTS = {None: "null", True: "true", False: "false"}
 
 Piece = Union[str, int]  # SQL text, or the index of a value in Filter.values
+# Words before "(" with which a filter still gives the same rows for the same database
+# state and parameters (functions SQLite marks deterministic, and keywords), so the rows
+# it picked may be reused while the database is unchanged; any other call (random(),
+# date('now'), a function of the application) is evaluated again for every search.
+_SAME_ROWS_CALLS = frozenset("""
+    abs acos acosh and as asin asinh atan atan2 atanh avg between case cast ceil ceiling char
+    coalesce cos cosh cosine_similarity count degrees distinct else embedding_dimensions
+    embedding_from_json embedding_norm embedding_to_json escape except exists exp filter floor
+    format from glob group_concat hex iif ifnull in instr intersect is json json_array
+    json_array_length json_each json_error_position json_extract json_group_array
+    json_group_object json_insert json_object json_patch json_quote json_remove json_replace
+    json_set json_tree json_type json_valid length like likelihood likely ln log log10 log2
+    lower ltrim match max min mod not nullif octet_length on or pi pow power printf quote
+    radians regexp replace round rtrim select sign sin sinh soundex sqrt string_agg substr
+    substring sum tan tanh then total trim trunc typeof unhex unicode union unlikely upper
+    values when where zeroblob
+""".split())
+_TIME_WORDS = frozenset(("current_date", "current_time", "current_timestamp"))
 
 
 class FilterError(ValueError):
@@ -68,6 +86,16 @@ class Filter:
     values: tuple[Any, ...]
     names: tuple[Optional[str], ...]
     expression: str  # what the caller wrote, for messages
+    same_rows: bool = True  # the same rows for the same database state (see _SAME_ROWS_CALLS)
+
+    def reuse_key(self) -> Optional[tuple[Any, ...]]:
+        """What identifies the rows this filter keeps in one database state (the SQL and
+        each value with its type: 1, 1.0 and True may select differently); None when
+        they may change without the database changing."""
+        if not self.same_rows:
+            return None
+        return (self.render(lambda i: f"?{i + 1}"),
+                tuple((type(v).__name__, repr(v)) for v in self.values))
 
     def render(self, placeholder: Callable[[int], str]) -> str:
         """The expression with each parameter written as `placeholder(index)`."""
@@ -82,6 +110,7 @@ class Filter:
             self.values + other.values,
             self.names + other.names,
             f"{self.expression} and {other.expression}",
+            self.same_rows and other.same_rows,
         )
 
 
@@ -117,22 +146,28 @@ def parse_where(where: str, where_args: Any = None) -> Filter:
     order: list[Any] = []
     depth = 0
     largest = 0
-    position = 0
+    same_rows = True
+    previous = ("space", "")  # the last token that is not whitespace: a call's name
     for match in _TOKEN.finditer(where):
         kind, text = match.lastgroup, match.group()
-        position = match.end()
         if kind == "comment":
             raise refuse("comments (-- or /*) are not allowed in a filter")
         if kind == "end":
             raise refuse("';' is not allowed in a filter")
         if kind == "other" and text in _UNTERMINATED:
             raise refuse(f"unterminated {_UNTERMINATED[text]} ({text})")
-        if kind == "open":
+        if kind == "word":
+            same_rows = same_rows and text.lower() not in _TIME_WORDS
+        elif kind == "open":
+            if previous[0] == "quoted" or (previous[0] == "word" and previous[1].lower() not in _SAME_ROWS_CALLS):
+                same_rows = False
             depth += 1
         elif kind == "close":
             depth -= 1
             if depth < 0:
                 raise refuse("')' closes a parenthesis the expression did not open")
+        if kind != "space":
+            previous = (str(kind), text)
         if kind not in ("number_param", "named_param"):
             pieces.append(text)
             continue
@@ -160,7 +195,7 @@ def parse_where(where: str, where_args: Any = None) -> Filter:
     if not sqlite3.complete_statement(where + "\n;"):  # SQLite's own view: no open literal
         raise refuse("the expression does not end where it seems to")
     values, names = _bind(order, where_args, named, largest, refuse)
-    return Filter(tuple(pieces), values, names, where)
+    return Filter(tuple(pieces), values, names, where, same_rows)
 
 
 def _bind(
@@ -183,7 +218,8 @@ def _bind(
         values = [given[number - 1] for number in order]
         names = (None,) * len(order)
     for key, value in zip(order, values):
-        _check_value(value, lambda why, key=key: refuse(f"parameter {_label(key)} {why}"))
+        label = _label(key)
+        _check_value(value, lambda why: refuse(f"parameter {label} {why}"))  # noqa: B023
     return tuple(values), names
 
 

@@ -51,7 +51,8 @@ def _rows(collection: str, where: Optional[str]) -> str:
     return rows if where is None else f"{rows}\n    and ({where})"
 
 
-def filter_sql(collection: str, where: str, columns: str = "rowid") -> str:
+def filter_sql(collection: str, where: str, columns: str = "rowid", not_indexed: bool = False) -> str:
     """The rows of `collection` that a search filtered by `where` may rank, in no order:
     the same conditions as `ranking_sql`'s inner query, without the ranking."""
-    return f"select {columns} from embeddings where {_rows(collection, where)}"
+    table = "embeddings not indexed" if not_indexed else "embeddings"
+    return f"select {columns} from {table} where {_rows(collection, where)}"

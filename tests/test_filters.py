@@ -365,3 +365,98 @@ def test_cli_filter_errors_are_one_line(things, tmp_path, args, message):
         result = cli("similar", "things", *target, "-d", str(tmp_path / "things.db"), *args)
         assert result.exit_code in (1, 2)
         assert result.output.strip().splitlines() == [message] or result.output.startswith(message)
+
+
+# Through the vector cache: SQL marks the rows the filter keeps, C ranks only those
+
+
+def statements_of(collection, action):
+    """The statements `action` runs on the collection's connection, and its result."""
+    seen = []
+    collection.conn.set_trace_callback(seen.append)
+    try:
+        result = action()
+    finally:
+        collection.conn.set_trace_callback(None)
+    return seen, result
+
+
+CACHE_CASES = [
+    (dict(where=WHERE_CASES[0][0], where_args=["pet"]), WHERE_CASES[0][2]),
+    (dict(where=WHERE_CASES[2][0], where_args=WHERE_CASES[2][1]), WHERE_CASES[2][2]),
+    (dict(metadata={"n": 2}), lambda r: metadata_equal(r["metadata"], {"n": 2})),
+    (dict(metadata={"caf\u00e9": None, "flag": False}),
+     lambda r: metadata_equal(r["metadata"], {"caf\u00e9": None, "flag": False})),
+    (dict(where="0"), lambda r: False),
+    (dict(where="1"), lambda r: True),
+]
+
+
+def test_cached_filtered_search_matches_brute_force(things):
+    query = [1.0, 0.5, -1.0, 2.0]
+    things.similar_by_vector(query, 3)
+    things.similar_by_vector(query, 3)  # loads the cache
+    assert things._cache.loads == 1 and things._cache.token is not None
+    for arguments, keep in CACHE_CASES:
+        for prefix, skip_id, number in ((None, None, 200), ("a", "a002", 7), ("b1", None, 3)):
+            seen, got = statements_of(things, lambda: things.similar_by_vector(
+                query, number, skip_id, prefix, **arguments))  # noqa: B023
+            assert found(got) == expected(brute_force(things, QUERY, number, keep, prefix=prefix, skip_id=skip_id))
+            assert not any("cosine_similarity" in s for s in seen), seen  # ranked in C
+    assert things._cache.loads == 1
+
+
+def test_cached_subset_is_reused_until_the_database_changes(things, tmp_path):
+    query = [1.0, 0.5, -1.0, 2.0]
+    for _ in range(2):
+        things.similar_by_vector(query, 3)
+    arguments = dict(where=f"json_extract({VALID}, '$.flag') = ?", where_args=[1], metadata={"kind": "car"})
+
+    def keep(r):
+        return metadata_equal(r["metadata"], {"kind": "car", "flag": True})
+
+    def marking(seen):
+        return [s for s in seen if "embsqlite_mark" in s]
+
+    seen, first = statements_of(things, lambda: things.similar_by_vector(query, 50, **arguments))
+    assert len(marking(seen)) == 1
+    seen, again = statements_of(things, lambda: things.similar_by_vector([2.0, 0, 1, 1], 50, **arguments))
+    assert marking(seen) == [] and not any("cosine_similarity" in s for s in seen)
+    assert found(again) == expected(brute_force(things, vectors.encode([2.0, 0, 1, 1]), 50, keep))
+    # 1, 1.0 and True are different parameters to SQL (typeof): never mixed up
+    for value in (1, 1.0, True, "1"):
+        got = things.similar_by_vector(query, 200, where="typeof(?) = 'integer' and metadata is not null",
+                                       where_args=[value])
+        assert len(got) == (0 if isinstance(value, (float, str)) else len(brute_force(
+            things, QUERY, 200, lambda r: r["metadata"] is not None)))
+    # an expression that may pick other rows with no change to the database is evaluated again
+    for _ in range(2):
+        seen, _ = statements_of(things, lambda: things.similar_by_vector(query, 5, where="random() is not null"))
+        assert len(marking(seen)) == 1
+    # another connection writes: the next search sees it (in SQL, then from a new load)
+    other = sqlite3.connect(str(tmp_path / "things.db"))
+    with other:
+        other.execute("""update embeddings set metadata = '{"kind": "car", "flag": true}' where id = 'a000'""")
+    other.close()
+    assert things._cache.loads == 1
+    for _ in range(3):
+        got = things.similar_by_vector(query, 50, **arguments)
+        assert found(got) == expected(brute_force(things, QUERY, 50, keep))
+        assert "a000" in [e.id for e in got]
+    assert things._cache.loads == 2
+
+
+def test_cached_filter_errors_are_the_sql_paths(things):
+    """A filter that fails while marking rows gets the SQL path's error."""
+    query = [1.0, 0.5, -1.0, 2.0]
+    for _ in range(2):
+        things.similar_by_vector(query, 3)
+    with things.conn:
+        things.conn.execute("update embeddings set metadata = '{not json' where id = 'a001'")
+    for _ in range(3):
+        things.similar_by_vector(query, 3)
+    assert things._cache.token is not None
+    with pytest.raises(FilterError, match="malformed JSON"):
+        things.similar_by_vector(query, 5, where="json_extract(metadata, '$.kind') = 'pet'")
+    got = things.similar_by_vector(query, 5, metadata={"kind": "pet"})
+    assert found(got) == expected(brute_force(things, QUERY, 5, lambda r: metadata_equal(r["metadata"], {"kind": "pet"})))
