@@ -457,6 +457,8 @@ class Collection:
         search_filter = filters.build(where, where_args, metadata)
         if isinstance(value, str):
             ingest.check_text("the query", value)
+        if search_filter is not None:
+            self._check_filter(search_filter)  # before the model runs
         return self._similar_to(self.model().embed(value), number, None, prefix, search_filter)
 
     @_one_thread_at_a_time
@@ -575,6 +577,7 @@ class Collection:
         statement = filter_sql("?2", where, "max(embsqlite_mark(?1, rowid))", not_indexed=facts.only_collection)
         return cache.Subset(statement, (self.id, *search_filter.values), search_filter.reuse_key())
 
+    @_one_thread_at_a_time
     def _check_filter(self, search_filter: filters.Filter, evaluate: bool = False) -> None:
         """Compile the filter alone over this collection's rows (and with `evaluate`, run
         it over all of them): a ValueError naming the expression if SQLite refuses it."""

@@ -70,6 +70,8 @@ _SAME_ROWS_CALLS = frozenset("""
     values when where zeroblob
 """.split())
 _TIME_WORDS = frozenset(("current_date", "current_time", "current_timestamp"))
+# The cache's own SQL functions (they write into open matrices by handle)
+_INTERNAL = re.compile(r"embsqlite_(sink|mark)", re.IGNORECASE)
 
 
 class FilterError(ValueError):
@@ -161,6 +163,8 @@ def parse_where(where: str, where_args: Any = None) -> Filter:
         elif kind == "open":
             if previous[0] == "quoted" or (previous[0] == "word" and previous[1].lower() not in _SAME_ROWS_CALLS):
                 same_rows = False
+            if previous[0] in ("word", "quoted") and _INTERNAL.fullmatch(previous[1].strip('"`[]')):
+                raise refuse(f"{previous[1]}() is embsqlite's own, not for filters")
             depth += 1
         elif kind == "close":
             depth -= 1

@@ -238,6 +238,8 @@ def test_metadata_refused(things, wanted, error):
     ("count(*) > 1", None, "misuse of aggregate"),
     ("no_such_function(id)", None, "no such function"),
     ("   ", None, "empty"),
+    ("embsqlite_mark(1, rowid) is null", None, "embsqlite's own"),
+    ("\"EMBSQLITE_SINK\"(1, 0, embedding) is null", None, "embsqlite's own"),
 ])
 def test_bad_filters_name_the_expression(things, where, where_args, message):
     with pytest.raises(FilterError, match=message) as raised:
@@ -291,6 +293,18 @@ def test_filter_arguments_are_keyword_only(things):
         things.similar_by_vector(QUERY_LIST, 5, where=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="where_args must be a sequence"):
         things.similar_by_vector(QUERY_LIST, 5, where="id = ?", where_args="a")
+
+
+def test_a_bad_filter_is_refused_before_the_model_runs(tmp_path, counting_model):
+    collection = embsqlite.Collection("counted", str(tmp_path / "c.db"), model=counting_model)
+    collection.embed("a", "some text")
+    sent = len(counting_model.items)
+    with pytest.raises(FilterError, match="no such column"):
+        collection.similar("query text", where="nosuch = 1")
+    with pytest.raises(FilterError, match="no value for parameter"):
+        collection.similar("query text", where="id = :x", where_args={})
+    assert len(counting_model.items) == sent
+    assert [e.id for e in collection.similar("query text", where="id = 'a'")] == ["a"]
 
 
 def test_number_zero_still_checks_the_filter(things):
