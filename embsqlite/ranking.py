@@ -26,14 +26,11 @@ def ranking_sql(
     """`select id, score, content, metadata`, best first, ties by id: the top `number`
     rows of `collection` for the vector `query`, ids in [low, high), without `skip_id`,
     for which the boolean expression `where` (a rendered filter) is true."""
-    where_sql = _rows(collection, where)
+    table, where_sql = _rows(collection, where, not_indexed)
     if low is not None:
         where_sql += f" and id >= {low}" + ("" if high is None else f" and id < {high}")
     if skip_id is not None:
         where_sql += f" and id != {skip_id}"
-    # The only collection in a file: reading the table in order beats walking the
-    # primary-key index and fetching each row (~7% at 100,000 rows).
-    table = "embeddings not indexed" if not_indexed else "embeddings"
     return f"""select e.id, r.score, e.content, e.metadata from (
   select id, cosine_similarity(embedding, {query}) as score
   from {table}
@@ -45,14 +42,21 @@ join embeddings as e on e.collection_id = {collection} and e.id = r.id
 order by r.score desc, r.id"""
 
 
-def _rows(collection: str, where: Optional[str]) -> str:
-    """The rows a search may rank: the collection's, with an embedding, kept by `where`."""
-    rows = f"collection_id = {collection}\n    and embedding is not null"
-    return rows if where is None else f"{rows}\n    and ({where})"
+def _rows(collection: str, where: Optional[str], not_indexed: bool = False) -> tuple[str, str]:
+    """The table and the conditions of the rows a search may rank: the collection's, with
+    an embedding, kept by `where`. With `not_indexed` (the only collection in the file)
+    the collection's primary-key index is not used: reading the table in order beats
+    walking the index and fetching each row (~7% at 100,000 rows). With a filter that is
+    said by `+collection_id` rather than NOT INDEXED, so an index on the filter's own
+    expression (say `json_extract(metadata, '$.kind')`) can still pick the rows."""
+    table = "embeddings not indexed" if not_indexed and where is None else "embeddings"
+    column = "+collection_id" if not_indexed and where is not None else "collection_id"
+    rows = f"{column} = {collection}\n    and embedding is not null"
+    return table, rows if where is None else f"{rows}\n    and ({where})"
 
 
 def filter_sql(collection: str, where: str, columns: str = "rowid", not_indexed: bool = False) -> str:
     """The rows of `collection` that a search filtered by `where` may rank, in no order:
     the same conditions as `ranking_sql`'s inner query, without the ranking."""
-    table = "embeddings not indexed" if not_indexed else "embeddings"
-    return f"select {columns} from {table} where {_rows(collection, where)}"
+    table, rows = _rows(collection, where, not_indexed)
+    return f"select {columns} from {table} where {rows}"

@@ -474,3 +474,29 @@ def test_cached_filter_errors_are_the_sql_paths(things):
         things.similar_by_vector(query, 5, where="json_extract(metadata, '$.kind') = 'pet'")
     got = things.similar_by_vector(query, 5, metadata={"kind": "pet"})
     assert found(got) == expected(brute_force(things, QUERY, 5, lambda r: metadata_equal(r["metadata"], {"kind": "pet"})))
+
+
+def test_an_index_on_the_filters_expression_picks_the_rows(things):
+    """With the collection alone in its file, the filter statements leave out the
+    primary-key index by `+collection_id` (not NOT INDEXED), so an expression index on
+    the filter is used, in SQL and by the cache's marking statement."""
+    where = "json_extract(metadata, '$.flag') = ?"
+    with things.conn:
+        things.conn.execute("update embeddings set metadata = null where not json_valid(metadata)")
+        things.conn.execute("create index flag_index on embeddings(json_extract(metadata, '$.flag'))")
+
+    def keep(r):
+        return isinstance(strict_json(r["metadata"]), dict) and strict_json(r["metadata"]).get("flag") is True
+
+    statements: list[str] = []
+    things.conn.set_trace_callback(statements.append)
+    for _ in range(4):
+        got = things.similar_by_vector(QUERY_LIST, 20, where=where, where_args=[1])
+        assert found(got) == expected(brute_force(things, QUERY, 20, keep))
+    things.conn.set_trace_callback(None)
+    ranking = [s for s in statements if "cosine_similarity" in s and "flag" in s]
+    marking = [s for s in statements if "embsqlite_mark" in s]
+    assert ranking and marking
+    for statement in (ranking[0], marking[0]):  # traced with the values in place
+        plan = " ".join(row[-1] for row in things.conn.execute("explain query plan " + statement))
+        assert "flag_index" in plan, plan
