@@ -16,15 +16,29 @@
 **   embsqlite_sink_close(h)    forget handle h; the number of rows it received,
 **                              or -1 if a row did not fit
 **   embsqlite_norms(...)       squared L2 norm of each row of such a matrix
-**   embsqlite_topk(...)        best k rows of an in-memory matrix of float32
-**                              embeddings, for embsqlite's per-process cache
-**   embsqlite_topk_subset(...) the same among the rows a mark array keeps
+**   embsqlite_sink_file(fd, nByte, iOff)  a handle to a file sink: rows
+**                              appended by embsqlite_sink_append() are written
+**                              to fd from offset iOff; closing it writes each
+**                              row's squared norm, then its rowid, after the
+**                              matrix (at the next multiple of 8)
+**   embsqlite_norms(...)       squared L2 norm of each row of such a matrix
+**   embsqlite_scan(...)        best k rows of a matrix of float32 embeddings
+**                              (all rows, a range, or a list of row numbers),
+**                              on up to n threads, and the best score left
+**                              out (so ties with the k-th can be found)
+**   embsqlite_topk(...)        embsqlite_scan() of a range on one thread, for
+**                              embsqlite's per-process cache
+**   embsqlite_ties(...)        the rows of a scan that score exactly s
+**   embsqlite_positions(...)   row numbers of a sorted list of rowids in the
+**                              sorted rowids of a vector file
 **   embsqlite_rowid_index(a, n)  sort n (rowid, row) pairs by rowid; -1 if two
 **                              rows share a rowid
 **   embsqlite_subset_open(aPair, n, aMark)  a handle to the mark array aMark
 **                              of the n rows that the sorted pairs aPair map
 **   embsqlite_subset_close(h)  forget handle h; the number of rows marked, or
 **                              -1 if a rowid named was not among the pairs
+**   embsqlite_marked(aMark, lo, hi, aOut)  the rows lo..hi-1 whose mark is
+**                              set, ascending, for embsqlite_scan()
 **
 ** SQL functions that only this copy registers (with SQLITE_DIRECTONLY, so no
 ** trigger or view can call them), for embsqlite's cache; arguments are checked
@@ -38,6 +52,11 @@
 **                              read. The row number is an argument because
 **                              SQLite may compute result columns before it
 **                              sorts (in table order).
+**   embsqlite_sink_append(h, rowid, embedding)  append the float32 blob
+**                              `embedding` to file sink h; NULL. Rowids must
+**                              ascend: the statement reads the table in rowid
+**                              order (NOT INDEXED), and any other order is an
+**                              error, never a misplaced row.
 **   embsqlite_mark(h, rowid)   mark the row of subset h whose rowid this is;
 **                              NULL. One statement `SELECT max(embsqlite_mark(
 **                              h, rowid)) FROM embeddings WHERE ...` marks the
@@ -56,7 +75,9 @@
 ** bit, as `ORDER BY cosine_similarity(embedding, :q) DESC, id`.
 */
 
+#include <errno.h>
 #include <pthread.h>
+#include <unistd.h>
 
 static int embsqlite_is_bound(void){ return sqlite3_api!=0; }
 
@@ -133,27 +154,32 @@ static int embsqlite_all_finite(const unsigned char *a, long long n){
 typedef struct Sink Sink;
 struct Sink {
   long long iHandle;       /* what Python and SQL name it by */
-  unsigned char *aOut;     /* nRow rows of nByte bytes */
+  unsigned char *aOut;     /* nRow rows of nByte bytes (a matrix sink) */
   long long nRow;
   int nByte;
   long long n;             /* rows received */
-  int bOver;               /* a row did not fit */
+  int bOver;               /* a row did not fit, or a write failed */
+  /* A file sink (fd>=0): rows are appended in rowid order and written to fd
+  ** from offset iOff through a buffer; each row's rowid and squared norm are
+  ** kept, and written after the matrix when the sink is closed. */
+  int fd;
+  long long iOff;
+  unsigned char *aBuf;     /* SINK_BUFFER bytes, whole rows */
+  long long nBuf;          /* bytes used in aBuf */
+  long long nFlushed;      /* matrix bytes written to fd so far */
+  long long *aRowid;
+  double *aNorm2;
+  long long nAlloc;        /* slots of aRowid and aNorm2 */
   Sink *pNext;
 };
 static Sink *sinkList = 0;
 static long long sinkLast = 0;
 static pthread_mutex_t sinkMutex = PTHREAD_MUTEX_INITIALIZER;
+#define SINK_BUFFER (1<<20)
 
-/* Open a sink on aOut; its handle (> 0), or 0 when out of memory. */
-static long long embsqlite_sink_open(unsigned char *aOut, long long nRow, int nByte){
-  Sink *p = (Sink*)malloc(sizeof(Sink));
+/* Add p to the list of open sinks; its handle. */
+static long long sink_add(Sink *p){
   long long h;
-  if( p==0 ) return 0;
-  p->aOut = aOut;
-  p->nRow = nRow;
-  p->nByte = nByte;
-  p->n = 0;
-  p->bOver = 0;
   pthread_mutex_lock(&sinkMutex);
   h = p->iHandle = ++sinkLast;
   p->pNext = sinkList;
@@ -162,7 +188,83 @@ static long long embsqlite_sink_open(unsigned char *aOut, long long nRow, int nB
   return h;
 }
 
-/* Close sink h: the rows it received, or -1 if a row did not fit or h is unknown. */
+/* Open a sink on aOut; its handle (> 0), or 0 when out of memory. */
+static long long embsqlite_sink_open(unsigned char *aOut, long long nRow, int nByte){
+  Sink *p = (Sink*)calloc(1, sizeof(Sink));
+  if( p==0 ) return 0;
+  p->aOut = aOut;
+  p->nRow = nRow;
+  p->nByte = nByte;
+  p->fd = -1;
+  return sink_add(p);
+}
+
+/*
+** Open a file sink: rows of nByte bytes appended by embsqlite_sink_append()
+** are written to the open file descriptor fd from offset iOff. Its handle
+** (> 0), or 0 when out of memory or nByte is not a positive multiple of 4.
+*/
+static long long embsqlite_sink_file(int fd, int nByte, long long iOff){
+  Sink *p;
+  if( fd<0 || nByte<=0 || nByte%4 || nByte>SINK_BUFFER || iOff<0 ) return 0;
+  p = (Sink*)calloc(1, sizeof(Sink));
+  if( p==0 ) return 0;
+  p->aBuf = (unsigned char*)malloc(SINK_BUFFER);
+  if( p->aBuf==0 ){ free(p); return 0; }
+  p->nByte = nByte;
+  p->fd = fd;
+  p->iOff = iOff;
+  return sink_add(p);
+}
+
+/* Write all n bytes of a to fd at offset iOff; 0 on success. */
+static int write_all(int fd, const unsigned char *a, long long n, long long iOff){
+  while( n>0 ){
+    ssize_t w = pwrite(fd, a, (size_t)n, (off_t)iOff);
+    if( w<0 ){
+      if( errno==EINTR ) continue;
+      return 1;
+    }
+    if( w==0 ) return 1;
+    a += w; n -= w; iOff += w;
+  }
+  return 0;
+}
+
+/* Write the buffered rows of file sink p; sets bOver on a write error. */
+static void sink_flush(Sink *p){
+  if( p->nBuf>0 && !p->bOver ){
+    if( write_all(p->fd, p->aBuf, p->nBuf, p->iOff + p->nFlushed) ) p->bOver = 1;
+    else p->nFlushed += p->nBuf;
+  }
+  p->nBuf = 0;
+}
+
+/*
+** The byte offset of the norms that follow a matrix of nRow rows of nByte
+** bytes written from iOff: the next multiple of 8. The rowids follow the
+** norms (8 bytes each).
+*/
+static long long sink_norms_offset(long long iOff, long long nRow, int nByte){
+  long long end = iOff + nRow*nByte;
+  return (end + 7) & ~7LL;
+}
+
+/* Finish file sink p: flush, then write its norms and rowids; 0 on success. */
+static int sink_finish(Sink *p){
+  long long iNorms;
+  sink_flush(p);
+  if( p->bOver ) return 1;
+  iNorms = sink_norms_offset(p->iOff, p->n, p->nByte);
+  if( p->n==0 ) return 0;
+  if( write_all(p->fd, (const unsigned char*)p->aNorm2, 8*p->n, iNorms) ) return 1;
+  return write_all(p->fd, (const unsigned char*)p->aRowid, 8*p->n, iNorms + 8*p->n);
+}
+
+/*
+** Close sink h: the rows it received, or -1 if a row did not fit, a write
+** failed or h is unknown. A file sink writes its norms and rowids first.
+*/
 static long long embsqlite_sink_close(long long h){
   Sink **pp, *p = 0;
   long long n = -1;
@@ -172,10 +274,80 @@ static long long embsqlite_sink_close(long long h){
   }
   pthread_mutex_unlock(&sinkMutex);
   if( p ){
+    if( p->fd>=0 && sink_finish(p) ) p->bOver = 1;
     n = p->bOver ? -1 : p->n;
+    free(p->aBuf);
+    free(p->aRowid);
+    free(p->aNorm2);
     free(p);
   }
   return n;
+}
+
+/*
+** embsqlite_sink_append(h, rowid, embedding): append one row to file sink h.
+** Rowids must ascend (the statement reads the table in rowid order); a row of
+** another size, a rowid out of order or a failed write is an error.
+*/
+static void sinkAppendFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  long long h = sqlite3_value_int64(argv[0]);
+  long long iRowid = sqlite3_value_int64(argv[1]);
+  const unsigned char *pBlob = 0;
+  int nBlob = 0, eType = sqlite3_value_type(argv[2]);
+  const char *zErr = 0;
+  Sink *p;
+  (void)argc;
+  if( sqlite3_value_type(argv[0])!=SQLITE_INTEGER
+   || sqlite3_value_type(argv[1])!=SQLITE_INTEGER ){
+    sqlite3_result_error(ctx,
+        "embsqlite_sink_append: arguments 1 and 2 must be a sink handle and a rowid", -1);
+    return;
+  }
+  if( eType==SQLITE_BLOB ){
+    pBlob = (const unsigned char*)sqlite3_value_blob(argv[2]);
+    nBlob = sqlite3_value_bytes(argv[2]);
+  }
+  pthread_mutex_lock(&sinkMutex);
+  for(p=sinkList; p && p->iHandle!=h; p=p->pNext){}
+  if( p==0 || p->fd<0 ){
+    zErr = "embsqlite_sink_append: argument 1 is not an open file sink";
+  }else if( p->bOver ){
+    zErr = "embsqlite_sink_append: the sink failed earlier";
+  }else if( eType!=SQLITE_BLOB || nBlob!=p->nByte || pBlob==0
+         || (p->n>0 && iRowid<=p->aRowid[p->n-1]) ){
+    p->bOver = 1;
+    zErr = "embsqlite_sink_append: the row is not a blob of the sink's row size, "
+           "or its rowid does not ascend";
+  }else{
+    if( p->n==p->nAlloc ){
+      long long nNew = p->nAlloc ? 2*p->nAlloc : 1024;
+      long long *aR = (long long*)realloc(p->aRowid, sizeof(long long)*(size_t)nNew);
+      double *aN = aR ? (double*)realloc(p->aNorm2, sizeof(double)*(size_t)nNew) : 0;
+      if( aR ) p->aRowid = aR;
+      if( aN ) p->aNorm2 = aN;
+      if( aR==0 || aN==0 ){
+        p->bOver = 1;
+        zErr = "embsqlite_sink_append: out of memory";
+      }else{
+        p->nAlloc = nNew;
+      }
+    }
+    if( zErr==0 ){
+      if( p->nBuf + nBlob > SINK_BUFFER ) sink_flush(p);
+      memcpy(p->aBuf + p->nBuf, pBlob, (size_t)nBlob);
+      p->nBuf += nBlob;
+      p->aRowid[p->n] = iRowid;
+      p->aNorm2[p->n] = norm2_f32(pBlob, nBlob/4);
+      p->n++;
+      if( p->bOver ) zErr = "embsqlite_sink_append: writing the file failed";
+    }
+  }
+  pthread_mutex_unlock(&sinkMutex);
+  if( zErr ){
+    sqlite3_result_error(ctx, zErr, -1);
+  }else{
+    sqlite3_result_null(ctx);
+  }
 }
 
 /* embsqlite_sink(h, i, embedding): copy one row into row i of sink h. */
@@ -201,6 +373,8 @@ static void sinkFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   for(p=sinkList; p && p->iHandle!=h; p=p->pNext){}
   if( p==0 ){
     zErr = "embsqlite_sink: argument 1 is not an open sink";
+  }else if( p->fd>=0 ){
+    zErr = "embsqlite_sink: argument 1 is a file sink";
   }else if( eType!=SQLITE_BLOB || nBlob!=p->nByte || i<0 || i>=p->nRow
          || p->n==p->nRow || (pBlob==0 && nBlob>0) ){
     p->bOver = 1;
@@ -384,15 +558,20 @@ static int native_register(sqlite3 *db){
   int rc = sqlite3_create_function(db, "embsqlite_sink", 3,
       SQLITE_UTF8|SQLITE_DIRECTONLY, 0, sinkFunc, 0, 0);
   if( rc==SQLITE_OK ){
-    rc = sqlite3_create_function(db, "embsqlite_mark", 2,
-        SQLITE_UTF8|SQLITE_DIRECTONLY, 0, markFunc, 0, 0);
-  }
-  if( rc==SQLITE_OK ){
     rc = sqlite3_create_function(db, "embsqlite_data_version", 1,
         SQLITE_UTF8|SQLITE_DIRECTONLY, 0, dataVersionFunc, 0, 0);
   }
+  if( rc==SQLITE_OK ){
+    rc = sqlite3_create_function(db, "embsqlite_sink_append", 3,
+        SQLITE_UTF8|SQLITE_DIRECTONLY, 0, sinkAppendFunc, 0, 0);
+  }
+  if( rc==SQLITE_OK ){
+    rc = sqlite3_create_function(db, "embsqlite_mark", 2,
+        SQLITE_UTF8|SQLITE_DIRECTONLY, 0, markFunc, 0, 0);
+  }
   return rc;
 }
+
 
 /* One candidate of a top-k search: its score and its row number. */
 typedef struct Hit Hit;
@@ -403,7 +582,8 @@ struct Hit {
 
 /*
 ** 1 if a ranks below b: a lower score, or the same score and a later row.
-** Rows are kept in id order, so this is `ORDER BY score DESC, id`.
+** The cache keeps rows in id order, so there this is `ORDER BY score DESC,
+** id`; the vector file keeps rowid order, and Python orders its ties by id.
 */
 static int hit_below(const Hit *a, const Hit *b){
   return a->score<b->score || (a->score==b->score && a->row>b->row);
@@ -434,77 +614,230 @@ static void heap_up(Hit *aHeap, int i){
 }
 
 /*
-** Score rows lo..hi-1 (all but row `skip`; -1 skips none; with aMark, only
-** rows whose mark is nonzero) of the row-major matrix of nRow embeddings of
-** nDim float32 values, whose squared norms are aNorm2 (from embsqlite_norms),
-** against the float32 blob `query` of nDim values, and write the best k, best
-** first, to aRow/aScore.
+** One share of a scan: rows lo..hi-1, or the rows aPos[lo..hi-1] when aPos
+** is not NULL, all but row `skip`, into a heap of the best k. `best_out` is
+** the best score among the rows scored and not kept (-INFINITY if none), so
+** the caller can tell whether a row left out ties with the k-th.
+*/
+typedef struct ScanPart ScanPart;
+struct ScanPart {
+  const unsigned char *matrix;
+  const double *aNorm2;
+  long long nRow;
+  int nDim;
+  const QueryVec *q;
+  const long long *aPos;
+  long long lo, hi, skip;
+  int k;
+  Hit *aHeap;
+  int nHeap;
+  double best_out;
+  int rc;                  /* 0, or -2: a score not finite, a position out of range */
+};
+
+/* The score of row i (cosine_similarity, the same bits as SQL). */
+static double row_score(const ScanPart *s, long long i){
+  if( s->aNorm2[i]==0.0 || s->q->norm2==0.0 ){
+    return 0.0;   /* cosine_of() of a zero vector, without the dot product */
+  }
+  return cosine_of(dot_f32(s->matrix + (size_t)i*s->nDim*4, s->q->v, s->nDim),
+                   s->aNorm2[i], s->q->norm2);
+}
+
+static void *scan_part(void *pArg){
+  ScanPart *s = (ScanPart*)pArg;
+  long long j;
+  s->nHeap = 0;
+  s->best_out = -INFINITY;
+  for(j=s->lo; j<s->hi; j++){
+    Hit h;
+    long long i = s->aPos ? s->aPos[j] : j;
+    if( i<0 || i>=s->nRow ){ s->rc = -2; break; }
+    if( i==s->skip ) continue;
+    h.score = row_score(s, i);
+    h.row = i;
+    if( !isfinite(h.score) ){ s->rc = -2; break; }
+    if( s->nHeap<s->k ){
+      s->aHeap[s->nHeap] = h;
+      heap_up(s->aHeap, s->nHeap++);
+    }else if( hit_below(&s->aHeap[0], &h) ){
+      if( s->aHeap[0].score>s->best_out ) s->best_out = s->aHeap[0].score;
+      s->aHeap[0] = h;
+      heap_down(s->aHeap, s->nHeap, 0);
+    }else if( h.score>s->best_out ){
+      s->best_out = h.score;
+    }
+  }
+  return 0;
+}
+
+/* Rows each thread of a scan gets at least; fewer rows use fewer threads. */
+#define SCAN_ROWS_PER_THREAD 16384
+#define SCAN_MAX_THREADS 16
+
+/*
+** Score the rows lo..hi-1 of the row-major matrix of nRow embeddings of nDim
+** float32 values (or, when aPos is not NULL, the rows whose numbers are
+** aPos[lo..hi-1]), all but row `skip` (-1 skips none), whose squared norms
+** are aNorm2 (from embsqlite_norms), against the float32 blob `query` of nDim
+** values, with up to nThread threads, and write the best k (score desc, then
+** row), best first, to aRow/aScore. When pOut is not NULL it receives the best
+** score among the rows scored and not written (-INFINITY if none): equal to
+** the last score written, some row left out ties with it.
 ** Returns how many were written, -1 when out of memory, -2 when a score is
 ** not finite (a NaN or infinity in the data) or the arguments are out of range.
 */
-static long long topk_scan(
+static long long embsqlite_scan(
   const unsigned char *matrix, const double *aNorm2, long long nRow, int nDim,
-  const unsigned char *query, long long lo, long long hi, long long skip,
-  const unsigned char *aMark, int k, long long *aRow, double *aScore
+  const unsigned char *query, const long long *aPos, long long lo, long long hi,
+  long long skip, int k, int nThread, long long *aRow, double *aScore,
+  double *pOut
 ){
   QueryVec *q;
-  Hit *aHeap;
-  int nHeap = 0;
-  long long i;
-  if( lo<0 || hi>nRow || lo>hi || nDim<0 || k<0 ) return -2;
+  ScanPart aPart[SCAN_MAX_THREADS];
+  pthread_t aThread[SCAN_MAX_THREADS];
+  Hit *aAll;
+  long long nAll = 0, n = hi-lo;
+  int nPart, i, nStarted = 1, rc = 0;
+  double best_out = -INFINITY;
+  if( pOut ) *pOut = -INFINITY;
+  if( lo<0 || lo>hi || (aPos==0 && hi>nRow) || nDim<0 || k<0 ) return -2;
   if( k==0 || lo==hi ) return 0;
+  nPart = nThread<1 ? 1 : nThread>SCAN_MAX_THREADS ? SCAN_MAX_THREADS : nThread;
+  if( n/SCAN_ROWS_PER_THREAD<nPart ) nPart = (int)(n/SCAN_ROWS_PER_THREAD);
+  if( nPart<1 ) nPart = 1;
   q = queryvec_malloc(query, nDim);
-  aHeap = (Hit*)malloc(sizeof(Hit)*(size_t)k);
-  if( q==0 || aHeap==0 ){ free(q); free(aHeap); return -1; }
-  for(i=lo; i<hi; i++){
-    Hit h;
-    if( i==skip || (aMark && !aMark[i]) ) continue;
-    if( aNorm2[i]==0.0 || q->norm2==0.0 ){
-      h.score = 0.0;   /* cosine_of() of a zero vector, without the dot product */
-    }else{
-      h.score = cosine_of(dot_f32(matrix + (size_t)i*nDim*4, q->v, nDim),
-                          aNorm2[i], q->norm2);
+  aAll = (Hit*)malloc(sizeof(Hit)*(size_t)k*(size_t)nPart);
+  if( q==0 || aAll==0 ){ free(q); free(aAll); return -1; }
+  for(i=0; i<nPart; i++){
+    ScanPart *s = &aPart[i];
+    s->matrix = matrix; s->aNorm2 = aNorm2; s->nRow = nRow; s->nDim = nDim;
+    s->q = q; s->aPos = aPos; s->skip = skip; s->k = k; s->rc = 0;
+    s->lo = lo + n*i/nPart;
+    s->hi = lo + n*(i+1)/nPart;
+    s->aHeap = aAll + (size_t)k*i;
+  }
+  for(i=1; i<nPart; i++){
+    if( pthread_create(&aThread[i], 0, scan_part, &aPart[i])!=0 ) break;
+    nStarted++;
+  }
+  scan_part(&aPart[0]);
+  for(i=nStarted; i<nPart; i++) scan_part(&aPart[i]);  /* threads not started */
+  for(i=1; i<nStarted; i++) pthread_join(aThread[i], 0);
+  for(i=0; i<nPart; i++){
+    if( aPart[i].rc ) rc = aPart[i].rc;
+    if( aPart[i].best_out>best_out ) best_out = aPart[i].best_out;
+  }
+  if( rc==0 ){
+    /* Gather the parts' heaps, then heap-select the best k of them. */
+    Hit *aHeap = aAll;
+    int nHeap = 0;
+    for(i=0; i<nPart; i++){
+      int j;
+      for(j=0; j<aPart[i].nHeap; j++){
+        Hit h = aPart[i].aHeap[j];
+        nAll++;
+        if( nHeap<k ){
+          aHeap[nHeap] = h;            /* aHeap[nHeap] is never past this hit */
+          heap_up(aHeap, nHeap++);
+        }else if( hit_below(&aHeap[0], &h) ){
+          if( aHeap[0].score>best_out ) best_out = aHeap[0].score;
+          aHeap[0] = h;
+          heap_down(aHeap, nHeap, 0);
+        }else if( h.score>best_out ){
+          best_out = h.score;
+        }
+      }
     }
-    h.row = i;
-    if( !isfinite(h.score) ){ nHeap = -2; break; }
-    if( nHeap<k ){
-      aHeap[nHeap] = h;
-      heap_up(aHeap, nHeap++);
-    }else if( hit_below(&aHeap[0], &h) ){
-      aHeap[0] = h;
+    /* Pop the lowest-ranked hit into the last free slot until empty. */
+    rc = nHeap;
+    while( nHeap>0 ){
+      aRow[nHeap-1] = aHeap[0].row;
+      aScore[nHeap-1] = aHeap[0].score;
+      aHeap[0] = aHeap[--nHeap];
       heap_down(aHeap, nHeap, 0);
     }
-  }
-  if( nHeap>0 ){
-    /* Pop the lowest-ranked hit into the last free slot until empty. */
-    int n = nHeap;
-    while( n>0 ){
-      aRow[n-1] = aHeap[0].row;
-      aScore[n-1] = aHeap[0].score;
-      aHeap[0] = aHeap[--n];
-      heap_down(aHeap, n, 0);
-    }
+    if( pOut ) *pOut = best_out;
   }
   free(q);
-  free(aHeap);
-  return nHeap;
+  free(aAll);
+  return rc;
 }
 
-/* topk_scan() of every row in lo..hi-1. */
+/*
+** Score rows lo..hi-1 (all but row `skip`; -1 skips none) of the row-major
+** matrix of nRow embeddings and write the best k, best first, to aRow/aScore:
+** embsqlite_scan() on one thread, for the cache, whose rows are in id order.
+*/
 static long long embsqlite_topk(
   const unsigned char *matrix, const double *aNorm2, long long nRow, int nDim,
   const unsigned char *query, long long lo, long long hi, long long skip,
   int k, long long *aRow, double *aScore
 ){
-  return topk_scan(matrix, aNorm2, nRow, nDim, query, lo, hi, skip, 0, k, aRow, aScore);
+  return embsqlite_scan(matrix, aNorm2, nRow, nDim, query, 0, lo, hi, skip, k,
+                        1, aRow, aScore, 0);
 }
 
-/* topk_scan() of the rows in lo..hi-1 whose mark in aMark (nRow marks) is set. */
-static long long embsqlite_topk_subset(
+/*
+** The rows of a scan like embsqlite_scan()'s (one thread) whose score is
+** exactly `score`: how many, with the first nCap row numbers written to aOut
+** in scan order; -2 as embsqlite_scan(), -1 when out of memory.
+*/
+static long long embsqlite_ties(
   const unsigned char *matrix, const double *aNorm2, long long nRow, int nDim,
-  const unsigned char *query, long long lo, long long hi, long long skip,
-  const unsigned char *aMark, int k, long long *aRow, double *aScore
+  const unsigned char *query, const long long *aPos, long long lo, long long hi,
+  long long skip, double score, long long *aOut, long long nCap
 ){
-  if( aMark==0 ) return -2;
-  return topk_scan(matrix, aNorm2, nRow, nDim, query, lo, hi, skip, aMark, k, aRow, aScore);
+  ScanPart s;
+  QueryVec *q;
+  long long j, n = 0;
+  if( lo<0 || lo>hi || (aPos==0 && hi>nRow) || nDim<0 ) return -2;
+  q = queryvec_malloc(query, nDim);
+  if( q==0 ) return -1;
+  memset(&s, 0, sizeof(s));
+  s.matrix = matrix; s.aNorm2 = aNorm2; s.nRow = nRow; s.nDim = nDim; s.q = q;
+  for(j=lo; j<hi; j++){
+    long long i = aPos ? aPos[j] : j;
+    if( i<0 || i>=nRow ){ n = -2; break; }
+    if( i==skip || row_score(&s, i)!=score ) continue;
+    if( n<nCap ) aOut[n] = i;
+    n++;
+  }
+  free(q);
+  return n;
+}
+
+/*
+** The row numbers of the rowids aWant[0..nWant-1] (ascending) in aRowid[0..
+** nRow-1] (ascending): written to aOut in order, rowids not there left out;
+** returns how many were found, or -2 if aWant does not ascend.
+*/
+static long long embsqlite_positions(
+  const long long *aRowid, long long nRow, const long long *aWant, long long nWant,
+  long long *aOut
+){
+  long long i, at = 0, n = 0;
+  for(i=0; i<nWant; i++){
+    long long lo = at, hi = nRow;
+    if( i>0 && aWant[i]<=aWant[i-1] ) return -2;
+    while( lo<hi ){
+      long long mid = lo + (hi-lo)/2;
+      if( aRowid[mid]<aWant[i] ) lo = mid+1; else hi = mid;
+    }
+    at = lo;
+    if( at<nRow && aRowid[at]==aWant[i] ) aOut[n++] = at;
+  }
+  return n;
+}
+
+/*
+** Write to aOut, ascending, the rows lo..hi-1 whose mark in aMark is set (a
+** filter's rows, for embsqlite_scan()'s list of rows); returns how many.
+*/
+static long long embsqlite_marked(
+  const unsigned char *aMark, long long lo, long long hi, long long *aOut
+){
+  long long i, n = 0;
+  for(i=lo; i<hi; i++) if( aMark[i] ) aOut[n++] = i;
+  return n;
 }

@@ -30,6 +30,18 @@ ffibuilder.cdef(
     long long embsqlite_sink_close(long long h);
     void embsqlite_norms(const unsigned char *matrix, long long nRow, int nDim,
                          double *aNorm2);
+    long long embsqlite_sink_file(int fd, int nByte, long long iOff);
+    long long embsqlite_scan(const unsigned char *matrix, const double *aNorm2,
+                             long long nRow, int nDim, const unsigned char *query,
+                             const long long *aPos, long long lo, long long hi,
+                             long long skip, int k, int nThread, long long *aRow,
+                             double *aScore, double *pOut);
+    long long embsqlite_ties(const unsigned char *matrix, const double *aNorm2,
+                             long long nRow, int nDim, const unsigned char *query,
+                             const long long *aPos, long long lo, long long hi,
+                             long long skip, double score, long long *aOut, long long nCap);
+    long long embsqlite_positions(const long long *aRowid, long long nRow,
+                                  const long long *aWant, long long nWant, long long *aOut);
     long long embsqlite_topk(const unsigned char *matrix, const double *aNorm2,
                              long long nRow, int nDim,
                              const unsigned char *query, long long lo, long long hi,
@@ -38,11 +50,8 @@ ffibuilder.cdef(
     int embsqlite_rowid_index(RowidPos *aPair, long long nRow);
     long long embsqlite_subset_open(const RowidPos *aPair, long long nRow, unsigned char *aMark);
     long long embsqlite_subset_close(long long h);
-    long long embsqlite_topk_subset(const unsigned char *matrix, const double *aNorm2,
-                                    long long nRow, int nDim,
-                                    const unsigned char *query, long long lo, long long hi,
-                                    long long skip, const unsigned char *aMark, int k,
-                                    long long *aRow, double *aScore);
+    long long embsqlite_marked(const unsigned char *aMark, long long lo, long long hi,
+                               long long *aOut);
     """
 )
 ffibuilder.set_source(

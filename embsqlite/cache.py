@@ -196,7 +196,7 @@ class Subset(NamedTuple):
     key: Optional[tuple[Any, ...]]
 
 
-_SUBSETS_KEPT = 4  # the last filters' marks kept per loaded matrix (a byte per row each)
+SUBSETS_KEPT = 4  # the last filters' rows kept per loaded matrix (a byte per row each)
 
 
 class _Matrix(NamedTuple):
@@ -319,7 +319,7 @@ class VectorCache:
             return None
         if subset.key is not None:
             recent[subset.key] = marks
-            while len(recent) > _SUBSETS_KEPT:
+            while len(recent) > SUBSETS_KEPT:
                 recent.popitem(last=False)
         return marks
 
@@ -511,11 +511,14 @@ def _scan(
             ffi.from_buffer(state.matrix), state.norms, len(ids), state.dimensions, query,
             lo, hi, skip, k, out_rows, out_scores,
         )
-    else:
-        found = lib.embsqlite_topk_subset(
+    else:  # the marked rows of the range, as the scan's list of rows
+        rows = ffi.new("long long[]", max(hi - lo, 1))
+        count = lib.embsqlite_marked(ffi.from_buffer(marks), lo, max(hi, lo), rows)
+        k = min(k, count)
+        found = lib.embsqlite_scan(
             ffi.from_buffer(state.matrix), state.norms, len(ids), state.dimensions, query,
-            lo, hi, skip, ffi.from_buffer(marks), k, out_rows, out_scores,
-        )
+            rows, 0, count, skip, k, 1, out_rows, out_scores, ffi.NULL,
+        ) if k else 0
     if found < 0:
         return None  # non-finite data: SQLite raises the proper error
     return [(ids[out_rows[i]], out_scores[i]) for i in range(found)]

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import click
 from click_default_group import DefaultGroup
 
-from . import dbfile, filters, inputs, schema, user_dir, vectors
+from . import changes, dbfile, filters, inputs, schema, user_dir, vectors
 from .cli_errors import OneLineUsageGroup, UserError, user_errors
 from .cluster import ClusterError
 from .collection import MAX_COUNT, Collection, summary_sql
@@ -450,6 +450,27 @@ def _print_plain(entry: Any) -> None:
     if entry.metadata:
         click.echo(textwrap.indent(json.dumps(entry.metadata), "  "))
     click.echo("")
+
+
+@cli.command(name="vector-file")
+@click.argument("collection")
+@_database_option
+def vector_file(collection: str, database: Optional[str]) -> None:
+    """Write COLLECTION's vector file beside the database now and print its path.
+
+    Searches then read the file instead of every row (in every process), and build it
+    again themselves after changes. Needed only for a database embsqlite never wrote
+    (embsqlite's writes keep it up to date); delete the file to drop it.
+    """
+    conn = _open(database, create=False)
+    collection_obj = _existing_collection(conn, collection)
+    with user_errors(changes.ForeignChangesTable, sqlite3.OperationalError):
+        path = collection_obj.build_vector_file()
+    conn.close()
+    if path is None:
+        raise UserError("no vector file can be written here (an empty collection, an "
+                        "in-memory database or a directory that cannot be written)")
+    click.echo(path)
 
 
 @cli.group(cls=DefaultGroup, default="list", default_if_no_args=True)

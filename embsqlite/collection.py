@@ -16,17 +16,18 @@ import functools
 import json
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Optional
 
-from . import cache, dbfile, filters, idorder, ingest, loading, rows, schema, vectors
+from . import cache, changes, dbfile, filters, idorder, ingest, loading, rows, schema, vectorfile, vectors
 from .connection import prepare_connection
 from .idorder import prefix_range
 from .model import EmbeddingModel, UnknownModelError, Value
 from .ranking import filter_sql, ranking_sql
 from .registry import get_embedding_model
-from .transaction import in_transaction, transaction
+from .transaction import in_transaction, read_transaction, transaction
 
 # The largest count SQLite can bind (LIMIT takes a signed 64-bit integer): one rule for
 # every count, whether a search is answered by SQL or by the vector cache.
@@ -92,6 +93,11 @@ def _is_sql_error(error: Exception) -> bool:
     """An error SQLite raised for a statement (any driver: sqlite3, pysqlite3, apsw)."""
     return type(error).__name__ in ("OperationalError", "ProgrammingError", "SQLError", "BindingsError",
                                      "InterfaceError", "IntegrityError", "DataError")
+
+
+def _filter_error(search_filter: filters.Filter, error: Exception) -> filters.FilterError:
+    """SQLite's error while compiling or evaluating a filter, naming the filter."""
+    return filters.FilterError(f"filter {filters.describe(search_filter.expression)}: {error}")
 
 
 def check_pair(entry: Any) -> tuple[Any, Any]:
@@ -202,6 +208,9 @@ class Collection:
         self.id, self.model_id = row
         self._model = self._resolve(model, model_id, self.model_id)
         self._cache = cache.VectorCache(self.conn, self.id)
+        self._vectors = vectorfile.VectorFile(self.conn, self.id, self.name)
+        # the rows of the last filters searched through the vector file (_filter_rowids)
+        self._filter_rows: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
         self._facts: Optional[_Facts] = None
 
     @classmethod
@@ -322,6 +331,7 @@ class Collection:
             self._check_still_named()
             self.conn.execute("delete from embeddings where collection_id = ?", (self.id,))
             self.conn.execute("delete from collections where id = ?", (self.id,))
+        self._vectors.remove()
 
     @_one_thread_at_a_time
     def dimensions(self) -> Optional[int]:
@@ -399,6 +409,7 @@ class Collection:
                 self.conn, self.id, self.model, batch, store,
                 self._check_stored_dimensions, self._check_still_named, embedded,
             )
+            vectorfile.track(self.conn)
 
     def _check_source(self, entries: Any) -> None:
         """Refuse a cursor on this collection's own connection: it would also see the rows
@@ -538,6 +549,11 @@ class Collection:
         if number == 0:
             return []
         if facts.dimensions is not None and len(query) == 4 * facts.dimensions:
+            mapped = self._search_file(query, number, low, high, skip_id, facts, search_filter)
+            if mapped is not None:
+                return [Entry(row.id, row.score, row.content,
+                              None if row.metadata is None else json.loads(row.metadata))
+                        for row in mapped]
             subset = None if search_filter is None else self._subset(search_filter, facts)
             cached = self._cache.search(query, number, low, high, skip_id, facts.token, subset)
             if cached is not None:
@@ -570,6 +586,45 @@ class Collection:
             for id_, score, content, meta in found
         ]
 
+    def _search_file(
+        self, query: bytes, number: int, low: Optional[str], high: Optional[str], skip_id: Optional[str],
+        facts: _Facts, search_filter: Optional[filters.Filter],
+    ) -> Optional[list[vectorfile.Row]]:
+        """The vector file's answer, or None. A filter's rows are chosen by SQL in the read
+        transaction the file's state is checked in, and handed to its scan as rowids."""
+        if search_filter is None:
+            return self._vectors.search(query, number, low, high, skip_id, facts.token)
+        if facts.token is None or not vectorfile.enabled():
+            return None
+        with read_transaction(self.conn):
+            if changes.state(self.conn, self.id) is None:
+                return None  # no tokens kept: no file, and no evaluation wasted
+            rowids = self._filter_rowids(search_filter, facts)
+            return self._vectors.search(query, number, low, high, skip_id, facts.token, rowids=rowids)
+
+    def _filter_rowids(self, search_filter: filters.Filter, facts: _Facts) -> list[int]:
+        """The ascending rowids of the rows the filter keeps, reused for the same filter
+        while the change token (read before this read transaction began) is the same."""
+        key = search_filter.reuse_key()
+        if key is not None:
+            key = (key, facts.token)
+            if key in self._filter_rows:
+                self._filter_rows.move_to_end(key)
+                return self._filter_rows[key]
+        where = search_filter.render(lambda i: f"?{i + 2}")
+        statement = filter_sql("?1", where, "rowid", not_indexed=facts.only_collection) + " order by rowid"
+        try:
+            rowids = [row[0] for row in self.conn.execute(statement, (self.id, *search_filter.values))]
+        except Exception as error:
+            if not _is_sql_error(error):
+                raise
+            raise _filter_error(search_filter, error) from None
+        if key is not None:
+            self._filter_rows[key] = rowids
+            while len(self._filter_rows) > cache.SUBSETS_KEPT:
+                self._filter_rows.popitem(last=False)
+        return rowids
+
     def _subset(self, search_filter: filters.Filter, facts: _Facts) -> cache.Subset:
         """The filter as the vector cache runs it: one statement that marks, by rowid,
         the rows the ranking statement would rank (the same conditions, `filter_sql`)."""
@@ -588,9 +643,7 @@ class Collection:
         except Exception as error:
             if not _is_sql_error(error):
                 raise
-            raise filters.FilterError(
-                f"filter {filters.describe(search_filter.expression)}: {error}"
-            ) from None
+            raise _filter_error(search_filter, error) from None
 
     def _entries(self, ranked: list[tuple[str, float]]) -> list[Entry]:
         """Entries for (id, score) pairs, with their stored content and metadata."""
@@ -605,6 +658,18 @@ class Collection:
             content, meta = stored.get(id_, (None, None))
             entries.append(Entry(id_, score, content, None if meta is None else json.loads(meta)))
         return entries
+
+    @_one_thread_at_a_time
+    def build_vector_file(self) -> Optional[str]:
+        """Keep change tokens in the database (a write, the first time: the table and
+        triggers of changes.py) and write the collection's vector file beside it now, so
+        searches in every process read it (vectorfile.py). Its path; None when there is
+        nothing to write or no file can be kept (an in-memory database, a directory that
+        cannot be written). Searches build the file themselves once the database keeps
+        tokens, which every batch embsqlite writes installs."""
+        changes.install(self.conn)
+        dimensions = self.dimensions()
+        return None if dimensions is None else self._vectors.build(dimensions)
 
     def close(self) -> None:
         """Close the connection if this collection opened it (a path or None)."""

@@ -46,14 +46,17 @@ static int before(double sa, long long a, double sb, long long b){
   return sa>sb || (sa==sb && a<b);
 }
 
-/* Check embsqlite_topk_subset on a matrix: random marks, ranges and k, against
-** scoring every marked row of the range. */
+/* Check embsqlite_marked feeding embsqlite_scan (a filter's rows in the cache) on
+** a matrix: random marks, ranges, skips and k, against scoring every marked row
+** of the range. */
 static void check_topk_subset(
   const unsigned char *m, const double *aNorm2, int nRow, int nDim,
   const unsigned char *q, long long *aRow, double *aScore
 ){
   unsigned char *aMark = malloc((size_t)nRow + 1);
+  long long *aPos = malloc(sizeof(long long)*((size_t)nRow + 1));
   int i, k, lo, hi, skip, n, round;
+  long long nPos;
   for(round=0; round<4; round++){
     int nKept = 0;
     for(i=0; i<nRow; i++) aMark[i] = round==0 ? 0 : round==1 ? 1 : (rnd()%(round*2)==0);
@@ -61,8 +64,11 @@ static void check_topk_subset(
     hi = lo + (nRow-lo ? (int)(rnd()%(nRow-lo+1)) : 0);
     skip = (rnd()%3==0 || hi==lo) ? -1 : lo + (int)(rnd()%(hi-lo));
     for(i=lo; i<hi; i++) nKept += aMark[i] && i!=skip;
+    nPos = embsqlite_marked(aMark, lo, hi, aPos);
+    for(i=1; i<nPos; i++) CHECK( aPos[i-1]<aPos[i] );
     for(k=0; k<=nRow+2; k+=1+nRow/4){
-      n = (int)embsqlite_topk_subset(m, aNorm2, nRow, nDim, q, lo, hi, skip, aMark, k, aRow, aScore);
+      n = (int)embsqlite_scan(m, aNorm2, nRow, nDim, q, aPos, 0, nPos, skip, k, 1+(k%2),
+                              aRow, aScore, 0);
       CHECK( n==(nKept<k ? nKept : k) );
       for(i=0; i<n; i++){
         long long r = aRow[i], j;
@@ -77,8 +83,9 @@ static void check_topk_subset(
       }
     }
   }
-  CHECK( embsqlite_topk_subset(m, aNorm2, nRow, nDim, q, 0, nRow, -1, 0, 1, aRow, aScore)==-2 );
+  CHECK( embsqlite_marked(aMark, nRow, nRow, aPos)==0 );
   free(aMark);
+  free(aPos);
 }
 
 /* Check embsqlite_topk on one random matrix, against scoring every row. */
@@ -165,6 +172,145 @@ static long long query_int(sqlite3 *db, const char *zSql, int *pNull){
   v = sqlite3_column_int64(pStmt, 0);
   sqlite3_finalize(pStmt);
   return v;
+}
+
+/*
+** Check embsqlite_scan (threads, a list of row numbers, the best score left
+** out), embsqlite_ties and embsqlite_positions on a matrix of nRow rows with
+** many exact ties, against brute force.
+*/
+static void check_scan(int nRow, int nDim){
+  unsigned char *m = malloc((size_t)nRow*nDim*4 + 1);
+  unsigned char *q = malloc((size_t)nDim*4 + 1);
+  double *aNorm2 = malloc(sizeof(double)*(nRow>0?nRow:1));
+  double *aAll = malloc(sizeof(double)*(nRow>0?nRow:1));
+  long long *aPos = malloc(sizeof(long long)*(nRow>0?nRow:1));
+  long long *aRow = malloc(sizeof(long long)*(nRow+1));
+  long long *aOut = malloc(sizeof(long long)*(nRow+1));
+  double *aScore = malloc(sizeof(double)*(nRow+1));
+  char *aKept = malloc((size_t)(nRow>0?nRow:1));
+  long long i, nPos = 0, n, j;
+  int k, nThread, useList;
+  for(i=0; i<(long long)nRow*nDim; i++) store_f32(m+4*i, (float)(rnd()%3) - 1.0f);
+  for(i=0; i<nDim; i++) store_f32(q+4*i, (float)(rnd()%3) - 1.0f);
+  embsqlite_norms(m, nRow, nDim, aNorm2);
+  for(i=0; i<nRow; i++){
+    aAll[i] = embsqlite_cosine(m+(size_t)i*nDim*4, q, nDim);
+    if( rnd()%2 ) aPos[nPos++] = i;
+  }
+  for(useList=0; useList<2; useList++){
+    long long nScan = useList ? nPos : nRow;
+    for(nThread=1; nThread<=3; nThread++){
+      for(k=1; k<=nScan+1; k = k*3+1){
+        double bestOut;
+        long long skip = nScan ? (useList ? aPos[rnd()%nScan] : (long long)(rnd()%nScan)) : -1;
+        n = embsqlite_scan(m, aNorm2, nRow, nDim, q, useList ? aPos : 0, 0, nScan,
+                           skip, k, nThread, aRow, aScore, &bestOut);
+        CHECK( n==(k < nScan-(skip>=0) ? k : nScan-(skip>=0)) );
+        for(i=0; i<n; i++){
+          CHECK( aScore[i]==aAll[aRow[i]] && aRow[i]!=skip );
+          if( i>0 ) CHECK( before(aScore[i-1], aRow[i-1], aScore[i], aRow[i]) );
+        }
+        {
+          /* every row scanned and not returned ranks after the last one returned,
+          ** and the best of them is bestOut */
+          double want = -INFINITY;
+          memset(aKept, 0, (size_t)(nRow>0?nRow:1));
+          for(i=0; i<n; i++) aKept[aRow[i]] = 1;
+          for(j=0; j<nScan; j++){
+            long long r = useList ? aPos[j] : j;
+            if( aKept[r] || r==skip ) continue;
+            CHECK( before(aScore[n-1], aRow[n-1], aAll[r], r) );
+            if( aAll[r]>want ) want = aAll[r];
+          }
+          CHECK( bestOut==want );
+        }
+        if( n>0 ){
+          long long nTie = embsqlite_ties(m, aNorm2, nRow, nDim, q, useList ? aPos : 0,
+                                          0, nScan, skip, aScore[n-1], aOut, nRow+1);
+          long long want = 0;
+          for(j=0; j<nScan; j++){
+            long long r = useList ? aPos[j] : j;
+            if( r!=skip && aAll[r]==aScore[n-1] ) CHECK( aOut[want++]==r );
+          }
+          CHECK( nTie==want );
+        }
+      }
+    }
+  }
+  /* rowids 10, 20, ... : positions of a sorted list, absent ones left out */
+  if( nRow>0 ){
+    long long *aRowid = malloc(sizeof(long long)*nRow);
+    long long *aWant = malloc(sizeof(long long)*(2*nRow+1));
+    long long nWant = 0, nFound;
+    for(i=0; i<nRow; i++) aRowid[i] = 10*(i+1);
+    for(i=0; i<=10*nRow+10; i+=1+(long long)(rnd()%15)) aWant[nWant++] = i;
+    nFound = embsqlite_positions(aRowid, nRow, aWant, nWant, aOut);
+    n = 0;
+    for(i=0; i<nWant; i++){
+      if( aWant[i]%10==0 && aWant[i]>=10 && aWant[i]<=10*nRow ){
+        CHECK( aOut[n++]==aWant[i]/10-1 );
+      }
+    }
+    CHECK( nFound==n );
+    if( nWant>1 ){
+      long long t = aWant[0]; aWant[0] = aWant[1]; aWant[1] = t;
+      CHECK( embsqlite_positions(aRowid, nRow, aWant, nWant, aOut)==-2 );
+    }
+    free(aRowid); free(aWant);
+  }
+  /* bad arguments are refused, not read */
+  CHECK( embsqlite_scan(m, aNorm2, nRow, nDim, q, 0, 0, nRow+1, -1, 1, 2, aRow, aScore, 0)==-2 );
+  if( nRow>0 ){
+    long long bad = nRow;
+    CHECK( embsqlite_scan(m, aNorm2, nRow, nDim, q, &bad, 0, 1, -1, 1, 1, aRow, aScore, 0)==-2 );
+  }
+  free(m); free(q); free(aNorm2); free(aAll); free(aPos); free(aRow); free(aOut); free(aScore);
+  free(aKept);
+}
+
+/* The file sink: rows appended by SQL in rowid order land in the file with
+** their norms and rowids; a rowid out of order or a row of another size fails. */
+static void check_file_sink(void){
+  sqlite3 *db;
+  char zSql[400];
+  FILE *f = tmpfile();
+  int fd, isNull;
+  long long h, n;
+  unsigned char aRow[12];
+  double norm;
+  long long rowid;
+  CHECK( f!=0 );
+  fd = fileno(f);
+  CHECK( sqlite3_open(":memory:", &db)==SQLITE_OK );
+  exec_ok(db, "CREATE TABLE t(e BLOB);"
+              "INSERT INTO t(rowid, e) VALUES (5, x'0000803f0000000000000040'),"
+              " (9, NULL), (12, x'000000000000803f00000000')");
+  h = embsqlite_sink_file(fd, 12, 16);
+  CHECK( h>0 );
+  snprintf(zSql, sizeof(zSql), "SELECT sum(embsqlite_sink_append(%lld, rowid, e) IS NULL)"
+           " FROM t NOT INDEXED WHERE e IS NOT NULL", h);
+  CHECK( query_int(db, zSql, &isNull)==2 && !isNull );
+  n = embsqlite_sink_close(h);
+  CHECK( n==2 );
+  CHECK( pread(fd, aRow, 12, 16+12)==12 && load_f32(aRow+4)==1.0f );
+  CHECK( pread(fd, &norm, 8, sink_norms_offset(16, 2, 12))==8 && norm==5.0 );
+  CHECK( pread(fd, &rowid, 8, sink_norms_offset(16, 2, 12)+16+8)==8 && rowid==12 );
+  /* out of rowid order, and a row of another size */
+  h = embsqlite_sink_file(fd, 12, 16);
+  snprintf(zSql, sizeof(zSql), "SELECT embsqlite_sink_append(%lld, 7, x'000000000000000000000000'),"
+           " embsqlite_sink_append(%lld, 6, x'000000000000000000000000')", h, h);
+  CHECK( fails_with(db, zSql, "does not ascend") );
+  CHECK( embsqlite_sink_close(h)==-1 );
+  h = embsqlite_sink_file(fd, 12, 16);
+  snprintf(zSql, sizeof(zSql), "SELECT embsqlite_sink_append(%lld, 1, x'00')", h);
+  CHECK( fails_with(db, zSql, "sink's row size") );
+  CHECK( embsqlite_sink_close(h)==-1 );
+  snprintf(zSql, sizeof(zSql), "SELECT embsqlite_sink_append(%lld, 1, x'00')", h);
+  CHECK( fails_with(db, zSql, "not an open file sink") );
+  CHECK( embsqlite_sink_file(fd, 7, 0)==0 && embsqlite_sink_file(-1, 12, 0)==0 );
+  sqlite3_close(db);
+  fclose(f);
 }
 
 /* Fill a sink of nRow rows of 12 bytes from the vectors of collection iColl of
@@ -295,7 +441,11 @@ int main(void){
   CHECK( sqlite3_auto_extension((void(*)(void))embsqlite_auto_init)==SQLITE_OK );
   check_sink();
   check_subset();
+  check_file_sink();
   check_data_version();
+  check_scan(0, 3);
+  check_scan(37, 5);
+  check_scan(40000, 3);   /* enough rows for more than one thread */
   for(i=0; i<sizeof(aDim)/sizeof(aDim[0]); i++){
     for(nRow=0; nRow<=40; nRow+=(nRow<5 ? 1 : 7)){
       check_topk(nRow, aDim[i], (int)(rnd()%4));

@@ -133,3 +133,14 @@ def python_calls():
         return calls, result
 
     return run
+
+
+@pytest.fixture
+def sql_and_cache_only():
+    """Searches from SQL and the in-memory cache only (no vector files), for tests about
+    those paths' statements; tests/test_vectorfile.py covers the vector file."""
+    from embsqlite import vectorfile
+
+    vectorfile.configure(enabled=False)
+    yield
+    vectorfile.configure(enabled=True)

@@ -11,14 +11,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import embsqlite
-from embsqlite import cache
+from embsqlite import cache, vectorfile
 
 
 @pytest.fixture(autouse=True)
 def default_budget():
+    """The in-memory cache alone: vector files (tests/test_vectorfile.py) are off."""
     cache.configure(max_mb=64)
+    vectorfile.configure(enabled=False)
     yield
     cache.configure(max_mb=64)
+    vectorfile.configure(enabled=True)
 
 
 def filled(path, rows=200, dim=8, name="c", seed=0):
@@ -715,7 +718,7 @@ def test_peak_memory_stays_within_the_budget(tmp_path, budget_mb, expect_loaded)
     collection.embed_multi(((f"{i:05d}" + "i" * 200, vector) for i in range(5600)), batch_size=500)
     collection.close()
     # 5,600 x 384 float32 + norms: 8.65 MB (8.25 MiB); with the ids' strings over 10 MiB
-    env = dict(os.environ, EMBSQLITE_CACHE_MB=str(budget_mb))
+    env = dict(os.environ, EMBSQLITE_CACHE_MB=str(budget_mb), EMBSQLITE_VECTOR_FILES="0")
     out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / "a.db")],
                          env=env, check=True, capture_output=True, text=True).stdout
     peak = json.loads(out)

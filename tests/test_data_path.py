@@ -8,7 +8,7 @@ import pytest
 from conftest import VectorModel
 
 import embsqlite
-from embsqlite import cache, ingest
+from embsqlite import cache, ingest, vectorfile
 from embsqlite.collection import Collection, summary_sql
 from embsqlite.datasette_plugin import search_sql
 from embsqlite.ranking import ranking_sql
@@ -16,9 +16,12 @@ from embsqlite.ranking import ranking_sql
 
 @pytest.fixture(autouse=True)
 def budget():
+    """The SQL and cache paths; the vector file's is in tests/test_vectorfile.py."""
     cache.configure(max_mb=64)
+    vectorfile.configure(enabled=False)
     yield
     cache.configure(max_mb=64)
+    vectorfile.configure(enabled=True)
 
 
 def make(tmp_path, rows=50, name="c"):

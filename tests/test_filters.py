@@ -13,7 +13,7 @@ import pytest
 from conftest import VectorModel
 
 import embsqlite
-from embsqlite import filters, vectors
+from embsqlite import cache, filters, vectorfile, vectors
 from embsqlite.filters import FilterError
 
 KINDS = ["pet", "car", "tree", None]
@@ -133,6 +133,23 @@ def things(tmp_path, rng):
     collection.close()
 
 
+@pytest.fixture(params=["sql", "cache", "file"])
+def searched(request, things):
+    """`things`, searched in SQL only, through the in-memory vector cache (loaded), or
+    through the vector file beside the database; the test's searches must stay there."""
+    if request.param != "file":
+        vectorfile.configure(enabled=False)
+    if request.param == "sql":
+        cache.configure(enabled=False)
+    for _ in range(2):
+        things.similar_by_vector(QUERY_LIST, 1)
+    yield things
+    vectorfile.configure(enabled=True)
+    cache.configure(enabled=True)
+    assert (things._cache.token is not None) == (request.param == "cache")
+    assert (things._vectors.builds > 0) == (request.param == "file")
+
+
 QUERY = vectors.encode([1.0, 0.5, -1.0, 2.0])
 QUERY_LIST = vectors.decode(QUERY)
 
@@ -157,13 +174,14 @@ WHERE_CASES = [
 
 
 @pytest.mark.parametrize("where, where_args, keep", WHERE_CASES)
-def test_where_matches_brute_force(things, where, where_args, keep):
+def test_where_matches_brute_force(searched, where, where_args, keep):
     for number in (1, 5, 200):
-        got = things.similar_by_vector(QUERY_LIST, number, where=where, where_args=where_args)
-        assert found(got) == expected(brute_force(things, QUERY, number, keep))
+        got = searched.similar_by_vector(QUERY_LIST, number, where=where, where_args=where_args)
+        assert found(got) == expected(brute_force(searched, QUERY, number, keep))
 
 
-def test_where_with_prefix_and_skip_id(things):
+def test_where_with_prefix_and_skip_id(searched):
+    things = searched
     keep = WHERE_CASES[0][2]
     got = things.similar_by_id("a002", 20, prefix="a", where=WHERE_CASES[0][0], where_args=["pet"])
     stored = things.conn.execute("select embedding from embeddings where id = 'a002'").fetchone()[0]
@@ -186,7 +204,8 @@ def test_similar_embeds_the_text_and_filters(things):
     *({key: value} for key in ODD_KEYS for value in ("x", 1, None, True)),
     {"missing": None}, {"kind": '{"a":1}'}, {"kind": '["pet"]'}, {"n": 10**20 // 10**2},
 ])
-def test_metadata_equality_matches_brute_force(things, wanted):
+def test_metadata_equality_matches_brute_force(searched, wanted):
+    things = searched
     got = things.similar_by_vector(QUERY_LIST, 200, metadata=wanted)
     assert found(got) == expected(brute_force(things, QUERY, 200, lambda r: metadata_equal(r["metadata"], wanted)))
 
@@ -202,7 +221,8 @@ def test_metadata_types_distinguished(things):
     assert not ids({"missing": None}) and ids({"kind": None})
 
 
-def test_metadata_and_where_combine(things):
+def test_metadata_and_where_combine(searched):
+    things = searched
     wanted = {"flag": False}
     got = things.similar_by_vector(QUERY_LIST, 50, prefix="a", where="id < :top", where_args={"top": "a100"},
                                    metadata=wanted)
@@ -406,7 +426,7 @@ CACHE_CASES = [
 ]
 
 
-def test_cached_filtered_search_matches_brute_force(things):
+def test_cached_filtered_search_matches_brute_force(things, sql_and_cache_only):
     query = [1.0, 0.5, -1.0, 2.0]
     things.similar_by_vector(query, 3)
     things.similar_by_vector(query, 3)  # loads the cache
@@ -420,7 +440,7 @@ def test_cached_filtered_search_matches_brute_force(things):
     assert things._cache.loads == 1
 
 
-def test_cached_subset_is_reused_until_the_database_changes(things, tmp_path):
+def test_cached_subset_is_reused_until_the_database_changes(things, tmp_path, sql_and_cache_only):
     query = [1.0, 0.5, -1.0, 2.0]
     for _ in range(2):
         things.similar_by_vector(query, 3)
@@ -460,7 +480,7 @@ def test_cached_subset_is_reused_until_the_database_changes(things, tmp_path):
     assert things._cache.loads == 2
 
 
-def test_cached_filter_errors_are_the_sql_paths(things):
+def test_cached_filter_errors_are_the_sql_paths(things, sql_and_cache_only):
     """A filter that fails while marking rows gets the SQL path's error."""
     query = [1.0, 0.5, -1.0, 2.0]
     for _ in range(2):
@@ -476,7 +496,7 @@ def test_cached_filter_errors_are_the_sql_paths(things):
     assert found(got) == expected(brute_force(things, QUERY, 5, lambda r: metadata_equal(r["metadata"], {"kind": "pet"})))
 
 
-def test_an_index_on_the_filters_expression_picks_the_rows(things):
+def test_an_index_on_the_filters_expression_picks_the_rows(things, sql_and_cache_only):
     """With the collection alone in its file, the filter statements leave out the
     primary-key index by `+collection_id` (not NOT INDEXED), so an expression index on
     the filter is used, in SQL and by the cache's marking statement."""
@@ -500,3 +520,43 @@ def test_an_index_on_the_filters_expression_picks_the_rows(things):
     for statement in (ranking[0], marking[0]):  # traced with the values in place
         plan = " ".join(row[-1] for row in things.conn.execute("explain query plan " + statement))
         assert "flag_index" in plan, plan
+
+
+# Through the vector file: SQL picks the rows, the file's scan ranks them by rowid
+
+
+def test_vector_file_filtered_search_matches_brute_force(things, tmp_path):
+    query = [1.0, 0.5, -1.0, 2.0]
+    for arguments, keep in CACHE_CASES:
+        for prefix, skip_id, number in ((None, None, 200), ("a", "a002", 7), ("b1", None, 3)):
+            seen, got = statements_of(things, lambda: things.similar_by_vector(
+                query, number, skip_id, prefix, **arguments))  # noqa: B023
+            assert found(got) == expected(brute_force(things, QUERY, number, keep, prefix=prefix, skip_id=skip_id))
+            assert not any("cosine_similarity" in s or "embsqlite_mark" in s for s in seen), seen
+    assert things._vectors.builds == 1 and things._cache.loads == 0
+    # the same filter again: its rows are not read again until the database changes
+    arguments, keep = CACHE_CASES[2]
+    seen, got = statements_of(things, lambda: things.similar_by_vector([2.0, 0, 1, 1], 50, **arguments))
+    assert not any("order by rowid" in s for s in seen)
+    assert found(got) == expected(brute_force(things, vectors.encode([2.0, 0, 1, 1]), 50, keep))
+    other = sqlite3.connect(str(tmp_path / "things.db"))
+    with other:
+        other.execute("""update embeddings set metadata = '{"n": 2}' where id = 'a000'""")
+    other.close()
+    seen, got = statements_of(things, lambda: things.similar_by_vector(query, 200, **arguments))
+    assert any("order by rowid" in s for s in seen)
+    assert found(got) == expected(brute_force(things, QUERY, 200, keep)) and "a000" in [e.id for e in got]
+    # a filter that may pick other rows with no change to the database is read every time
+    for _ in range(2):
+        seen, _ = statements_of(things, lambda: things.similar_by_vector(query, 5, where="abs(random()) >= 0"))
+        assert any("order by rowid" in s for s in seen)
+
+
+def test_vector_file_filter_errors_are_the_sql_paths(things):
+    with things.conn:
+        things.conn.execute("update embeddings set metadata = '{not json' where id = 'a001'")
+    with pytest.raises(FilterError, match="malformed JSON"):
+        things.similar_by_vector(QUERY_LIST, 5, where="json_extract(metadata, '$.kind') = 'pet'")
+    got = things.similar_by_vector(QUERY_LIST, 5, metadata={"kind": "pet"})
+    assert found(got) == expected(brute_force(things, QUERY, 5, lambda r: metadata_equal(r["metadata"], {"kind": "pet"})))
+    assert things._vectors.builds >= 1

@@ -104,7 +104,7 @@ def collection_with(tmp_path, encoding: str, ids: list[str]) -> embsqlite.Collec
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_collection_prefix_search_from_sql_and_from_the_cache(tmp_path, encoding):
+def test_collection_prefix_search_from_sql_and_from_the_cache(tmp_path, encoding, sql_and_cache_only):
     ids = make_ids(4, 300, STORABLE)
     docs = collection_with(tmp_path, encoding, ids)
     query = docs.model().embed("item")
@@ -125,7 +125,7 @@ def test_collection_prefix_search_from_sql_and_from_the_cache(tmp_path, encoding
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_prefix_search_uses_the_primary_key(tmp_path, encoding):
+def test_prefix_search_uses_the_primary_key(tmp_path, encoding, sql_and_cache_only):
     """The search statement a Collection runs, with its bounds, is a range on the index."""
     ids = make_ids(5, 50, STORABLE)
     docs = collection_with(tmp_path, encoding, ids)

@@ -1,0 +1,146 @@
+"""A change token per collection, kept by triggers on llm's `embeddings` table.
+
+Copies of a collection's vectors kept outside SQLite's pages (the vector file beside the
+database, an index) must never be used after anyone changed the collection: our API, llm,
+the sqlite3 shell, another process. Three AFTER triggers on `embeddings` (insert, update,
+delete) set the collection's row of the table `embsqlite_changes` to a new `random()` token,
+inside the writer's own transaction, so a rolled-back or crashed write leaves the token as
+it was and a committed one changes it. The triggers are plain SQL that any SQLite client
+runs (no function of ours, `INSERT OR REPLACE`, which every SQLite version parses); llm
+ignores them and the table.
+
+A copy records the `State` it was built from and is valid only while the state reads the
+same: the three triggers exist with exactly our SQL (a table rebuilt by sqlite-utils'
+`transform`, as llm's migrations do to older files, loses them), the schema cookie is the
+same (any DDL anywhere; VACUUM, which may renumber rowids) and the token is the same.
+`install` gives every collection a fresh random token, so a copy made for one database is
+never valid for another that happens to share its schema cookie.
+
+`forget` drops the triggers and the table together. Dropping only the table would make
+every later write to `embeddings` fail in every client, because the triggers still name it.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+from .transaction import transaction
+
+TABLE = "embsqlite_changes"
+# No declared type and WITHOUT ROWID: any collection_id a client writes (NULL mapped to '')
+# is a valid key, so a trigger of ours never makes someone's write fail.
+TABLE_SQL = f"""CREATE TABLE "{TABLE}" (
+   "collection_id" PRIMARY KEY,
+   "token" INTEGER NOT NULL
+) WITHOUT ROWID"""
+
+
+def _bump(row: str) -> str:
+    return (
+        f'INSERT OR REPLACE INTO "{TABLE}" ("collection_id", "token")'
+        f' VALUES (ifnull({row}."collection_id", \'\'), random());'
+    )
+
+
+TRIGGERS = {
+    f"{TABLE}_insert": f'CREATE TRIGGER "{TABLE}_insert" AFTER INSERT ON "embeddings"\n'
+    f"BEGIN\n  {_bump('new')}\nEND",
+    f"{TABLE}_update": f'CREATE TRIGGER "{TABLE}_update" AFTER UPDATE ON "embeddings"\n'
+    f"BEGIN\n  {_bump('old')}\n  {_bump('new')}\nEND",
+    f"{TABLE}_delete": f'CREATE TRIGGER "{TABLE}_delete" AFTER DELETE ON "embeddings"\n'
+    f"BEGIN\n  {_bump('old')}\nEND",
+}
+
+# The triggers exactly ours, the table ours, the schema cookie: one statement.
+_TRACKING_SQL = (
+    "select (select count(*) from sqlite_master where type = 'trigger'"
+    f" and tbl_name = 'embeddings' and ({' or '.join(['(name = ? and sql = ?)'] * len(TRIGGERS))})),"
+    " (select sql from sqlite_master where type = 'table' and name = ?),"
+    " (select schema_version from pragma_schema_version)"
+)
+_TOKEN_SQL = f'select token from "{TABLE}" where collection_id = ?'
+
+
+class State(NamedTuple):
+    """What a copy of a collection's vectors records when built, and compares before use."""
+
+    schema_version: int
+    token: Optional[int]
+
+
+class ForeignChangesTable(ValueError):
+    """A table named `embsqlite_changes` exists and is not ours; it is left untouched."""
+
+
+def _tracking(conn: Any) -> Optional[int]:
+    """The schema cookie when the table and all three triggers are ours, else None."""
+    count, table_sql, schema_version = conn.execute(
+        _TRACKING_SQL, [part for item in TRIGGERS.items() for part in item] + [TABLE]
+    ).fetchone()
+    return schema_version if count == len(TRIGGERS) and table_sql == TABLE_SQL else None
+
+
+def tracked(conn: Any) -> bool:
+    """Whether this database keeps change tokens now (the table and all three triggers)."""
+    return _tracking(conn) is not None
+
+
+def state(conn: Any, collection_id: int) -> Optional[State]:
+    """The collection's state now, or None when the database does not keep tokens (never
+    installed, or triggers lost to a table rebuild): then no copy can be trusted. Call it
+    inside the read transaction that also reads what the copy is compared with."""
+    schema_version = _tracking(conn)
+    if schema_version is None:
+        return None
+    row = conn.execute(_TOKEN_SQL, (collection_id,)).fetchone()
+    return State(schema_version, None if row is None else row[0])
+
+
+def install(conn: Any) -> bool:
+    """Create the table and triggers where missing (in one transaction; a no-op, with no
+    write, when all are there). Returns whether anything was created. Raises
+    ForeignChangesTable when a table of our name is not ours."""
+    if tracked(conn):
+        return False
+    with transaction(conn):
+        table_sql = conn.execute(
+            "select sql from sqlite_master where name = ? collate nocase", (TABLE,)
+        ).fetchone()
+        if table_sql is not None and table_sql[0] != TABLE_SQL:
+            raise ForeignChangesTable(
+                f"table {TABLE!r} is not embsqlite's; it is left untouched, so search copies "
+                "and indexes cannot be kept for this database"
+            )
+        if table_sql is None:
+            conn.execute(TABLE_SQL)
+        present = dict(
+            conn.execute(
+                "select name, sql from sqlite_master where type = 'trigger' and name in "
+                f"({', '.join('?' * len(TRIGGERS))})",
+                list(TRIGGERS),
+            ).fetchall()
+        )
+        for name, sql in TRIGGERS.items():
+            if present.get(name) != sql:
+                if name in present:
+                    conn.execute(f'DROP TRIGGER "{name}"')
+                conn.execute(sql)
+        if conn.execute(
+            "select count(*) from sqlite_master where type = 'table' and name = 'collections'"
+        ).fetchone()[0]:
+            conn.execute(
+                f'INSERT OR REPLACE INTO "{TABLE}" ("collection_id", "token") '
+                "SELECT id, random() FROM collections"
+            )
+    return True
+
+
+def forget(conn: Any) -> None:
+    """Drop the triggers and the table (together): the database is llm's alone again."""
+    with transaction(conn):
+        for name in TRIGGERS:
+            conn.execute(f'DROP TRIGGER IF EXISTS "{name}"')
+        row = conn.execute(
+            "select sql from sqlite_master where type = 'table' and name = ?", (TABLE,)
+        ).fetchone()
+        if row is not None and row[0] == TABLE_SQL:
+            conn.execute(f'DROP TABLE "{TABLE}"')

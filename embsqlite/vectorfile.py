@@ -1,0 +1,500 @@
+"""The vector file: a collection's vectors in a file beside the database, mapped into memory.
+
+A search of a collection whose database keeps change tokens (changes.py) scans a copy of
+its float32 vectors in a file beside the database, ``<database>-embsqlite-<collection
+id>.vectors``, instead of reading every row through SQLite's pages: the file is mapped
+(shared with every process that searches it, through the page cache), scanned in C on
+`threads()` threads, and only the top rows are read from SQLite, by rowid.
+
+The file holds a header (magic, format, byte order, the `changes.State` it was built
+from, collection id and name, dimensions, rows), then the matrix (one row per non-NULL
+embedding, in rowid order, the stored bytes), each row's squared norm and each row's
+rowid. It is valid only while the database's state reads the same; the state is read in
+the read transaction of the search, which also reads the top rows, so a search never
+uses a copy of other rows than those it returns. When the file is missing or stale and
+the directory can be written, the search builds it (one statement reading the table in
+rowid order, into a temporary file renamed into place: readers keep their old mapping)
+and ranks from it; otherwise, or when the database keeps no tokens, the search falls back
+to SQL and the in-memory cache. A search never writes the database.
+
+Ties: the C scan orders by score, then rowid; a search also asks it for the best score
+left out, and when that ties with the k-th, fetches all rows of that score (up to
+`TIE_LIMIT`, else the search falls back to SQL) and orders them by id as SQLite does.
+
+Writes the triggers cannot see: incremental blob I/O (`sqlite3_blob_write`) fires no
+trigger. On the collection's own connection it is caught: each commit of that
+connection moves its file data version but not its PRAGMA data_version, so a search that
+sees a commit of its own connection since it last checked the file builds it again. On
+other connections (another process) it is a known limit.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import mmap
+import os
+import struct
+import threading
+from typing import Any, NamedTuple, Optional
+
+from . import cache, changes, settings
+from .transaction import read_transaction
+
+logger = logging.getLogger(__name__)
+
+SUFFIX = ".vectors"
+FORMAT = 1
+MAGIC = b"embsqlite-vector"  # 16 bytes
+HEADER_BYTES = 4096  # the matrix starts on a page boundary
+_BYTE_ORDER = 0x01020304
+# magic, format, byte order, schema version, token (0/1 present, value), collection id,
+# dimensions, rows, name length; native order (norms and rowids are native too)
+_HEADER = struct.Struct("=16sIIqIqqIqI")
+_NAME_MAX = HEADER_BYTES - _HEADER.size
+# The top rows by rowid, in SQLite's order of ids (ties are then kept in it); the unary +
+# keeps the planner off the primary-key index (a walk of the whole collection).
+_FETCH_SQL = (
+    "select rowid, id, content, metadata from embeddings where rowid in"
+    " (select value from json_each(?)) and +collection_id = ? and embedding is not null"
+    " order by id"
+)
+TIE_LIMIT = 10_000  # more rows tied with the k-th score: the search runs in SQL
+
+_enabled = settings.env_number("EMBSQLITE_VECTOR_FILES", 1, integer=True) != 0
+_threads = int(settings.env_number("EMBSQLITE_SCAN_THREADS", min(2, os.cpu_count() or 1),
+                                   minimum=1, integer=True))
+_lock = threading.Lock()
+_mapped: dict[str, _Mapped] = {}  # by file path: the current mapping of each file
+_unwritable: set[str] = set()  # directories noted once as not writable
+
+
+def configure(*, enabled: Optional[bool] = None, threads: Optional[int] = None) -> None:
+    """Turn vector files on or off (EMBSQLITE_VECTOR_FILES=0 turns them off) and set the
+    scan's threads (EMBSQLITE_SCAN_THREADS, default: 2 or the number of CPUs if fewer)."""
+    global _enabled, _threads
+    if enabled is not None:
+        _enabled = enabled
+    if threads is not None:
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an int of at least 1, not {threads!r}")
+        _threads = threads
+
+
+def enabled() -> bool:
+    """Whether searches use (and build) vector files."""
+    return _enabled
+
+
+def threads() -> int:
+    """Threads a scan of a vector file uses."""
+    return _threads
+
+
+def file_path(database: str, collection_id: int) -> str:
+    """The vector file of a collection of the database file `database`."""
+    return f"{database}-embsqlite-{collection_id}{SUFFIX}"
+
+
+def database_path(conn: Any) -> Optional[str]:
+    """The file of the connection's main database; None for an in-memory or temporary one."""
+    for row in conn.execute("pragma database_list").fetchall():
+        if row[1] == "main":
+            return str(row[2]) or None
+    return None
+
+
+class Row(NamedTuple):
+    """One result: id, score, and the stored content and metadata (JSON text)."""
+
+    id: str
+    score: float
+    content: Optional[str]
+    metadata: Optional[str]
+
+
+class _Mapped(NamedTuple):
+    """An open, checked vector file: replaced as a whole when the file changes."""
+
+    identity: tuple[int, int, int, int]  # device, inode, size, mtime (ns)
+    state: changes.State
+    collection_id: int
+    dimensions: int
+    rows: int
+    mapping: Optional[mmap.mmap]  # None when the file holds no rows
+    matrix: Any  # cffi pointers into the mapping
+    norms: Any
+    rowids: Any
+
+
+def _offsets(rows: int, dimensions: int) -> tuple[int, int, int]:
+    """Byte offsets of the norms and the rowids, and the file's size (as native.c writes)."""
+    norms = (HEADER_BYTES + rows * dimensions * 4 + 7) & ~7
+    return norms, norms + 8 * rows, norms + 16 * rows
+
+
+def _header(state: changes.State, collection_id: int, name: str, dimensions: int, rows: int) -> bytes:
+    encoded = name.encode("utf-8", "surrogatepass")[:_NAME_MAX]
+    return _HEADER.pack(
+        MAGIC, FORMAT, _BYTE_ORDER, state.schema_version, state.token is not None,
+        state.token or 0, collection_id, dimensions, rows, len(encoded),
+    ) + encoded
+
+
+def _open(path: str) -> Optional[_Mapped]:
+    """The file at `path` mapped and checked, reusing this process's mapping while the
+    file is the same (device, inode, size, mtime); None if absent or malformed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        with _lock:
+            _mapped.pop(path, None)
+        return None
+    try:
+        info = os.fstat(fd)
+        identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        with _lock:
+            known = _mapped.get(path)
+        if known is not None and known.identity == identity:
+            return known
+        mapped = _read(fd, identity)
+    finally:
+        os.close(fd)
+    with _lock:
+        if mapped is None:
+            _mapped.pop(path, None)
+        else:
+            _mapped[path] = mapped
+    return mapped
+
+
+def _read(fd: int, identity: tuple[int, int, int, int]) -> Optional[_Mapped]:
+    """Map the open file `fd` if its header and size are those of a vector file."""
+    from . import _native
+
+    head = os.pread(fd, _HEADER.size, 0)
+    if len(head) != _HEADER.size:
+        return None
+    magic, fmt, order, schema_version, has_token, token, collection_id, dimensions, count, _ = (
+        _HEADER.unpack(head)
+    )
+    if (magic, fmt, order) != (MAGIC, FORMAT, _BYTE_ORDER) or dimensions <= 0 or count < 0:
+        return None
+    norms_at, rowids_at, size = _offsets(count, dimensions)
+    if identity[2] != size:
+        return None
+    state = changes.State(schema_version, token if has_token else None)
+    if count == 0:
+        return _Mapped(identity, state, collection_id, dimensions, 0, None, None, None, None)
+    mapping = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    ffi = _native.ffi
+    whole = ffi.from_buffer(mapping)
+    return _Mapped(
+        identity, state, collection_id, dimensions, count, mapping,
+        ffi.cast("unsigned char *", whole) + HEADER_BYTES,
+        ffi.cast("double *", ffi.cast("unsigned char *", whole) + norms_at),
+        ffi.cast("long long *", ffi.cast("unsigned char *", whole) + rowids_at),
+    )
+
+
+def own_commits(token: Optional[tuple[Any, ...]]) -> Optional[int]:
+    """How many times this connection committed to its main database (its file data
+    version less its PRAGMA data_version, which other connections' commits move
+    alike), from a `cache.change_token`; None when the token does not tell."""
+    if token is None or len(token) < 5 or token[1] != "main":
+        return None
+    names = 0  # (name, schema cookie, data version) per database, then the file versions
+    while 1 + 3 * names < len(token) and isinstance(token[1 + 3 * names], str):
+        names += 1
+    file_versions = token[1 + 3 * names:]
+    if len(file_versions) != names or not isinstance(file_versions[0], int) or file_versions[0] < 0:
+        return None
+    return (file_versions[0] - token[3]) % 2**32
+
+
+class VectorFile:
+    """The vector file of one collection, as one connection searches and builds it."""
+
+    def __init__(self, conn: Any, collection_id: int, name: str) -> None:
+        self.conn = conn
+        self.collection_id = collection_id
+        self.name = name
+        self.database = database_path(conn)
+        self.path = None if self.database is None else file_path(os.path.abspath(self.database), collection_id)
+        self.builds = 0  # files this object wrote
+        self._failed: Optional[changes.State] = None  # a build failed at this state
+        self._trusted_at: Optional[int] = None  # own_commits when the file was last checked
+
+    def search(
+        self, query: bytes, number: int, low: Optional[str], high: Optional[str],
+        skip_id: Optional[str], token: Optional[tuple[Any, ...]],
+        rowids: Optional[list[int]] = None,
+    ) -> Optional[list[Row]]:
+        """The top `number` rows for `query` (ids in [low, high), without skip_id, and
+        only `rowids` when given: ascending rowids of the collection, e.g. a filter's),
+        best first, ties by id; None when the file cannot answer (the caller searches
+        SQLite). `token` is the connection's change token, None inside a transaction."""
+        if not _enabled or self.path is None or token is None:
+            return None
+        commits = own_commits(token)
+        if commits is None:
+            return None  # no file data version: own blob writes could not be seen
+        if not all(cache._encodable(text) for text in (low, high, skip_id)):
+            return None
+        with read_transaction(self.conn):
+            state = changes.state(self.conn, self.collection_id)
+            if state is None or self._shadowed():
+                return None
+            mapped = _open(self.path)
+            # a commit of this connection since the file was last checked may have been
+            # incremental blob I/O, which no trigger sees: then the file is built again
+            suspect = commits != (self._trusted_at or 0)
+            if (mapped is None or mapped.state != state or suspect
+                    or mapped.collection_id != self.collection_id
+                    or len(query) != 4 * mapped.dimensions):
+                if state == self._failed:
+                    return None
+                mapped = self._build(state, len(query))
+                if mapped is None:
+                    return None
+            self._trusted_at = commits
+            return self._rank(mapped, query, number, low, high, skip_id, rowids)
+
+    def build(self, dimensions: int) -> Optional[str]:
+        """Write the file now unless it is current (the database must keep change tokens);
+        its path, or None when it cannot be written here."""
+        if self.path is None:
+            return None
+        with read_transaction(self.conn):
+            state = changes.state(self.conn, self.collection_id)
+            if state is None:
+                return None
+            mapped = _open(self.path)
+            if mapped is None or mapped.state != state or mapped.collection_id != self.collection_id:
+                mapped = self._build(state, 4 * dimensions)
+            self._trusted_at = own_commits(cache.change_token(self.conn))
+        return None if mapped is None else self.path
+
+    def remove(self) -> None:
+        """Delete the collection's vector file, if any (a search builds it again)."""
+        if self.path is not None:
+            _unlink(self.path)
+
+    def _shadowed(self) -> bool:
+        """Whether `embeddings` names another table than main's (a temp table)."""
+        return bool(self.conn.execute(
+            "select count(*) from temp.sqlite_master where name = 'embeddings'"
+        ).fetchone()[0])
+
+    def _rank(
+        self, mapped: _Mapped, query: bytes, number: int, low: Optional[str], high: Optional[str],
+        skip_id: Optional[str], subset: Optional[list[int]],
+    ) -> Optional[list[Row]]:
+        """Scan `mapped` and read the top rows, inside the search's read transaction."""
+        from . import _native
+
+        ffi, lib = _native.ffi, _native.lib
+        if mapped.rows == 0:
+            return []
+        positions = ffi.NULL
+        count = mapped.rows
+        if low is not None or subset is not None:
+            if low is None:
+                wanted = list(subset or ())
+            else:
+                wanted = sorted(self._prefix_rowids(low, high))
+                if subset is not None:
+                    wanted = sorted(set(wanted).intersection(subset))
+            want = ffi.new("long long[]", wanted)
+            positions = ffi.new("long long[]", max(len(wanted), 1))
+            count = lib.embsqlite_positions(mapped.rowids, mapped.rows, want, len(wanted), positions)
+            if count < 0:
+                raise ValueError("rowids must ascend")
+        skip = -1
+        if skip_id is not None:
+            found = self.conn.execute(
+                "select rowid from embeddings where collection_id = ? and id = ?",
+                (self.collection_id, skip_id),
+            ).fetchone()
+            if found is not None:
+                want = ffi.new("long long[]", [found[0]])
+                at = ffi.new("long long[]", 1)
+                if lib.embsqlite_positions(mapped.rowids, mapped.rows, want, 1, at) == 1:
+                    skip = at[0]
+        k = min(number, count)
+        if k == 0:
+            return []
+        if k > 2**31 - 1:
+            return None
+        out_rows = ffi.new("long long[]", k)
+        out_scores = ffi.new("double[]", k)
+        best_out = ffi.new("double *")
+        found = lib.embsqlite_scan(
+            mapped.matrix, mapped.norms, mapped.rows, mapped.dimensions, query, positions,
+            0, count, skip, k, _threads, out_rows, out_scores, best_out,
+        )
+        if found < 0:
+            return None  # non-finite data: SQLite raises the proper error
+        scores = dict(zip(ffi.unpack(out_rows, found), ffi.unpack(out_scores, found)))
+        if found and best_out[0] == out_scores[found - 1]:
+            last = out_scores[found - 1]
+            tied = ffi.new("long long[]", TIE_LIMIT)
+            ties = lib.embsqlite_ties(
+                mapped.matrix, mapped.norms, mapped.rows, mapped.dimensions, query, positions,
+                0, count, skip, last, tied, TIE_LIMIT,
+            )
+            if ties < 0 or ties > TIE_LIMIT:
+                return None
+            scores.update(dict.fromkeys(ffi.unpack(tied, ties), last))
+        by_rowid = {mapped.rowids[position]: score for position, score in scores.items()}
+        try:  # in SQLite's order of ids, then (a stable sort) by score
+            fetched = self.conn.execute(_FETCH_SQL, (json.dumps(list(by_rowid)), self.collection_id)).fetchall()
+        except Exception as error:
+            if "json_each" not in str(error):
+                raise
+            return None  # an SQLite without JSON: SQL answers instead
+        if len(fetched) != len(by_rowid):
+            return None  # cannot happen while the state holds; SQL answers instead
+        negated = [-by_rowid[row[0]] for row in fetched]
+        order = sorted(range(len(fetched)), key=negated.__getitem__)[:k]
+        return [Row(fetched[i][1], -negated[i], fetched[i][2], fetched[i][3]) for i in order]
+
+    def _prefix_rowids(self, low: str, high: Optional[str]) -> list[int]:
+        """Rowids of the collection's rows with low <= id < high (SQLite's order)."""
+        sql = ("select rowid from embeddings where collection_id = ? and id >= ?"
+               + (" and id < ?" if high is not None else ""))
+        params: tuple[Any, ...] = (self.collection_id, low) + ((high,) if high is not None else ())
+        return [row[0] for row in self.conn.execute(sql, params)]
+
+    def _build(self, state: changes.State, row_bytes: int) -> Optional[_Mapped]:
+        """Write the file from the collection's rows at `state` (inside the search's read
+        transaction) and map it; None if it cannot be written (remembered for `state`
+        when the rows cannot be copied, e.g. vectors of mixed lengths)."""
+        assert self.path is not None
+        try:
+            fd, made = _temporary(self.path)
+        except OSError as error:
+            directory = os.path.dirname(self.path)
+            if directory not in _unwritable:
+                _unwritable.add(directory)
+                logger.debug("no vector files in %s: %s", directory, error)
+            return None
+        temporary: Optional[str] = made
+        try:
+            try:
+                count = self._copy_rows(fd, row_bytes)
+            except Exception as error:
+                if isinstance(error, OSError):
+                    raise
+                count = None
+            if count is None:
+                self._failed = state
+                return None
+            os.pwrite(fd, _header(state, self.collection_id, self.name, row_bytes // 4, count), 0)
+            os.ftruncate(fd, _offsets(count, row_bytes // 4)[2])
+            _match_mode(fd, str(self.database))
+            os.fsync(fd)
+            os.replace(made, self.path)
+            temporary = None
+            self.builds += 1
+        except OSError as error:
+            logger.debug("vector file %s not written: %s", self.path, error)
+            return None
+        finally:
+            os.close(fd)
+            if temporary is not None:
+                _unlink(temporary)
+        mapped = _open(self.path)
+        if mapped is None or mapped.state != state:
+            return None
+        return mapped
+
+    def _copy_rows(self, fd: int, row_bytes: int) -> Optional[int]:
+        """Copy the collection's non-NULL vectors in rowid order into `fd` (from
+        HEADER_BYTES, then norms and rowids); how many, or None if a row is not a blob of
+        `row_bytes` bytes. One statement reads the table in rowid order: through C on a
+        connection of the cffi copy, else through the cursor."""
+        from . import _native
+
+        ffi, lib = _native.ffi, _native.lib
+        where = "from embeddings not indexed where collection_id = ? and embedding is not null"
+        sink = lib.embsqlite_sink_file(fd, row_bytes, HEADER_BYTES)
+        if sink == 0:
+            return None  # out of memory, or rows too long for the sink's buffer
+        try:
+            self.conn.execute(
+                f"select sum(embsqlite_sink_append(?, rowid, embedding) is null) {where}",
+                (sink, self.collection_id),
+            ).fetchone()
+            via_c = True
+        except Exception as error:
+            if "no such function" not in str(error):
+                return None
+            via_c = False
+        finally:
+            copied = lib.embsqlite_sink_close(sink)
+        if via_c:
+            return None if copied < 0 else int(copied)
+        matrix, rowids = bytearray(), []
+        for rowid, blob in self.conn.execute(f"select rowid, embedding {where} order by rowid",
+                                             (self.collection_id,)):
+            if type(blob) is not bytes or len(blob) != row_bytes:
+                return None
+            matrix += blob
+            rowids.append(rowid)
+        count = len(rowids)
+        norms = ffi.new("double[]", max(count, 1))
+        lib.embsqlite_norms(ffi.from_buffer(matrix), count, row_bytes // 4, norms)
+        norms_at = _offsets(count, row_bytes // 4)[0]
+        os.pwrite(fd, bytes(matrix), HEADER_BYTES)
+        os.pwrite(fd, bytes(ffi.buffer(norms, 8 * count)), norms_at)
+        os.pwrite(fd, struct.pack(f"={count}q", *rowids), norms_at + 8 * count)
+        return count
+
+
+def _temporary(path: str) -> tuple[int, str]:
+    """A new temporary file beside `path` (a hidden name of this process), open for writing."""
+    name = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{os.getpid()}-{os.urandom(6).hex()}.tmp"
+    return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600), name
+
+
+def _match_mode(fd: int, database: str) -> None:
+    """Give the file the database's read and write permission bits (it holds its vectors)."""
+    try:
+        os.fchmod(fd, os.stat(database).st_mode & 0o666)
+    except OSError:
+        pass
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError as error:
+        if error.errno != errno.ENOENT:
+            logger.debug("could not remove %s: %s", path, error)
+
+
+def track(conn: Any) -> None:
+    """Keep change tokens in this database (changes.install: a no-op once installed), so
+    its collections can be searched from vector files; run after each batch embsqlite
+    commits, so a batch that fails leaves nothing of ours either. Anything that stops it
+    (a table of the tokens' name that is not ours, a lock held elsewhere) leaves the
+    database untracked, searched in SQL: the batch itself was written."""
+    try:
+        changes.install(conn)
+    except Exception as error:
+        module = type(error).__module__.split(".")[0]
+        if not isinstance(error, changes.ForeignChangesTable) and module not in _DRIVERS:
+            raise  # a bug, not the database refusing
+        logger.debug("change tokens not installed: %s", error)
+
+
+_DRIVERS = ("sqlite3", "pysqlite3", "apsw")  # modules whose errors are the database's
+
+
+def mapped_bytes() -> int:
+    """Bytes of vector files this process has mapped (they count in RSS as shared page
+    cache, not in the cache budget)."""
+    with _lock:
+        return sum(m.identity[2] for m in _mapped.values() if m.mapping is not None)
+
