@@ -818,8 +818,12 @@ static long long embsqlite_positions(
 ){
   long long i, at = 0, n = 0;
   for(i=0; i<nWant; i++){
-    long long lo = at, hi = nRow;
+    long long lo = at, hi = nRow, step = 1;
     if( i>0 && aWant[i]<=aWant[i-1] ) return -2;
+    /* gallop from the last position (a filter's rowids are often close together),
+    ** then bisect: a walk in order, not log(nRow) jumps across the array each */
+    while( lo+step<nRow && aRowid[lo+step]<aWant[i] ){ lo += step; step *= 2; }
+    if( lo+step<nRow ) hi = lo+step+1;
     while( lo<hi ){
       long long mid = lo + (hi-lo)/2;
       if( aRowid[mid]<aWant[i] ) lo = mid+1; else hi = mid;

@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -210,7 +211,7 @@ class Collection:
         self._cache = cache.VectorCache(self.conn, self.id)
         self._vectors = vectorfile.VectorFile(self.conn, self.id, self.name)
         # the rows of the last filters searched through the vector file (_filter_rowids)
-        self._filter_rows: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
+        self._filter_rows: OrderedDict[tuple[Any, ...], array] = OrderedDict()
         self._facts: Optional[_Facts] = None
 
     @classmethod
@@ -602,7 +603,7 @@ class Collection:
             rowids = self._filter_rowids(search_filter, facts)
             return self._vectors.search(query, number, low, high, skip_id, facts.token, rowids=rowids)
 
-    def _filter_rowids(self, search_filter: filters.Filter, facts: _Facts) -> list[int]:
+    def _filter_rowids(self, search_filter: filters.Filter, facts: _Facts) -> array:
         """The ascending rowids of the rows the filter keeps, reused for the same filter
         while the change token (read before this read transaction began) is the same."""
         key = search_filter.reuse_key()
@@ -614,7 +615,7 @@ class Collection:
         where = search_filter.render(lambda i: f"?{i + 2}")
         statement = filter_sql("?1", where, "rowid", not_indexed=facts.only_collection) + " order by rowid"
         try:
-            rowids = [row[0] for row in self.conn.execute(statement, (self.id, *search_filter.values))]
+            rowids = array("q", (row[0] for row in self.conn.execute(statement, (self.id, *search_filter.values))))
         except Exception as error:
             if not _is_sql_error(error):
                 raise

@@ -36,6 +36,8 @@ import mmap
 import os
 import struct
 import threading
+from array import array
+from collections.abc import Sequence
 from typing import Any, NamedTuple, Optional
 
 from . import cache, changes, settings
@@ -228,7 +230,7 @@ class VectorFile:
     def search(
         self, query: bytes, number: int, low: Optional[str], high: Optional[str],
         skip_id: Optional[str], token: Optional[tuple[Any, ...]],
-        rowids: Optional[list[int]] = None,
+        rowids: Optional[Sequence[int]] = None,
     ) -> Optional[list[Row]]:
         """The top `number` rows for `query` (ids in [low, high), without skip_id, and
         only `rowids` when given: ascending rowids of the collection, e.g. a filter's),
@@ -288,7 +290,7 @@ class VectorFile:
 
     def _rank(
         self, mapped: _Mapped, query: bytes, number: int, low: Optional[str], high: Optional[str],
-        skip_id: Optional[str], subset: Optional[list[int]],
+        skip_id: Optional[str], subset: Optional[Sequence[int]],
     ) -> Optional[list[Row]]:
         """Scan `mapped` and read the top rows, inside the search's read transaction."""
         from . import _native
@@ -300,12 +302,15 @@ class VectorFile:
         count = mapped.rows
         if low is not None or subset is not None:
             if low is None:
-                wanted = list(subset or ())
+                wanted = subset if isinstance(subset, array) else list(subset or ())
             else:
                 wanted = sorted(self._prefix_rowids(low, high))
                 if subset is not None:
                     wanted = sorted(set(wanted).intersection(subset))
-            want = ffi.new("long long[]", wanted)
+            if isinstance(wanted, array):  # an array('q') is handed over without a copy
+                want = ffi.from_buffer("long long[]", wanted)
+            else:
+                want = ffi.new("long long[]", wanted)
             positions = ffi.new("long long[]", max(len(wanted), 1))
             count = lib.embsqlite_positions(mapped.rowids, mapped.rows, want, len(wanted), positions)
             if count < 0:
