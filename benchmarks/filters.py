@@ -6,19 +6,21 @@ metadata `{"kind": K, "n": U}`, U uniform in 0..999 and K chosen from U so that
 `kind = 'half'` keeps 50% of the rows, 'tenth' 10%, 'hundredth' 1%, 'thousandth' 0.1%.
 Rows printed, median ms per query over several query vectors (warm page cache):
 
-  unfiltered (cache)        Collection.similar_by_vector, the vector cache loaded
-  filtered, SQL             the same filter ranked in SQLite (a fresh Collection, no cache)
-  filtered, first           with the cache loaded, the first search with a filter: SQL
-                            picks the rows (the filter evaluated over the collection), C
-                            ranks those (each sample a new filter text, so none is reused)
-  filtered, repeated        the same filter again with a new query vector (the rows it
+  SQL, no cache             the filter ranked in SQLite (a fresh Collection each time)
+  sqlite-vec vec0           `embedding match ? and k = 10 and kind = ?` on a vec0 table with
+                            `kind` as a metadata column
+  then for each path of repeated searches, the in-memory vector cache ("memory") and the
+  vector file beside the database ("file", after Collection.build_vector_file()):
+  unfiltered                Collection.similar_by_vector, the cache loaded / file built
+  first                     the first search with a filter: SQL picks the rows (the filter
+                            evaluated over the collection), C ranks those (each sample a
+                            new filter text, so no evaluation is reused)
+  repeated                  the same filter again with a new query vector (the rows it
                             picked are reused while the database is unchanged); each
                             query timed next to an unfiltered one, for the ratio
   metadata=, repeated       `metadata={"kind": K}` instead of `where=`
-  sqlite-vec vec0           `embedding match ? and k = 10 and kind = ?` on a vec0 table with
-                            `kind` as a metadata column
-  first, with an index      the first search again, with an index on the filter's expression
-                            (created for these rows, then dropped)
+  first, with an index      (file) the first search again, with an index on the filter's
+                            expression (created for these rows, then dropped)
 
 Every embsqlite result is checked against numpy (the filtered rows ranked in memory: same
 ids, in order); vec0's ids are checked as a set (it ranks float32 distances).
@@ -41,12 +43,12 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from typing import Any, Callable, Optional  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 import embsqlite  # noqa: E402
-from embsqlite import transaction  # noqa: E402
+from embsqlite import transaction, vectorfile  # noqa: E402
 
 K = 10
 DIM = 384
@@ -175,6 +177,52 @@ def numbers(entries) -> list[int]:
     return [int(e.id.rsplit("-", 1)[1]) for e in entries]
 
 
+def measure_path(
+    mode: str, path: str, queries: list, at: int, repeat: int, kinds: list[str],
+    record: Callable[..., None],
+) -> None:
+    """Unfiltered, first and repeated filtered searches through one path of repeated
+    searches: the in-memory cache ("memory") or the vector file ("file")."""
+    collection = embsqlite.Collection("bench", path)
+    if mode == "file":
+        vectorfile.configure(enabled=True)
+        collection.build_vector_file()  # keeps change tokens in the database from now on
+    for i in range(3):  # memory: the first search runs in SQL, the second loads the cache
+        collection.similar_by_vector(queries[i], K)
+    search = collection.similar_by_vector
+    ms, found = median_ms(lambda i: numbers(search(queries[i], K)), repeat)
+    record("", f"unfiltered ({mode})", ms, found, ms)
+    alone = ms
+    for name in kinds:
+        def first(i: int, name: str = name) -> list[int]:
+            # another text each time (trailing spaces): no reuse of an earlier evaluation
+            return numbers(search(queries[at + i], K, where=WHERE + " " * (i + 1), where_args=[name]))
+
+        def repeated(i: int, name: str = name) -> list[int]:
+            return numbers(search(queries[at + i], K, where=WHERE, where_args=[name]))
+
+        def by_metadata(i: int, name: str = name) -> list[int]:
+            return numbers(search(queries[at + i], K, metadata={"kind": name}))
+
+        ms, found = median_ms(first, repeat)
+        record(name, f"first ({mode})", ms, found, alone)
+        for label, func in (("repeated", repeated), ("metadata=, repeated", by_metadata)):
+            func(repeat)  # the evaluation these reuse
+            # each query timed next to an unfiltered one, so both see the same load
+            ms, found, unfiltered = paired_ms(func, lambda i: search(queries[at + i], K), repeat)
+            record(name, f"{label} ({mode})", ms, found, unfiltered)
+    if mode == "file":
+        # the first search again, with an index on the filter's expression (dropped again)
+        set_index(path, True)
+        collection.similar_by_vector(queries[0], K)  # the index moved the state: a new file
+        for name in kinds:
+            ms, found = median_ms(lambda i, name=name: numbers(search(
+                queries[at + i], K, where=WHERE + " " * (i + 1), where_args=[name])), repeat)
+            record(name, f"first, with an index ({mode})", ms, found, alone)
+        set_index(path, False)
+    collection.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="embsqlite filtered search benchmark")
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -183,39 +231,46 @@ def main() -> None:
     embsqlite.register_embedding_model(RandomModel())
     started = time.perf_counter()
     path, vec_path = build(args.rows)
-    print(f"databases: {path} and {vec_path} (built or reused in {time.perf_counter() - started:.0f} s;"
-          f" delete with: rm {path} {vec_path})")
+    print(f"databases: {path} and {vec_path} (built or reused in {time.perf_counter() - started:.0f} s);"
+          f" delete them with: rm {path} {path}-embsqlite-*.vectors {vec_path}")
     matrix = np.empty((args.rows, DIM), dtype=np.float32)
     us = np.empty(args.rows, dtype=np.int64)
     for start, vectors, part in chunks(args.rows):
         matrix[start:start + len(vectors)] = vectors
         us[start:start + len(vectors)] = part
-    queries = [q for _, block, _ in chunks(args.repeat * 2 + 2, seed=1) for q in block]
+    queries = [q.tolist() for _, block, _ in chunks(args.repeat * 2 + 2, seed=1) for q in block]
     with open(path, "rb") as f:  # warm the page cache
         while f.read(1 << 24):
             pass
     set_index(path, False)  # left by an interrupted run
-    rows_out: list[tuple[str, float, str]] = []
+    at = args.repeat  # the filtered searches' queries, not used by the warm-up
+    keeps = {name: (us >= low) & (us < high) for name, low, high in KINDS}
+    expected = {name: [reference(matrix, keep, np.array(queries[at + i], dtype=np.float32))
+                       for i in range(args.repeat)] for name, keep in keeps.items()}
+    everything = np.ones(args.rows, dtype=bool)
+    table: list[tuple[str, str, float, Optional[float], str]] = []  # kind, label, ms, unfiltered ms, check
 
-    # the filter ranked in SQLite: a fresh Collection each time, so never cached
-    sql_ms: dict[str, float] = {}
-    for name, _, _ in KINDS:
+    def record(kind: str, label: str, ms: float, found: list, unfiltered: Optional[float], exact: bool = True) -> None:
+        if kind == "":
+            ok = all(f == reference(matrix, everything, np.array(queries[i], dtype=np.float32))
+                     for i, f in enumerate(found))
+        elif exact:
+            ok = found == expected[kind][:len(found)]
+        else:
+            ok = all(set(f) == set(e) for f, e in zip(found, expected[kind]))
+        table.append((kind, label, ms, unfiltered, ("yes" if ok else "NO") + ("" if exact else " (as set)")))
+
+    # the filter ranked in SQLite: a fresh Collection each time (no cache, no vector file)
+    vectorfile.configure(enabled=False)
+    for name in keeps:
         def in_sql(i: int, name: str = name) -> list[int]:
             fresh = embsqlite.Collection("bench", path)
             try:
-                return numbers(fresh.similar_by_vector(queries[i].tolist(), K, where=WHERE, where_args=[name]))
+                return numbers(fresh.similar_by_vector(queries[at + i], K, where=WHERE, where_args=[name]))
             finally:
                 fresh.close()
-        sql_ms[name], _ = median_ms(in_sql, 3)
-
-    collection = embsqlite.Collection("bench", path)
-    for i in range(3):  # the first search runs in SQL, the second loads the cache
-        collection.similar_by_vector(queries[i].tolist(), K)
-    unfiltered, found = median_ms(lambda i: numbers(collection.similar_by_vector(queries[i].tolist(), K)),
-                                  args.repeat)
-    everything = np.ones(args.rows, dtype=bool)
-    ok = all(f == reference(matrix, everything, queries[i]) for i, f in enumerate(found))
-    rows_out.append(("unfiltered, cached", unfiltered, "yes" if ok else "NO"))
+        ms, found = median_ms(in_sql, 3)
+        record(name, "SQL, no cache", ms, found, None)
 
     import pysqlite3.dbapi2 as sqlite3
     import sqlite_vec
@@ -223,80 +278,31 @@ def main() -> None:
     vec = sqlite3.connect(vec_path)
     vec.enable_load_extension(True)
     sqlite_vec.load(vec)
-    knn = ("select rowid from vec_items where embedding match ? and k = ? and kind = ?"
-           " order by distance")
-    vec.execute(knn, (queries[0].tobytes(), K, "half")).fetchall()
-
-    paired: dict[str, float] = {}  # unfiltered ms measured next to a row's own queries
-    for name, low, high in KINDS:
-        keep = (us >= low) & (us < high)
-        share = f"{name} ({keep.mean():.1%})"
-        at = args.repeat  # these queries were not used above
-        expected = [reference(matrix, keep, queries[at + i]) for i in range(args.repeat)]
-
-        def first(i: int, name: str = name, at: int = at) -> list[int]:
-            # another text each time (trailing spaces): no reuse of an earlier evaluation
-            return numbers(collection.similar_by_vector(
-                queries[at + i].tolist(), K, where=WHERE + " " * (i + 1), where_args=[name]))
-
-        def repeated(i: int, name: str = name, at: int = at) -> list[int]:
-            return numbers(collection.similar_by_vector(
-                queries[at + i].tolist(), K, where=WHERE, where_args=[name]))
-
-        def by_metadata(i: int, name: str = name, at: int = at) -> list[int]:
-            return numbers(collection.similar_by_vector(queries[at + i].tolist(), K, metadata={"kind": name}))
-
-        def vec0(i: int, name: str = name, at: int = at) -> list[int]:
-            return [r[0] for r in vec.execute(knn, (queries[at + i].tobytes(), K, name))]
-
-        rows_out.append((f"{share}: SQL, no cache", sql_ms[name], "yes"))
-        for label, func, exact in (("first", first, True), ("repeated", repeated, True),
-                                   ("metadata=, repeated", by_metadata, True), ("sqlite-vec vec0", vec0, False)):
-            if label.endswith("repeated"):
-                func(args.repeat)  # the evaluation these reuse
-                # each query timed next to an unfiltered one, so both see the same load
-                elapsed, found, alone = paired_ms(func, lambda i, at=at: collection.similar_by_vector(
-                    queries[at + i].tolist(), K), args.repeat)
-                paired[f"{share}: {label}"] = alone
-            else:
-                elapsed, found = median_ms(func, args.repeat)
-            if exact:
-                ok = found == expected
-            else:
-                ok = all(set(f) == set(e) for f, e in zip(found, expected))
-            rows_out.append((f"{share}: {label}", elapsed, ("yes" if ok else "NO") + ("" if exact else " (as set)")))
+    knn = "select rowid from vec_items where embedding match ? and k = ? and kind = ? order by distance"
+    vec.execute(knn, (np.array(queries[0], dtype=np.float32).tobytes(), K, "half")).fetchall()
+    for name in keeps:
+        ms, found = median_ms(lambda i, name=name: [r[0] for r in vec.execute(
+            knn, (np.array(queries[at + i], dtype=np.float32).tobytes(), K, name))], args.repeat)
+        record(name, "sqlite-vec vec0", ms, found, None, exact=False)
     vec.close()
-    collection.close()
 
-    # the same first searches with an index on the filter's expression (dropped again)
-    set_index(path, True)
-    collection = embsqlite.Collection("bench", path)
-    for i in range(3):  # the index moved the change token: load the cache again
-        collection.similar_by_vector(queries[i].tolist(), K)
-    for name, low, high in KINDS:
-        keep = (us >= low) & (us < high)
-        at = args.repeat
-        expected = [reference(matrix, keep, queries[at + i]) for i in range(args.repeat)]
+    for mode in ("memory", "file"):
+        measure_path(mode, path, queries, at, args.repeat, list(keeps), record)
 
-        def indexed(i: int, name: str = name, at: int = at) -> list[int]:
-            return numbers(collection.similar_by_vector(
-                queries[at + i].tolist(), K, where=WHERE + " " * (i + 1), where_args=[name]))
-
-        elapsed, found = median_ms(indexed, args.repeat)
-        rows_out.append((f"{name} ({keep.mean():.1%}): first, with an index", elapsed,
-                         "yes" if found == expected else "NO"))
-    collection.close()
-    set_index(path, False)
-
-    print(f"\n{args.rows:,} x {DIM} float32, top-{K}, median ms of {args.repeat} queries"
-          " (SQL rows: of 3)")
-    print(f"{'search':42} {'ms':>9} {'x unfiltered':>13} {'x vec0':>8}  equal to numpy"
-          "  (x unfiltered of 'repeated' rows: against unfiltered searches timed alternately with them)")
-    vec_ms = {label.split(":")[0].split(" (")[0]: ms for label, ms, _ in rows_out if label.endswith("sqlite-vec vec0")}
-    for label, ms, ok in rows_out:
-        against_vec = vec_ms.get(label.split(":")[0].split(" (")[0])
-        ratio = f"{ms / against_vec:7.2f}x" if against_vec and ":" in label else " " * 8
-        print(f"{label:42} {ms:9.1f} {ms / paired.get(label, unfiltered):12.2f}x {ratio}  {ok}")
+    vec_ms = {kind: ms for kind, label, ms, _, _ in table if label == "sqlite-vec vec0"}
+    print(f"\n{args.rows:,} x {DIM} float32, top-{K}, median ms of {args.repeat} queries (SQL rows: of 3);"
+          " x unfiltered: against the unfiltered search of the same path (for 'repeated' rows, unfiltered"
+          " searches timed alternately with them)")
+    print(f"{'search':46} {'ms':>9} {'x unfiltered':>13} {'x vec0':>8}  equal to numpy")
+    shares = {name: f"{name} ({keep.mean():.1%})" for name, keep in keeps.items()}
+    for kind in ["", *keeps]:
+        for row_kind, label, ms, unfiltered, ok in table:
+            if row_kind != kind:
+                continue
+            name = label if not kind else f"{shares[kind]}: {label}"
+            against = f"{ms / unfiltered:12.2f}x" if unfiltered else " " * 13
+            versus = f"{ms / vec_ms[kind]:7.2f}x" if kind else " " * 8
+            print(f"{name:46} {ms:9.1f} {against} {versus}  {ok}")
 
 
 if __name__ == "__main__":
