@@ -560,3 +560,40 @@ def test_vector_file_filter_errors_are_the_sql_paths(things):
     got = things.similar_by_vector(QUERY_LIST, 5, metadata={"kind": "pet"})
     assert found(got) == expected(brute_force(things, QUERY, 5, lambda r: metadata_equal(r["metadata"], {"kind": "pet"})))
     assert things._vectors.builds >= 1
+
+
+@pytest.mark.parametrize("path", ["cache", "file"])
+def test_random_writes_and_filtered_searches_match_brute_force(tmp_path, rng, path):
+    """Writes of every kind (this connection and another, metadata, NULL embeddings,
+    inserts, deletes) between repeated filtered searches: every answer is brute force's."""
+    if path == "cache":
+        vectorfile.configure(enabled=False)
+    try:
+        things = make_collection(tmp_path / "things.db", rng, count=60)
+        other = sqlite3.connect(str(tmp_path / "things.db"))
+        wanted_cases = [{"kind": "pet"}, {"flag": True}, {"n": 2}, {"kind": None}]
+        for step in range(25):
+            wanted = rng.choice(wanted_cases)
+            for _ in range(rng.choice([1, 2, 3])):  # repeated: the rows picked are reused
+                query = [rng.choice([-1.0, 0.0, 1.0, 2.0]) for _ in range(4)]
+                got = things.similar_by_vector(query, 12, where="rowid % 4 != ?", where_args=[step % 4],
+                                               metadata=wanted)
+                keep = lambda r: metadata_equal(r["metadata"], wanted) and r["rowid"] % 4 != step % 4  # noqa: E731,B023
+                assert found(got) == expected(brute_force(things, vectors.encode(query), 12, keep))
+            target = rng.choice([things.conn, other])
+            victim = f"{'ab'[step % 2]}{rng.randrange(60):03d}"
+            change = rng.choice([
+                ("update embeddings set metadata = ? where id = ?", (json.dumps(rng.choice(wanted_cases)), victim)),
+                ("update embeddings set embedding = null where id = ?", (victim,)),
+                ("update embeddings set embedding = ? where id = ?", (vectors.encode([1, 1, 0, 0]), victim)),
+                ("delete from embeddings where id = ?", (victim,)),
+                ("insert or replace into embeddings (collection_id, id, embedding, metadata) values (1, ?, ?, ?)",
+                 (f"c{step:03d}", vectors.encode([0, 1, 1, 0]), json.dumps({"kind": "pet", "flag": True, "n": 2}))),
+            ])
+            with target:
+                target.execute(*change)
+        other.close()
+        assert things._cache.loads > 1 if path == "cache" else things._vectors.builds > 1
+        things.close()
+    finally:
+        vectorfile.configure(enabled=True)
