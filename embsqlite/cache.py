@@ -22,6 +22,11 @@ remembered for that token, so such a collection is searched in SQLite at SQL spe
 loaded and thrown away. To make room, a cache is evicted only for a collection searched at
 least twice as often among the process's last searches, so collections that do not fit
 together and are searched in turn never evict each other on every search.
+
+Filtered searches (`Subset`): SQL picks the rows a filter keeps and C marks them in a
+byte per row, found by rowid; the scan ranks only the marked rows. Outside the budget:
+16 bytes per row for the (rowid, row) pairs, read on the first filtered search of a
+loaded matrix, and a byte per row for each of the last SUBSETS_KEPT filters' marks.
 """
 from __future__ import annotations
 
