@@ -290,7 +290,7 @@ async def _search_filter(datasette: Any, request: Any, database: str) -> Optiona
                 " use metadata= (a JSON object of key/value equalities) instead", 403)
         arguments = {key: request.args.get(key) for key in request.args.keys()}
         try:
-            parsed = parse_where(where, arguments)
+            parsed = parse_where(where, arguments, args_name="the URL (name=value)")
         except FilterError as error:
             raise SearchError(one_line(error)) from None
         taken = sorted(str(n) for n in set(parsed.names) if n in PAGE_PARAMETERS or str(n).startswith("metadata_"))

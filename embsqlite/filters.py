@@ -121,10 +121,11 @@ def describe(expression: str) -> str:
     return repr(expression if len(expression) <= 200 else expression[:200] + "...")
 
 
-def parse_where(where: str, where_args: Any = None) -> Filter:
+def parse_where(where: str, where_args: Any = None, *, args_name: str = "where_args") -> Filter:
     """The `where` expression as a Filter, its parameters taken from `where_args` (a
     sequence for `?`/`?NNN`, a mapping for `:name`/`@name`/`$name`), checked to stay
-    inside its parentheses."""
+    inside its parentheses. `args_name` says in messages where the values come from
+    (Datasette: the URL, named parameters only)."""
     if not isinstance(where, str):
         raise TypeError(f"where must be a str, not {type(where).__name__}")
     named = isinstance(where_args, Mapping)
@@ -178,7 +179,9 @@ def parse_where(where: str, where_args: Any = None) -> Filter:
         following = where[match.end():match.end() + 1]
         if kind == "number_param":
             if named:
-                raise refuse(f"parameter {text} is positional: pass where_args as a sequence")
+                raise refuse(f"parameter {text} is positional: " + (
+                    "pass where_args as a sequence" if args_name == "where_args"
+                    else f"use :name parameters, their values from {args_name}"))
             number = int(text[1:]) if len(text) > 1 else largest + 1
             if not 1 <= number <= 32766:
                 raise refuse(f"parameter {text} is out of range")
@@ -198,20 +201,20 @@ def parse_where(where: str, where_args: Any = None) -> Filter:
         raise refuse("a parenthesis is not closed")
     if not sqlite3.complete_statement(where + "\n;"):  # SQLite's own view: no open literal
         raise refuse("the expression does not end where it seems to")
-    values, names = _bind(order, where_args, named, largest, refuse)
+    values, names = _bind(order, where_args, named, largest, refuse, args_name)
     return Filter(tuple(pieces), values, names, where, same_rows)
 
 
 def _bind(
     order: list[Any], where_args: Any, named: bool, largest: int,
-    refuse: Callable[[str], FilterError],
+    refuse: Callable[[str], FilterError], args_name: str,
 ) -> tuple[tuple[Any, ...], tuple[Optional[str], ...]]:
     """The value of each parameter in `order`, checked to be bindable."""
     values = []
     if named:
         for key in order:
             if key not in where_args:
-                raise refuse(f"no value for parameter :{key} in where_args")
+                raise refuse(f"no value for parameter :{key} in {args_name}")
             values.append(where_args[key])
         names: tuple[Optional[str], ...] = tuple(order)
     else:

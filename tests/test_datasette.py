@@ -1006,8 +1006,9 @@ async def test_where_needs_permission_to_execute_sql(db_path, config, settings):
     ({"where": "1) or (1"}, "filter '1) or (1': ')' closes a parenthesis the expression did not open"),
     ({"where": "1; select 1"}, "filter '1; select 1': ';' is not allowed in a filter"),
     ({"where": "id = :q"}, "where 'id = :q': parameter :q is one of the page's own; choose another name"),
-    ({"where": "id = :x"}, "filter 'id = :x': no value for parameter :x in where_args"),
-    ({"where": "id = ?"}, "filter 'id = ?': parameter ? is positional: pass where_args as a sequence"),
+    ({"where": "id = :x"}, "filter 'id = :x': no value for parameter :x in the URL (name=value)"),
+    ({"where": "id = ?"}, "filter 'id = ?': parameter ? is positional: use :name parameters, their values"
+                          " from the URL (name=value)"),
     ({"metadata": "[1]"}, 'metadata must be a JSON object such as {"kind": "pet"}, not \'[1]\''),
     ({"metadata": "{"}, "metadata must be a JSON object, not '{'"),
     ({"metadata": '{"n": NaN}'}, "metadata must be a JSON object, not '{\"n\": NaN}'"),
