@@ -28,7 +28,7 @@ from .idorder import prefix_range
 from .model import EmbeddingModel, UnknownModelError, Value
 from .ranking import filter_sql, ranking_sql
 from .registry import get_embedding_model
-from .transaction import in_transaction, read_transaction, transaction
+from .transaction import in_transaction, transaction
 
 # The largest count SQLite can bind (LIMIT takes a signed 64-bit integer): one rule for
 # every count, whether a search is answered by SQL or by the vector cache.
@@ -591,21 +591,18 @@ class Collection:
         self, query: bytes, number: int, low: Optional[str], high: Optional[str], skip_id: Optional[str],
         facts: _Facts, search_filter: Optional[filters.Filter],
     ) -> Optional[list[vectorfile.Row]]:
-        """The vector file's answer, or None. A filter's rows are chosen by SQL in the read
-        transaction the file's state is checked in, and handed to its scan as rowids."""
+        """The vector file's answer, or None. A filter's rows are chosen by SQL only once
+        the file is known to answer, inside the read transaction it is checked in, and
+        handed to its scan as rowids."""
         if search_filter is None:
             return self._vectors.search(query, number, low, high, skip_id, facts.token)
-        if facts.token is None or not vectorfile.enabled():
-            return None
-        with read_transaction(self.conn):
-            if changes.state(self.conn, self.id) is None:
-                return None  # no tokens kept: no file, and no evaluation wasted
-            rowids = self._filter_rowids(search_filter, facts)
-            return self._vectors.search(query, number, low, high, skip_id, facts.token, rowids=rowids)
+        return self._vectors.search(query, number, low, high, skip_id, facts.token,
+                                    rowids=lambda: self._filter_rowids(search_filter, facts))
 
     def _filter_rowids(self, search_filter: filters.Filter, facts: _Facts) -> array:
         """The ascending rowids of the rows the filter keeps, reused for the same filter
-        while the change token (read before this read transaction began) is the same."""
+        while the change token (read before the search's read transaction began: a commit
+        after that read moves every later token) is the same."""
         key = search_filter.reuse_key()
         if key is not None:
             key = (key, facts.token)
@@ -669,8 +666,7 @@ class Collection:
         cannot be written). Searches build the file themselves once the database keeps
         tokens, which every batch embsqlite writes installs."""
         changes.install(self.conn)
-        dimensions = self.dimensions()
-        return None if dimensions is None else self._vectors.build(dimensions)
+        return self._vectors.build()
 
     def close(self) -> None:
         """Close the connection if this collection opened it (a path or None)."""

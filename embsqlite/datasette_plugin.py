@@ -21,6 +21,7 @@ import asyncio
 import json
 import math
 import os
+import time
 import urllib.parse
 import warnings
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import Forbidden, Response
 from datasette.version import __version__ as datasette_version
 
-from . import idorder, schema
+from . import idorder, schema, vectorfile
 from .collection import summary_sql
 from .datasette_access import (
     is_datasette_1,
@@ -377,7 +378,7 @@ async def run_search(datasette: Any, request: Any) -> dict:
     # seconds to load); the SQL function then finds the vector in its cache.
     loop = asyncio.get_running_loop()
     try:
-        await loop.run_in_executor(None, embed_text, chosen.model, query)
+        vector = await loop.run_in_executor(None, embed_text, chosen.model, query)
     except TextTooLong as error:
         raise SearchError(f"q is too long: {error}") from None
     except ValueError as error:
@@ -395,7 +396,12 @@ async def run_search(datasette: Any, request: Any) -> dict:
         await _check_filter(db, search_filter, params)
     try:
         # a prefix no stored id can start with (see idorder.searchable) matches nothing
-        rows = (await db.execute(sql, params)).rows if idorder.searchable(prefix, encoding) else []
+        # a filtered search runs its statement in db.execute, under the time limit (the
+        # vector file's execute_fn has none, and a filter's evaluation may be long)
+        rows = [] if not idorder.searchable(prefix, encoding) else None if search_filter else (
+            await _from_vector_file(datasette, db, chosen.name, vector, number, prefix, encoding))
+        if rows is None:  # no vector file can answer: the SQL statement, in the time limit
+            rows = (await db.execute(sql, params)).rows
     except Exception as error:
         from datasette.database import QueryInterrupted
 
@@ -418,6 +424,18 @@ async def _may_where(datasette: Any, actor: Any, collections: list[dict]) -> boo
         if await _may_execute_sql(datasette, actor, database):
             return True
     return False
+
+
+async def _from_vector_file(
+    datasette: Any, db: Any, name: str, vector: bytes, number: int, prefix: str, encoding: str,
+) -> Optional[list]:
+    """The search from the collection's vector file (the same rows as the SQL statement;
+    vectorfile.py), building it within the SQL time limit; None when it cannot answer."""
+    limit_ms = datasette.setting("sql_time_limit_ms") or 0
+    deadline = time.monotonic() + limit_ms / 1000 if limit_ms else None
+    found = await db.execute_fn(lambda conn: vectorfile.search_collection(  # a read connection
+        conn, name, vector, number, prefix, encoding, deadline, read_only=True))
+    return None if found is None else [tuple(row) for row in found]
 
 
 async def _may_execute_sql(datasette: Any, actor: Any, database: str) -> bool:

@@ -36,12 +36,13 @@ import mmap
 import os
 import struct
 import threading
+import time
 from array import array
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Union
 
-from . import cache, changes, settings
-from .transaction import read_transaction
+from . import cache, changes, idorder, settings
+from .transaction import in_transaction, read_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,9 @@ MAGIC = b"embsqlite-vector"  # 16 bytes
 HEADER_BYTES = 4096  # the matrix starts on a page boundary
 _BYTE_ORDER = 0x01020304
 # magic, format, byte order, schema version, token (0/1 present, value), collection id,
-# dimensions, rows, name length; native order (norms and rowids are native too)
-_HEADER = struct.Struct("=16sIIqIqqIqI")
+# dimensions, rows, boot id, name length; native order (norms and rowids are native too)
+_HEADER = struct.Struct("=16sIIqIqqIq16sI")
+_DURABLE = bytes(16)  # the boot id of a file fsynced before it was renamed into place
 _NAME_MAX = HEADER_BYTES - _HEADER.size
 # The top rows by rowid, in SQLite's order of ids (ties are then kept in it); the unary +
 # keeps the planner off the primary-key index (a walk of the whole collection).
@@ -135,11 +137,32 @@ def _offsets(rows: int, dimensions: int) -> tuple[int, int, int]:
     return norms, norms + 8 * rows, norms + 16 * rows
 
 
+_boot: Optional[bytes] = None
+
+
+def boot_id() -> bytes:
+    """This boot of the kernel (Linux's random boot id), or _DURABLE where there is none.
+
+    A file is written without fsync and records the boot: until the next boot the page
+    cache is the file, written back or not, so it is trusted; after a reboot (perhaps a
+    crash that lost pages written before their metadata) it is not, and the first search
+    builds it again. Without a boot id the file is fsynced before it is renamed."""
+    global _boot
+    if _boot is None:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", "rb") as stream:
+                text = stream.read(100).strip()
+            _boot = bytes.fromhex(text.decode("ascii").replace("-", "")) if len(text) == 36 else _DURABLE
+        except (OSError, ValueError):
+            _boot = _DURABLE
+    return _boot
+
+
 def _header(state: changes.State, collection_id: int, name: str, dimensions: int, rows: int) -> bytes:
     encoded = name.encode("utf-8", "surrogatepass")[:_NAME_MAX]
     return _HEADER.pack(
         MAGIC, FORMAT, _BYTE_ORDER, state.schema_version, state.token is not None,
-        state.token or 0, collection_id, dimensions, rows, len(encoded),
+        state.token or 0, collection_id, dimensions, rows, boot_id(), len(encoded),
     ) + encoded
 
 
@@ -177,18 +200,23 @@ def _read(fd: int, identity: tuple[int, int, int, int]) -> Optional[_Mapped]:
     head = os.pread(fd, _HEADER.size, 0)
     if len(head) != _HEADER.size:
         return None
-    magic, fmt, order, schema_version, has_token, token, collection_id, dimensions, count, _ = (
+    magic, fmt, order, schema_version, has_token, token, collection_id, dimensions, count, boot, _ = (
         _HEADER.unpack(head)
     )
     if (magic, fmt, order) != (MAGIC, FORMAT, _BYTE_ORDER) or dimensions <= 0 or count < 0:
         return None
+    if boot not in (boot_id(), _DURABLE):
+        return None  # written before a reboot and never fsynced
     norms_at, rowids_at, size = _offsets(count, dimensions)
     if identity[2] != size:
         return None
     state = changes.State(schema_version, token if has_token else None)
     if count == 0:
         return _Mapped(identity, state, collection_id, dimensions, 0, None, None, None, None)
-    mapping = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    # MAP_POPULATE maps every page at once (in the page cache: no read), which costs a new
+    # process less than a fault per 64 KiB during its first scan (measured: ~2/3 of it)
+    mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                        prot=mmap.PROT_READ)
     ffi = _native.ffi
     whole = ffi.from_buffer(mapping)
     return _Mapped(
@@ -226,19 +254,27 @@ class VectorFile:
         self.builds = 0  # files this object wrote
         self._failed: Optional[changes.State] = None  # a build failed at this state
         self._trusted_at: Optional[int] = None  # own_commits when the file was last checked
+        self._used: Optional[changes.State] = None  # state of the last search from the file
+        self._stale: Optional[changes.State] = None  # a state seen once, not yet built
 
     def search(
         self, query: bytes, number: int, low: Optional[str], high: Optional[str],
         skip_id: Optional[str], token: Optional[tuple[Any, ...]],
-        rowids: Optional[Sequence[int]] = None,
+        rowids: Optional[Union[Sequence[int], Callable[[], Sequence[int]]]] = None,
+        deadline: Optional[float] = None,
+        read_only: bool = False,
     ) -> Optional[list[Row]]:
         """The top `number` rows for `query` (ids in [low, high), without skip_id, and
-        only `rowids` when given: ascending rowids of the collection, e.g. a filter's),
+        only `rowids` when given: ascending rowids of the collection, e.g. a filter's, or a
+        function returning them, called inside this search's read transaction),
         best first, ties by id; None when the file cannot answer (the caller searches
-        SQLite). `token` is the connection's change token, None inside a transaction."""
+        SQLite). `token` is the connection's change token, None inside a transaction;
+        a build still running at `deadline` (time.monotonic()) is abandoned. `read_only`:
+        the connection never writes (Datasette's read connections), so it made no blob
+        writes either, whatever its token tells."""
         if not _enabled or self.path is None or token is None:
             return None
-        commits = own_commits(token)
+        commits = 0 if read_only else own_commits(token)
         if commits is None:
             return None  # no file data version: own blob writes could not be seen
         if not all(cache._encodable(text) for text in (low, high, skip_id)):
@@ -252,17 +288,28 @@ class VectorFile:
             # incremental blob I/O, which no trigger sees: then the file is built again
             suspect = commits != (self._trusted_at or 0)
             if (mapped is None or mapped.state != state or suspect
-                    or mapped.collection_id != self.collection_id
-                    or len(query) != 4 * mapped.dimensions):
+                    or mapped.collection_id != self.collection_id):
                 if state == self._failed:
                     return None
-                mapped = self._build(state, len(query))
+                if self._used is not None and state not in (self._used, self._stale):
+                    # written since this object's last search from the file: a process
+                    # that writes and searches in turn would rebuild for every search, so
+                    # SQL answers and a second search at the same state builds (as the
+                    # cache loads); a new process (the command line) builds at once
+                    self._stale = state
+                    return None
+                mapped = self._build(state, deadline)
                 if mapped is None:
                     return None
             self._trusted_at = commits
+            self._used = state
+            if len(query) != 4 * mapped.dimensions:
+                return None  # SQLite reports the mismatch
+            if callable(rowids):  # a filter's rows, chosen now that the file answers, here
+                rowids = rowids()
             return self._rank(mapped, query, number, low, high, skip_id, rowids)
 
-    def build(self, dimensions: int) -> Optional[str]:
+    def build(self) -> Optional[str]:
         """Write the file now unless it is current (the database must keep change tokens);
         its path, or None when it cannot be written here."""
         if self.path is None:
@@ -273,7 +320,7 @@ class VectorFile:
                 return None
             mapped = _open(self.path)
             if mapped is None or mapped.state != state or mapped.collection_id != self.collection_id:
-                mapped = self._build(state, 4 * dimensions)
+                mapped = self._build(state)
             self._trusted_at = own_commits(cache.change_token(self.conn))
         return None if mapped is None else self.path
 
@@ -371,11 +418,19 @@ class VectorFile:
         params: tuple[Any, ...] = (self.collection_id, low) + ((high,) if high is not None else ())
         return [row[0] for row in self.conn.execute(sql, params)]
 
-    def _build(self, state: changes.State, row_bytes: int) -> Optional[_Mapped]:
+    def _build(self, state: changes.State, deadline: Optional[float] = None) -> Optional[_Mapped]:
         """Write the file from the collection's rows at `state` (inside the search's read
         transaction) and map it; None if it cannot be written (remembered for `state`
-        when the rows cannot be copied, e.g. vectors of mixed lengths)."""
+        when the rows cannot be copied, e.g. vectors of mixed lengths) or `deadline`
+        passed first."""
         assert self.path is not None
+        first = self.conn.execute(
+            "select length(embedding) from embeddings where collection_id = ?"
+            " and embedding is not null limit 1", (self.collection_id,)
+        ).fetchone()
+        if first is None or not isinstance(first[0], int) or first[0] <= 0 or first[0] % 4:
+            return None  # no vectors, or not blobs of float32: SQLite's path answers
+        row_bytes = first[0]
         try:
             fd, made = _temporary(self.path)
         except OSError as error:
@@ -386,19 +441,30 @@ class VectorFile:
             return None
         temporary: Optional[str] = made
         try:
+            late = [False]
+            if deadline is not None:
+                def past_deadline() -> int:
+                    late[0] = time.monotonic() > deadline
+                    return late[0]
+                self.conn.set_progress_handler(past_deadline, 10_000)
             try:
                 count = self._copy_rows(fd, row_bytes)
             except Exception as error:
                 if isinstance(error, OSError):
                     raise
                 count = None
+            finally:
+                if deadline is not None:
+                    self.conn.set_progress_handler(None, 0)
             if count is None:
-                self._failed = state
+                if not late[0]:
+                    self._failed = state
                 return None
             os.pwrite(fd, _header(state, self.collection_id, self.name, row_bytes // 4, count), 0)
             os.ftruncate(fd, _offsets(count, row_bytes // 4)[2])
             _match_mode(fd, str(self.database))
-            os.fsync(fd)
+            if boot_id() == _DURABLE:
+                os.fsync(fd)
             os.replace(made, self.path)
             temporary = None
             self.builds += 1
@@ -477,6 +543,24 @@ def _unlink(path: str) -> None:
     except OSError as error:
         if error.errno != errno.ENOENT:
             logger.debug("could not remove %s: %s", path, error)
+
+
+def search_collection(
+    conn: Any, name: str, query: bytes, number: int, prefix: str, encoding: str,
+    deadline: Optional[float] = None, read_only: bool = False,
+) -> Optional[list[Row]]:
+    """A search of the collection `name` from its vector file, for callers without a
+    `Collection` (Datasette's page, whose read connections never write: `read_only`):
+    rows as `VectorFile.search` gives them, or None (search with the SQL statement)."""
+    row = conn.execute("select id from collections where name = ?", (name,)).fetchone()
+    if row is None or not isinstance(row[0], int):
+        return None
+    low = high = None
+    if prefix:
+        low, high = idorder.prefix_range(prefix, encoding)
+    token = None if in_transaction(conn) else cache.change_token(conn)
+    return VectorFile(conn, row[0], name).search(query, number, low, high, None, token,
+                                                 deadline=deadline, read_only=read_only)
 
 
 def track(conn: Any) -> None:

@@ -1029,3 +1029,29 @@ async def test_a_filter_obeys_the_time_limit(big_db):
     assert response.status_code == 400
     assert response.json() == {"ok": False, "error": "the search failed: the query took longer "
                                "than this Datasette's time limit (sql_time_limit_ms)"}
+
+
+async def test_the_search_page_reads_the_vector_file_with_the_sql_answer(db_path):
+    """A tracked database (embsqlite wrote it) is searched from its vector file, built
+    by the first search beside the database; the answer is the SQL statement's."""
+    from embsqlite import vectorfile
+
+    ds = datasette([db_path])
+    vectors = db_path + "-embsqlite-1.vectors"
+    assert not os.path.exists(vectors)
+    url = "/-/embsqlite/search.json?collection=phrases&q=happy+hound&n=4"
+    body = (await ds.client.get(url)).json()
+    assert body["ok"] and os.path.exists(vectors)
+    built = os.stat(vectors).st_mtime_ns
+    again = (await ds.client.get(url)).json()
+    assert os.stat(vectors).st_mtime_ns == built  # read, not written again
+    rows = (await ds.client.get(sql_url("phrases", body["sql"], **body["params"]))).json()
+    assert [(r["id"], r["score"], r["content"]) for r in rows] == [
+        (r["id"], r["score"], r["content"]) for r in body["results"]] == [
+        (r["id"], r["score"], r["content"]) for r in again["results"]]
+    vectorfile.configure(enabled=False)
+    try:
+        sql_only = (await ds.client.get(url + "&prefix=dog-")).json()
+    finally:
+        vectorfile.configure(enabled=True)
+    assert (await ds.client.get(url + "&prefix=dog-")).json()["results"] == sql_only["results"]

@@ -462,8 +462,9 @@ def test_the_vector_file_command_tracks_an_llm_database_and_writes_the_file(tmp_
     assert answer(ours, [1.0, 2.0, 0.0]) == sql_answer(ours, [1.0, 2.0, 0.0])
     assert ours._vectors.builds == 0  # the command's file
     theirs.embed("i05", "-5,-1,0")  # llm's write, seen by the triggers
-    got = answer(ours, [5.0, 1.0, 2.0], 40)
-    assert got == sql_answer(ours, [5.0, 1.0, 2.0], 40) and ours._vectors.builds == 1
+    for builds in (0, 1):  # answered by SQL, then built at the second search of the state
+        got = answer(ours, [5.0, 1.0, 2.0], 40)
+        assert got == sql_answer(ours, [5.0, 1.0, 2.0], 40) and ours._vectors.builds == builds
     empty = CliRunner().invoke(cli, ["vector-file", "docs", "-d", ":memory:"])
     assert empty.exit_code == 1
     missing = CliRunner().invoke(cli, ["vector-file", "nope", "-d", str(path)])
@@ -485,3 +486,76 @@ def test_own_commits_are_read_from_every_shape_of_change_token(tmp_path):
     without_versions = token[: 1 + 3 * 4]  # 4 databases, as pysqlite3's token
     assert len(without_versions) == 13 and vectorfile.own_commits(without_versions) is None
     assert vectorfile.own_commits((-5,)) is None and vectorfile.own_commits(None) is None
+
+
+def test_a_file_written_before_a_reboot_is_built_again(tmp_path, monkeypatch):
+    """Files are not fsynced: they record the kernel's boot, and one from another boot
+    (perhaps a crash that lost some of its pages) is never trusted."""
+    collection, data = filled(tmp_path / "a.db")
+    query = data[6].tolist()
+    answer(collection, query)
+    assert vectorfile.boot_id() != bytes(16)  # Linux: /proc/sys/kernel/random/boot_id
+    monkeypatch.setattr(vectorfile, "_boot", os.urandom(16))  # as after a reboot,
+    monkeypatch.setattr(vectorfile, "_mapped", {})  # in a new process
+    assert answer(collection, query) == sql_answer(collection, query)
+    assert collection._vectors.builds == 2
+    monkeypatch.setattr(vectorfile, "_boot", bytes(16))  # no boot id: fsynced, durable
+    file_of(collection).unlink()
+    assert answer(collection, query) == sql_answer(collection, query)
+    monkeypatch.setattr(vectorfile, "_boot", os.urandom(16))
+    monkeypatch.setattr(vectorfile, "_mapped", {})
+    assert answer(collection, query) == sql_answer(collection, query)
+    assert collection._vectors.builds == 3  # the durable file is trusted in any boot
+
+
+def test_a_query_of_another_dimension_leaves_the_file_to_later_searches(tmp_path):
+    """Callers without a Collection (Datasette) do not check the query's dimension first:
+    such a query is answered by SQL (its error), and the file still serves the next one."""
+    collection, data = filled(tmp_path / "a.db")
+    conn = collection.conn
+    assert vectorfile.search_collection(conn, "c", embsqlite.encode([1.0, 2.0]), 5, "", "UTF-8") is None
+    found = vectorfile.search_collection(conn, "c", embsqlite.encode(data[0]), 5, "b", "UTF-8")
+    assert found is not None and [(r.id, r.score.hex()) for r in found] == [
+        (i, s) for i, s, _, _ in sql_answer(collection, data[0].tolist(), 5, prefix="b")]
+    assert vectorfile.search_collection(conn, "nope", embsqlite.encode(data[0]), 5, "", "UTF-8") is None
+
+
+@pytest.mark.parametrize("kind", ["apsw", "pysqlite3"])
+def test_other_connection_kinds(tmp_path, kind):
+    """apsw tells its file data version (the file is used, built through the cursor);
+    pysqlite3 does not (own blob writes could not be seen): it searches in SQL."""
+    if kind == "apsw":
+        import apsw
+
+        conn = apsw.Connection(str(tmp_path / "k.db"))
+    else:
+        import pysqlite3.dbapi2
+
+        conn = pysqlite3.dbapi2.connect(str(tmp_path / "k.db"))
+    collection = embsqlite.Collection("k", conn, model=VectorModel())
+    data = np.random.default_rng(4).standard_normal((50, 4)).astype(np.float32)
+    collection.embed_multi((f"{i:02d}", ",".join(map(str, row))) for i, row in enumerate(data))
+    for number in (3, 60):
+        assert answer(collection, data[7].tolist(), number) == sql_answer(collection, data[7].tolist(), number)
+    assert collection._vectors.builds == (1 if kind == "apsw" else 0)
+
+
+def test_writes_and_searches_in_turn_do_not_rebuild_for_every_search(tmp_path):
+    """A process that writes and searches in turn gets SQL's answer after each write (as
+    without a file); the file is built again when two searches find the same state, and
+    at once by a process that has not searched from it yet."""
+    collection, data = filled(tmp_path / "a.db", rows=100)
+    path = tmp_path / "a.db"
+    answer(collection, data[0].tolist())
+    assert collection._vectors.builds == 1
+    for n in range(4):
+        collection.embed(f"new{n}", ",".join(map(str, data[n])))
+        assert answer(collection, data[n].tolist()) == sql_answer(collection, data[n].tolist())
+    assert collection._vectors.builds == 1
+    fresh = embsqlite.Collection("c", path, model=VectorModel())
+    assert answer(fresh, data[1].tolist()) == sql_answer(fresh, data[1].tolist())
+    assert fresh._vectors.builds == 1
+    # the second search at this state: the other's file is current, but this connection
+    # committed since it last used a file (as incremental blob I/O would): it rebuilds
+    assert answer(collection, data[2].tolist()) == sql_answer(collection, data[2].tolist())
+    assert collection._vectors.builds == 2
