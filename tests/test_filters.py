@@ -602,3 +602,20 @@ def test_random_writes_and_filtered_searches_match_brute_force(tmp_path, rng, pa
         things.close()
     finally:
         vectorfile.configure(enabled=True)
+
+
+def test_filters_on_an_apsw_connection(tmp_path, rng):
+    """apsw: no embsqlite_mark for the in-memory cache; the file or SQL answers, exactly."""
+    import apsw
+
+    make_collection(tmp_path / "a.db", rng).close()
+    conn = apsw.Connection(str(tmp_path / "a.db"))
+    collection = embsqlite.Collection("things", conn)
+    wanted = {"kind": "car"}
+    for _ in range(4):
+        got = collection.similar_by_vector(QUERY_LIST, 9, where="id > ?", where_args=["a050"], metadata=wanted)
+        assert found(got) == expected(brute_force(
+            collection, QUERY, 9, lambda r: metadata_equal(r["metadata"], wanted) and r["id"] > "a050"))
+    with pytest.raises(FilterError, match="no such column"):
+        collection.similar_by_vector(QUERY_LIST, 5, where="nosuch")
+    conn.close()
