@@ -214,7 +214,8 @@ def measure_path(
     if mode == "file":
         # the first search again, with an index on the filter's expression (dropped again)
         set_index(path, True)
-        collection.similar_by_vector(queries[0], K)  # the index moved the state: a new file
+        for i in range(2):  # the index moved the state: SQL answers, then a new file is built
+            collection.similar_by_vector(queries[i], K)
         for name in kinds:
             ms, found = median_ms(lambda i, name=name: numbers(search(
                 queries[at + i], K, where=WHERE + " " * (i + 1), where_args=[name])), repeat)
