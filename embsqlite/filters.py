@@ -70,8 +70,10 @@ _SAME_ROWS_CALLS = frozenset("""
     values when where zeroblob
 """.split())
 _TIME_WORDS = frozenset(("current_date", "current_time", "current_timestamp"))
-# The cache's own SQL functions (they write into open matrices by handle)
-_INTERNAL = re.compile(r"embsqlite_(sink|mark)", re.IGNORECASE)
+# embsqlite's own SQL functions for its copies of the vectors (embsqlite_sink,
+# embsqlite_sink_append, embsqlite_mark: they write into open matrices and files by
+# handle); the public embsqlite_version and embsqlite_data_version only read
+_INTERNAL = re.compile(r"embsqlite_(?!version$|data_version$)\w*", re.IGNORECASE)
 
 
 class FilterError(ValueError):

@@ -260,6 +260,7 @@ def test_metadata_refused(things, wanted, error):
     ("   ", None, "empty"),
     ("embsqlite_mark(1, rowid) is null", None, "embsqlite's own"),
     ("\"EMBSQLITE_SINK\"(1, 0, embedding) is null", None, "embsqlite's own"),
+    ("embsqlite_sink_append(1, rowid, embedding) is null", None, "embsqlite's own"),
 ])
 def test_bad_filters_name_the_expression(things, where, where_args, message):
     with pytest.raises(FilterError, match=message) as raised:
