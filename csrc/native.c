@@ -31,6 +31,14 @@
 **   embsqlite_ties(...)        the rows of a scan that score exactly s
 **   embsqlite_positions(...)   row numbers of a sorted list of rowids in the
 **                              sorted rowids of a vector file
+**   embsqlite_rowid_index(a, n)  sort n (rowid, row) pairs by rowid; -1 if two
+**                              rows share a rowid
+**   embsqlite_subset_open(aPair, n, aMark)  a handle to the mark array aMark
+**                              of the n rows that the sorted pairs aPair map
+**   embsqlite_subset_close(h)  forget handle h; the number of rows marked, or
+**                              -1 if a rowid named was not among the pairs
+**   embsqlite_marked(aMark, lo, hi, aOut)  the rows lo..hi-1 whose mark is
+**                              set, ascending, for embsqlite_scan()
 **
 ** SQL functions that only this copy registers (with SQLITE_DIRECTONLY, so no
 ** trigger or view can call them), for embsqlite's cache; arguments are checked
@@ -49,6 +57,10 @@
 **                              ascend: the statement reads the table in rowid
 **                              order (NOT INDEXED), and any other order is an
 **                              error, never a misplaced row.
+**   embsqlite_mark(h, rowid)   mark the row of subset h whose rowid this is;
+**                              NULL. One statement `SELECT max(embsqlite_mark(
+**                              h, rowid)) FROM embeddings WHERE ...` marks the
+**                              rows a search filter keeps, in C.
 **   embsqlite_data_version(schema)  SQLITE_FCNTL_DATA_VERSION of that database
 **                              of the calling connection (from
 **                              sqlite3_context_db_handle); NULL if it has none;
@@ -423,6 +435,124 @@ static void dataVersionFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   sqlite3_result_int64(ctx, (sqlite3_int64)v);
 }
 
+/*
+** A subset: the rows of a loaded matrix that a search filter keeps, marked
+** by SQL through embsqlite_mark(). Rows are named by rowid and found in pairs
+** (rowid, row) sorted by rowid; like sinks, subsets are found by handle under
+** a mutex, so SQL only ever marks an open subset, and never past its end.
+*/
+typedef struct RowidPos RowidPos;
+struct RowidPos {
+  long long rowid;
+  long long row;           /* the row of the matrix */
+};
+
+static int rowidpos_cmp(const void *a, const void *b){
+  long long x = ((const RowidPos*)a)->rowid, y = ((const RowidPos*)b)->rowid;
+  return x<y ? -1 : x>y;
+}
+
+/* Sort the nRow pairs by rowid: 0, or -1 if two share a rowid. */
+static int embsqlite_rowid_index(RowidPos *aPair, long long nRow){
+  long long i;
+  qsort(aPair, (size_t)nRow, sizeof(RowidPos), rowidpos_cmp);
+  for(i=1; i<nRow; i++) if( aPair[i].rowid==aPair[i-1].rowid ) return -1;
+  return 0;
+}
+
+typedef struct Subset Subset;
+struct Subset {
+  long long iHandle;
+  const RowidPos *aPair;   /* nRow pairs sorted by rowid */
+  long long nRow;
+  unsigned char *aMark;    /* nRow marks, by row; 1 = kept */
+  long long nMarked;
+  int bMissing;            /* a rowid was not among the pairs */
+  Subset *pNext;
+};
+static Subset *subsetList = 0;
+static long long subsetLast = 0;
+static pthread_mutex_t subsetMutex = PTHREAD_MUTEX_INITIALIZER;
+
+/* Open a subset marking aMark; its handle (> 0), or 0 when out of memory. */
+static long long embsqlite_subset_open(
+  const RowidPos *aPair, long long nRow, unsigned char *aMark
+){
+  Subset *p = (Subset*)malloc(sizeof(Subset));
+  long long h;
+  if( p==0 ) return 0;
+  p->aPair = aPair;
+  p->nRow = nRow;
+  p->aMark = aMark;
+  p->nMarked = 0;
+  p->bMissing = 0;
+  pthread_mutex_lock(&subsetMutex);
+  h = p->iHandle = ++subsetLast;
+  p->pNext = subsetList;
+  subsetList = p;
+  pthread_mutex_unlock(&subsetMutex);
+  return h;
+}
+
+/* Close subset h: the rows marked, or -1 if a rowid was unknown or h is. */
+static long long embsqlite_subset_close(long long h){
+  Subset **pp, *p = 0;
+  long long n = -1;
+  pthread_mutex_lock(&subsetMutex);
+  for(pp=&subsetList; *pp; pp=&(*pp)->pNext){
+    if( (*pp)->iHandle==h ){ p = *pp; *pp = p->pNext; break; }
+  }
+  pthread_mutex_unlock(&subsetMutex);
+  if( p ){
+    n = p->bMissing ? -1 : p->nMarked;
+    free(p);
+  }
+  return n;
+}
+
+/* embsqlite_mark(h, rowid): mark the row of subset h with this rowid. */
+static void markFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  long long h = sqlite3_value_int64(argv[0]);
+  long long rowid = sqlite3_value_int64(argv[1]);
+  const char *zErr = 0;
+  Subset *p;
+  (void)argc;
+  if( sqlite3_value_type(argv[0])!=SQLITE_INTEGER
+   || sqlite3_value_type(argv[1])!=SQLITE_INTEGER ){
+    sqlite3_result_error(ctx,
+        "embsqlite_mark: arguments 1 and 2 must be a subset handle and a rowid", -1);
+    return;
+  }
+  pthread_mutex_lock(&subsetMutex);
+  for(p=subsetList; p && p->iHandle!=h; p=p->pNext){}
+  if( p==0 ){
+    zErr = "embsqlite_mark: argument 1 is not an open subset";
+  }else{
+    long long lo = 0, hi = p->nRow;
+    while( lo<hi ){
+      long long mid = lo + (hi-lo)/2;
+      if( p->aPair[mid].rowid<rowid ) lo = mid+1; else hi = mid;
+    }
+    if( lo<p->nRow && p->aPair[lo].rowid==rowid ){
+      long long row = p->aPair[lo].row;
+      if( row>=0 && row<p->nRow && !p->aMark[row] ){
+        p->aMark[row] = 1;
+        p->nMarked++;
+      }else if( row<0 || row>=p->nRow ){
+        p->bMissing = 1;
+      }
+    }else{
+      p->bMissing = 1;
+    }
+  }
+  pthread_mutex_unlock(&subsetMutex);
+  if( zErr ){
+    sqlite3_result_error(ctx, zErr, -1);
+  }else{
+    sqlite3_result_null(ctx);
+  }
+}
+
 /* The SQL functions of this copy only, for embsqlite's cache. */
 static int native_register(sqlite3 *db){
   int rc = sqlite3_create_function(db, "embsqlite_sink", 3,
@@ -434,6 +564,10 @@ static int native_register(sqlite3 *db){
   if( rc==SQLITE_OK ){
     rc = sqlite3_create_function(db, "embsqlite_sink_append", 3,
         SQLITE_UTF8|SQLITE_DIRECTONLY, 0, sinkAppendFunc, 0, 0);
+  }
+  if( rc==SQLITE_OK ){
+    rc = sqlite3_create_function(db, "embsqlite_mark", 2,
+        SQLITE_UTF8|SQLITE_DIRECTONLY, 0, markFunc, 0, 0);
   }
   return rc;
 }
@@ -684,8 +818,12 @@ static long long embsqlite_positions(
 ){
   long long i, at = 0, n = 0;
   for(i=0; i<nWant; i++){
-    long long lo = at, hi = nRow;
+    long long lo = at, hi = nRow, step = 1;
     if( i>0 && aWant[i]<=aWant[i-1] ) return -2;
+    /* gallop from the last position (a filter's rowids are often close together),
+    ** then bisect: a walk in order, not log(nRow) jumps across the array each */
+    while( lo+step<nRow && aRowid[lo+step]<aWant[i] ){ lo += step; step *= 2; }
+    if( lo+step<nRow ) hi = lo+step+1;
     while( lo<hi ){
       long long mid = lo + (hi-lo)/2;
       if( aRowid[mid]<aWant[i] ) lo = mid+1; else hi = mid;
@@ -693,5 +831,17 @@ static long long embsqlite_positions(
     at = lo;
     if( at<nRow && aRowid[at]==aWant[i] ) aOut[n++] = at;
   }
+  return n;
+}
+
+/*
+** Write to aOut, ascending, the rows lo..hi-1 whose mark in aMark is set (a
+** filter's rows, for embsqlite_scan()'s list of rows); returns how many.
+*/
+static long long embsqlite_marked(
+  const unsigned char *aMark, long long lo, long long hi, long long *aOut
+){
+  long long i, n = 0;
+  for(i=lo; i<hi; i++) if( aMark[i] ) aOut[n++] = i;
   return n;
 }

@@ -46,6 +46,12 @@ ffibuilder.cdef(
                              long long nRow, int nDim,
                              const unsigned char *query, long long lo, long long hi,
                              long long skip, int k, long long *aRow, double *aScore);
+    typedef struct RowidPos { long long rowid; long long row; } RowidPos;
+    int embsqlite_rowid_index(RowidPos *aPair, long long nRow);
+    long long embsqlite_subset_open(const RowidPos *aPair, long long nRow, unsigned char *aMark);
+    long long embsqlite_subset_close(long long h);
+    long long embsqlite_marked(const unsigned char *aMark, long long lo, long long hi,
+                               long long *aOut);
     """
 )
 ffibuilder.set_source(

@@ -22,6 +22,11 @@ remembered for that token, so such a collection is searched in SQLite at SQL spe
 loaded and thrown away. To make room, a cache is evicted only for a collection searched at
 least twice as often among the process's last searches, so collections that do not fit
 together and are searched in turn never evict each other on every search.
+
+Filtered searches (`Subset`): SQL picks the rows a filter keeps and C marks them in a
+byte per row, found by rowid; the scan ranks only the marked rows. Outside the budget:
+16 bytes per row for the (rowid, row) pairs, read on the first filtered search of a
+loaded matrix, and a byte per row for each of the last SUBSETS_KEPT filters' marks.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ import itertools
 import sys
 import threading
 import weakref
+from array import array
 from collections import OrderedDict, deque
 from typing import Any, NamedTuple, Optional
 
@@ -185,6 +191,19 @@ def _file_versions(conn: Any, names: list[str]) -> Optional[tuple[Any, ...]]:
     return tuple(row)
 
 
+class Subset(NamedTuple):
+    """The rows a search filter keeps, chosen by SQL: `statement` calls
+    embsqlite_mark(?1, rowid) for each of them (its other parameters `params`); `key`
+    names the result for reuse while the matrix is current (None: evaluated every time)."""
+
+    statement: str
+    params: tuple[Any, ...]
+    key: Optional[tuple[Any, ...]]
+
+
+SUBSETS_KEPT = 4  # the last filters' rows kept per loaded matrix (a byte per row each)
+
+
 class _Matrix(NamedTuple):
     """A loaded collection: replaced or dropped as a whole, so a search that took it keeps
     a consistent view even if another thread evicts the cache meanwhile."""
@@ -212,6 +231,8 @@ class VectorCache:
         # (token, bytes a load needs) or (token, None): cannot be cached at that token
         self._plan: Optional[tuple[tuple[int, ...], Optional[int]]] = None
         self._shape: tuple[int, int] = (0, 0)  # rows, bytes per row
+        # for the loaded matrix only: its (rowid, row) pairs by rowid, and recent subsets
+        self._subsets: Optional[tuple[_Matrix, Any, OrderedDict[tuple[Any, ...], bytearray]]] = None
 
     @property
     def token(self) -> Optional[tuple[int, ...]]:
@@ -227,15 +248,16 @@ class VectorCache:
 
     def _drop(self) -> None:
         self._state = None
+        self._subsets = None
 
     def search(
         self, query: bytes, number: int, low: Optional[str], high: Optional[str],
-        skip_id: Optional[str], token: Optional[tuple[int, ...]],
+        skip_id: Optional[str], token: Optional[tuple[int, ...]], subset: Optional[Subset] = None,
     ) -> Optional[list[tuple[str, float]]]:
         """[(id, score)] best first, or None: the caller searches in SQLite instead.
         `token` is the database's `change_token` now, None inside a transaction (a
         rollback would undo rows without moving it); `query` has the collection's
-        dimensions (the caller checked)."""
+        dimensions (the caller checked). With `subset`, only the rows it marks are ranked."""
         if _budget_bytes <= 0 or token is None:
             self._drop()
             return None
@@ -253,7 +275,77 @@ class VectorCache:
         with _lock:
             if self.serial in _loaded:
                 _loaded.move_to_end(self.serial)
-        return _scan(state, query, number, low, high, skip_id)
+        marks = None
+        if subset is not None:
+            marks = self._marks(state, subset)
+            if marks is None:
+                return None
+        return _scan(state, query, number, low, high, skip_id, marks)
+
+    def _marks(self, state: _Matrix, subset: Subset) -> Optional[bytearray]:
+        """A byte per row of `state`, 1 for the rows `subset` keeps: SQL picks them, in
+        one statement at the matrix's token, and C marks them by rowid (no Python per
+        row). Reused for the same `subset.key` while `state` is current. None when it
+        cannot be done here (another kind of connection, a write meanwhile, an error
+        that the SQL path then reports)."""
+        from . import _native
+
+        ffi, lib = _native.ffi, _native.lib
+        kept = self._subsets
+        if kept is None or kept[0] is not state:
+            kept = self._subsets = (state, None, OrderedDict())
+        recent = kept[2]
+        if subset.key is not None and subset.key in recent:
+            recent.move_to_end(subset.key)
+            return recent[subset.key]
+        rows = len(state.ids)
+        marks = bytearray(rows)
+        try:
+            with read_transaction(self.conn):
+                if change_token(self.conn) != state.token:
+                    return None  # written since: the SQL path sees what the matrix does not
+                pairs = kept[1]
+                if pairs is None:
+                    pairs = self._rowid_pairs(rows)
+                    if pairs is None:
+                        return None
+                    kept = self._subsets = (state, pairs, recent)
+                handle = lib.embsqlite_subset_open(
+                    ffi.cast("RowidPos *", ffi.from_buffer(pairs)), rows, ffi.from_buffer(marks))
+                if handle == 0:
+                    raise MemoryError("embsqlite_subset_open")
+                try:
+                    self.conn.execute(subset.statement, (handle, *subset.params)).fetchall()
+                finally:
+                    marked = lib.embsqlite_subset_close(handle)
+        except Exception:  # e.g. no embsqlite_mark on this connection, or the filter fails
+            return None
+        if marked < 0:
+            return None
+        if subset.key is not None:
+            recent[subset.key] = marks
+            while len(recent) > SUBSETS_KEPT:
+                recent.popitem(last=False)
+        return marks
+
+    def _rowid_pairs(self, rows: int) -> Optional[array]:
+        """(rowid, row) pairs of the loaded matrix's rows, sorted by rowid (C), read by a
+        statement of the same order as the load's, inside the caller's read transaction."""
+        from . import _native
+
+        cursor = self.conn.execute(
+            "select rowid from embeddings where collection_id = ? and embedding is not null order by id",
+            (self.collection_id,),
+        )
+        rowids = array("q", (row[0] for row in cursor))
+        if len(rowids) != rows:
+            return None
+        pairs = array("q", bytes(16 * rows))
+        pairs[0::2] = rowids
+        pairs[1::2] = array("q", range(rows))
+        if _native.lib.embsqlite_rowid_index(_native.ffi.cast("RowidPos *", _native.ffi.from_buffer(pairs)), rows):
+            return None
+        return pairs
 
     def _load(self, token: tuple[int, ...]) -> Optional[_Matrix]:
         """Read every vector of the collection in id order, if the budget has room;
@@ -401,9 +493,10 @@ def _encodable(text: Optional[str]) -> bool:
 
 def _scan(
     state: _Matrix, query: bytes, number: int, low: Optional[str], high: Optional[str],
-    skip_id: Optional[str],
+    skip_id: Optional[str], marks: Optional[bytearray] = None,
 ) -> Optional[list[tuple[str, float]]]:
-    """The top `number` rows of `state` for `query`, within [low, high), without skip_id."""
+    """The top `number` rows of `state` for `query`, within [low, high), without skip_id,
+    and with `marks` only the rows marked."""
     from . import _native
 
     ffi, lib = _native.ffi, _native.lib
@@ -418,10 +511,19 @@ def _scan(
     k = min(number, max(hi - lo, 0))
     out_rows = ffi.new("long long[]", max(k, 1))
     out_scores = ffi.new("double[]", max(k, 1))
-    found = lib.embsqlite_topk(
-        ffi.from_buffer(state.matrix), state.norms, len(ids), state.dimensions, query,
-        lo, hi, skip, k, out_rows, out_scores,
-    )
+    if marks is None:
+        found = lib.embsqlite_topk(
+            ffi.from_buffer(state.matrix), state.norms, len(ids), state.dimensions, query,
+            lo, hi, skip, k, out_rows, out_scores,
+        )
+    else:  # the marked rows of the range, as the scan's list of rows
+        rows = ffi.new("long long[]", max(hi - lo, 1))
+        count = lib.embsqlite_marked(ffi.from_buffer(marks), lo, max(hi, lo), rows)
+        k = min(k, count)
+        found = lib.embsqlite_scan(
+            ffi.from_buffer(state.matrix), state.norms, len(ids), state.dimensions, query,
+            rows, 0, count, skip, k, 1, out_rows, out_scores, ffi.NULL,
+        ) if k else 0
     if found < 0:
         return None  # non-finite data: SQLite raises the proper error
     return [(ids[out_rows[i]], out_scores[i]) for i in range(found)]

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import click
 from click_default_group import DefaultGroup
 
-from . import changes, dbfile, inputs, schema, user_dir, vectors
+from . import changes, dbfile, filters, inputs, schema, user_dir, vectors
 from .cli_errors import OneLineUsageGroup, UserError, user_errors
 from .cluster import ClusterError
 from .collection import MAX_COUNT, Collection, summary_sql
@@ -383,35 +383,62 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
 @click.option("-p", "--plain", is_flag=True, help="Plain text instead of JSON lines")
 @_database_option
 @click.option("--prefix", default="", help="Only ids that start with this (literally)")
+@click.option("--where", help="Only rows for which this SQL expression is true (id, content, metadata, ...)")
+@click.option("--param", "params", multiple=True, type=(str, str), metavar="NAME VALUE",
+              help="Named :parameters for --where")
+@click.option("--metadata-filter", help='Only rows whose metadata has these keys and values: a JSON object')
 def similar(collection: str, id: Optional[str], input: Optional[str], content: Optional[str],
-            binary: bool, number: int, plain: bool, database: Optional[str], prefix: str) -> None:
+            binary: bool, number: int, plain: bool, database: Optional[str], prefix: str,
+            where: Optional[str], params: tuple[tuple[str, str], ...], metadata_filter: Optional[str]) -> None:
     """The items of COLLECTION most similar to ID, or to -c/-i content; best first.
 
     \b
         embsqlite similar phrases -c "a joyful dog"
         embsqlite similar phrases hound -n 3 --plain
+        embsqlite similar phrases hound --where "json_extract(metadata, '$.legs') = :legs" --param legs 4
+        embsqlite similar phrases hound --metadata-filter '{"kind": "pet"}'
     """
     if id is not None and (content is not None or input is not None):
         raise click.UsageError("give an ID or content (-c/-i), not both")
     if not id and not content and not input:
         raise UserError("Must provide content or an ID for the comparison")
+    if params and where is None:
+        raise click.UsageError("--param needs --where")
+    search_filter: dict[str, Any] = {"where": where, "where_args": dict(params) if where is not None else None,
+                     "metadata": _metadata_filter(metadata_filter)}
+    with user_errors(ValueError, TypeError):  # the filter's own checks, before any model call
+        filters.build(**search_filter)
     conn = _open(database, create=False)
     collection_obj = _existing_collection(conn, collection)
     if id is not None:
         try:
-            results = collection_obj.similar_by_id(id, number, prefix=prefix or None)
+            with user_errors(filters.FilterError):
+                results = collection_obj.similar_by_id(id, number, prefix=prefix or None, **search_filter)
         except Collection.DoesNotExist:
             raise UserError("ID not found in collection") from None
     else:
         value = _read_content(content, input, binary)
         with user_errors(*MODEL_ERRORS, ValueError):
-            results = collection_obj.similar(value, number, prefix=prefix or None)
+            results = collection_obj.similar(value, number, prefix=prefix or None, **search_filter)
     for entry in results:
         if plain:
             _print_plain(entry)
         else:
             click.echo(json.dumps(dataclasses.asdict(entry), ensure_ascii=False))
     conn.close()
+
+
+def _metadata_filter(text: Optional[str]) -> Optional[dict]:
+    """--metadata-filter's JSON object."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise UserError(f"--metadata-filter is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise UserError("--metadata-filter must be a JSON object, such as '{\"kind\": \"pet\"}'")
+    return value
 
 
 def _print_plain(entry: Any) -> None:

@@ -16,15 +16,17 @@ import functools
 import json
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from array import array
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Optional
 
-from . import cache, changes, dbfile, idorder, ingest, loading, rows, schema, vectorfile, vectors
+from . import cache, changes, dbfile, filters, idorder, ingest, loading, rows, schema, vectorfile, vectors
 from .connection import prepare_connection
 from .idorder import prefix_range
 from .model import EmbeddingModel, UnknownModelError, Value
-from .ranking import ranking_sql
+from .ranking import filter_sql, ranking_sql
 from .registry import get_embedding_model
 from .transaction import in_transaction, transaction
 
@@ -86,6 +88,17 @@ def check_search(number: Any, prefix: Any) -> None:
     check_count("number", number)
     if isinstance(prefix, str):
         ingest.check_text("the prefix", prefix)
+
+
+def _is_sql_error(error: Exception) -> bool:
+    """An error SQLite raised for a statement (any driver: sqlite3, pysqlite3, apsw)."""
+    return type(error).__name__ in ("OperationalError", "ProgrammingError", "SQLError", "BindingsError",
+                                     "InterfaceError", "IntegrityError", "DataError")
+
+
+def _filter_error(search_filter: filters.Filter, error: Exception) -> filters.FilterError:
+    """SQLite's error while compiling or evaluating a filter, naming the filter."""
+    return filters.FilterError(f"filter {filters.describe(search_filter.expression)}: {error}")
 
 
 def check_pair(entry: Any) -> tuple[Any, Any]:
@@ -197,6 +210,8 @@ class Collection:
         self._model = self._resolve(model, model_id, self.model_id)
         self._cache = cache.VectorCache(self.conn, self.id)
         self._vectors = vectorfile.VectorFile(self.conn, self.id, self.name)
+        # the rows of the last filters searched through the vector file (_filter_rowids)
+        self._filter_rows: OrderedDict[tuple[Any, ...], array] = OrderedDict()
         self._facts: Optional[_Facts] = None
 
     @classmethod
@@ -443,19 +458,31 @@ class Collection:
 
     # Searching
 
-    def similar(self, value: Value, number: int = 10, prefix: Optional[str] = None) -> list[Entry]:
-        """The `number` items most similar to `value` (embedded with the collection's model)."""
+    def similar(
+        self, value: Value, number: int = 10, prefix: Optional[str] = None, *,
+        where: Optional[str] = None, where_args: Any = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+    ) -> list[Entry]:
+        """The `number` items most similar to `value` (embedded with the collection's model);
+        `where`/`where_args`/`metadata` filter the rows ranked (see `similar_by_vector`)."""
         check_search(number, prefix)
+        search_filter = filters.build(where, where_args, metadata)
         if isinstance(value, str):
             ingest.check_text("the query", value)
-        return self.similar_by_vector(self.model().embed(value), number, prefix=prefix)
+        if search_filter is not None:
+            self._check_filter(search_filter)  # before the model runs
+        return self._similar_to(self.model().embed(value), number, None, prefix, search_filter)
 
     @_one_thread_at_a_time
     def similar_by_id(
-        self, id: Any, number: int = 10, prefix: Optional[str] = None
+        self, id: Any, number: int = 10, prefix: Optional[str] = None, *,
+        where: Optional[str] = None, where_args: Any = None,
+        metadata: Optional[Mapping[str, Any]] = None,
     ) -> list[Entry]:
-        """The `number` items most similar to the stored item `id`, excluding it."""
+        """The `number` items most similar to the stored item `id`, excluding it; filters
+        as in `similar_by_vector`."""
         check_search(number, prefix)
+        search_filter = filters.build(where, where_args, metadata)
         ingest.check_text("the id", str(id))
         row = self.conn.execute(
             "select embedding from embeddings where collection_id = ? and id = ?",
@@ -465,7 +492,7 @@ class Collection:
             raise self.DoesNotExist(f"id {str(id)!r} is not in collection {self.name!r}")
         if not isinstance(row[0], bytes) or not row[0] or len(row[0]) % 4:
             raise ValueError(f"id {str(id)!r} has no valid stored embedding")
-        return self._rank(row[0], number, str(id), prefix, None)
+        return self._rank(row[0], number, str(id), prefix, None, search_filter)
 
     def similar_by_vector(
         self,
@@ -473,19 +500,35 @@ class Collection:
         number: int = 10,
         skip_id: Optional[Any] = None,
         prefix: Optional[str] = None,
+        *,
+        where: Optional[str] = None,
+        where_args: Any = None,
+        metadata: Optional[Mapping[str, Any]] = None,
     ) -> list[Entry]:
-        """The `number` items most similar to `vector`, best first, ties broken by id."""
+        """The `number` items most similar to `vector`, best first, ties broken by id.
+
+        Only rows for which the SQL expression `where` is true are ranked (over the row's
+        columns: id, content, content_blob, metadata, updated; `where_args` a sequence for
+        `?`, a dict for `:name`, as sqlite-utils' rows_where), and whose metadata has each
+        key of `metadata` equal to its value (filters.metadata_rule); both AND `prefix`."""
         check_search(number, prefix)
+        search_filter = filters.build(where, where_args, metadata)
+        return self._similar_to(vector, number, skip_id, prefix, search_filter)
+
+    def _similar_to(
+        self, vector: Sequence[float], number: int, skip_id: Optional[Any], prefix: Optional[str],
+        search_filter: Optional[filters.Filter],
+    ) -> list[Entry]:
         blob = vectors.encode(vector)
         if not blob:
             raise ValueError("the query vector is empty")
         skip = None if skip_id is None else str(skip_id)
-        return self._rank(blob, number, skip, prefix, "the query vector")
+        return self._rank(blob, number, skip, prefix, "the query vector", search_filter)
 
     @_one_thread_at_a_time
     def _rank(
         self, query: bytes, number: int, skip_id: Optional[str], prefix: Optional[str],
-        what: Optional[str],
+        what: Optional[str], search_filter: Optional[filters.Filter] = None,
     ) -> list[Entry]:
         """The top `number` rows: from the vector cache when the database is unchanged
         since the previous search, else one SQL statement where the C cosine_similarity
@@ -502,15 +545,18 @@ class Collection:
             if not idorder.searchable(prefix, facts.encoding):
                 return []
             low, high = prefix_range(prefix, facts.encoding)
+        if search_filter is not None:
+            self._check_filter(search_filter)
         if number == 0:
             return []
         if facts.dimensions is not None and len(query) == 4 * facts.dimensions:
-            mapped = self._vectors.search(query, number, low, high, skip_id, facts.token)
+            mapped = self._search_file(query, number, low, high, skip_id, facts, search_filter)
             if mapped is not None:
                 return [Entry(row.id, row.score, row.content,
                               None if row.metadata is None else json.loads(row.metadata))
                         for row in mapped]
-            cached = self._cache.search(query, number, low, high, skip_id, facts.token)
+            subset = None if search_filter is None else self._subset(search_filter, facts)
+            cached = self._cache.search(query, number, low, high, skip_id, facts.token, subset)
             if cached is not None:
                 return self._entries(cached)
         params: list[Any] = [query, self.id, number]
@@ -521,14 +567,81 @@ class Collection:
             else:
                 params.append(value)
                 bounds.append(f"?{len(params)}")
+        where = None
+        if search_filter is not None:
+            first = len(params) + 1
+            where = search_filter.render(lambda i: f"?{first + i}")
+            params += search_filter.values
         statement = ranking_sql(
             "?1", "?2", "?3", low=bounds[0], high=bounds[1], skip_id=bounds[2],
-            not_indexed=low is None and facts.only_collection,
+            not_indexed=low is None and facts.only_collection, where=where,
         )
+        try:
+            found = self.conn.execute(statement, params).fetchall()
+        except Exception as error:
+            if search_filter is not None and _is_sql_error(error):
+                self._check_filter(search_filter, evaluate=True)  # the filter's fault: say so
+            raise
         return [
             Entry(id_, score, content, None if meta is None else json.loads(meta))
-            for id_, score, content, meta in self.conn.execute(statement, params).fetchall()
+            for id_, score, content, meta in found
         ]
+
+    def _search_file(
+        self, query: bytes, number: int, low: Optional[str], high: Optional[str], skip_id: Optional[str],
+        facts: _Facts, search_filter: Optional[filters.Filter],
+    ) -> Optional[list[vectorfile.Row]]:
+        """The vector file's answer, or None. A filter's rows are chosen by SQL only once
+        the file is known to answer, inside the read transaction it is checked in, and
+        handed to its scan as rowids."""
+        if search_filter is None:
+            return self._vectors.search(query, number, low, high, skip_id, facts.token)
+        return self._vectors.search(query, number, low, high, skip_id, facts.token,
+                                    rowids=lambda: self._filter_rowids(search_filter, facts))
+
+    def _filter_rowids(self, search_filter: filters.Filter, facts: _Facts) -> array:
+        """The ascending rowids of the rows the filter keeps, reused for the same filter
+        while the change token (read before the search's read transaction began: a commit
+        after that read moves every later token) is the same."""
+        key = search_filter.reuse_key()
+        if key is not None:
+            key = (key, facts.token)
+            if key in self._filter_rows:
+                self._filter_rows.move_to_end(key)
+                return self._filter_rows[key]
+        where = search_filter.render(lambda i: f"?{i + 2}")
+        statement = filter_sql("?1", where, "rowid", not_indexed=facts.only_collection) + " order by rowid"
+        try:
+            rowids = array("q", (row[0] for row in self.conn.execute(statement, (self.id, *search_filter.values))))
+        except Exception as error:
+            if not _is_sql_error(error):
+                raise
+            raise _filter_error(search_filter, error) from None
+        if key is not None:
+            self._filter_rows[key] = rowids
+            while len(self._filter_rows) > cache.SUBSETS_KEPT:
+                self._filter_rows.popitem(last=False)
+        return rowids
+
+    def _subset(self, search_filter: filters.Filter, facts: _Facts) -> cache.Subset:
+        """The filter as the vector cache runs it: one statement that marks, by rowid,
+        the rows the ranking statement would rank (the same conditions, `filter_sql`)."""
+        where = search_filter.render(lambda i: f"?{i + 3}")
+        statement = filter_sql("?2", where, "max(embsqlite_mark(?1, rowid))", not_indexed=facts.only_collection)
+        return cache.Subset(statement, (self.id, *search_filter.values), search_filter.reuse_key())
+
+    @_one_thread_at_a_time
+    def _check_filter(self, search_filter: filters.Filter, evaluate: bool = False) -> None:
+        """Compile the filter alone over this collection's rows (and with `evaluate`, run
+        it over all of them): a ValueError naming the expression if SQLite refuses it."""
+        statement = filter_sql("?1", search_filter.render(lambda i: f"?{i + 2}"), "count(*)")
+        try:
+            self.conn.execute(statement + ("" if evaluate else " limit 0"),
+                              (self.id, *search_filter.values)).fetchall()
+        except Exception as error:
+            if not _is_sql_error(error):
+                raise
+            raise _filter_error(search_filter, error) from None
 
     def _entries(self, ranked: list[tuple[str, float]]) -> list[Entry]:
         """Entries for (id, score) pairs, with their stored content and metadata."""

@@ -6,7 +6,10 @@ the SQL functions on every connection with no flags, and a semantic search page.
 - `/-/embsqlite/search?collection=DB/NAME&q=TEXT[&n=10][&prefix=P]` (or `db=DB&collection=NAME`):
   embeds `q` with the collection's own model, then ranks the collection with one SQL
   query that a person can read and re-run in Datasette's SQL editor. HTML, or JSON at
-  `/-/embsqlite/search.json`.
+  `/-/embsqlite/search.json`. `metadata={"key": value}` keeps rows whose metadata has
+  those values; `where=EXPR` (its `:name` parameters from `name=` arguments) keeps rows
+  for which an SQL expression is true, for actors who may execute SQL in the database
+  only (an expression can read any table).
 - `/-/embsqlite/collections.json`: the collections this actor may see.
 
 Who sees what is `datasette_access`'s business; each database is read on its own, so one
@@ -38,9 +41,10 @@ from .datasette_access import (
     may_view_database,
     may_view_instance,
 )
+from .filters import Filter, FilterError, describe, metadata_rule, parse_where
 from .idorder import prefix_range
 from .loading import register
-from .ranking import ranking_sql
+from .ranking import filter_sql, ranking_sql
 from .sql_embed import FUNCTION as EMBED_FUNCTION
 from .sql_embed import TextTooLong, echo, embed_text, one_line, register_embed_text
 
@@ -53,6 +57,10 @@ DEFAULT_RESULTS = 10
 # The listing counts at most this many items per collection, so a page costs the same
 # whatever the size of the databases behind it.
 COUNT_CAP = 10_000
+
+# Parameters of the search page itself; a where= expression's :names may not take them.
+PAGE_PARAMETERS = frozenset(("q", "n", "collection", "db", "prefix", "prefix_end", "where", "metadata"))
+COLLECTION_ID_SQL = "(select id from collections where name = :collection)"
 
 LIST_SQL = summary_sql(text_names_only=True)
 FIND_SQL = "select model from collections where name = :collection"
@@ -230,10 +238,16 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def search_sql(model: str, prefix: str, encoding: str = "UTF-8") -> tuple[str, dict]:
+def search_sql(
+    model: str, prefix: str, encoding: str = "UTF-8", search_filter: Optional[Filter] = None
+) -> tuple[str, dict]:
     """The search query for a collection's model, and the parameters a prefix adds (its
-    range in SQLite's order for the database's text `encoding`)."""
+    range in SQLite's order for the database's text `encoding`) and a filter adds."""
     params: dict[str, Any] = {}
+    where = None
+    if search_filter is not None:
+        where, filter_params = _readable(search_filter)
+        params.update(filter_params)
     low = high = None
     if prefix:
         params["prefix"], end = prefix_range(prefix, encoding)
@@ -242,12 +256,75 @@ def search_sql(model: str, prefix: str, encoding: str = "UTF-8") -> tuple[str, d
             params["prefix_end"], high = end, ":prefix_end"
     sql = ranking_sql(
         f"{EMBED_FUNCTION}({_sql_literal(model)}, :q)",
-        "(select id from collections where name = :collection)",
+        COLLECTION_ID_SQL,
         ":n",
         low,
         high,
+        where=where,
     )
     return sql, params
+
+
+def _readable(search_filter: Filter) -> tuple[str, dict]:
+    """The filter as readable SQL with `:name` parameters, and their values. A number is
+    cast in the SQL, so the query means the same in Datasette's SQL editor, whose
+    parameters are text."""
+    names, values = search_filter.names, search_filter.values
+
+    def placeholder(i: int) -> str:
+        cast = {int: "integer", float: "real"}.get(type(values[i]))
+        return f":{names[i]}" if cast is None else f"cast(:{names[i]} as {cast})"
+
+    return search_filter.render(placeholder), {str(name): value for name, value in zip(names, values)}
+
+
+async def _search_filter(datasette: Any, request: Any, database: str) -> Optional[Filter]:
+    """The filter the request asks for: `metadata=` (a JSON object of equalities) for
+    anyone who may search, `where=` (an SQL expression, its `:name` parameters taken from
+    the request) only for actors who may execute SQL in `database`."""
+    parts = []
+    where = request.args.get("where") or ""
+    if where.strip():
+        if not await _may_execute_sql(datasette, request.actor, database):
+            raise SearchError(
+                f"where= needs permission to execute SQL in database {echo(database)};"
+                " use metadata= (a JSON object of key/value equalities) instead", 403)
+        arguments = {key: request.args.get(key) for key in request.args.keys()}
+        try:
+            parsed = parse_where(where, arguments, args_name="the URL (name=value)")
+        except FilterError as error:
+            raise SearchError(one_line(error)) from None
+        taken = sorted(str(n) for n in set(parsed.names) if n in PAGE_PARAMETERS or str(n).startswith("metadata_"))
+        if taken:
+            raise SearchError(f"where {describe(where)}: parameter :{taken[0]} is one of the page's own;"
+                              " choose another name")
+        parts.append(parsed)
+    metadata_text = request.args.get("metadata") or ""
+    if metadata_text.strip():
+        try:
+            wanted = json.loads(metadata_text, parse_constant=_strict_number, parse_float=_strict_number)
+        except (ValueError, RecursionError):
+            raise SearchError(f"metadata must be a JSON object, not {echo(metadata_text)}") from None
+        if not isinstance(wanted, dict):
+            raise SearchError(f'metadata must be a JSON object such as {{"kind": "pet"}}, not {echo(metadata_text)}')
+        try:
+            parts.append(metadata_rule(wanted))
+        except (TypeError, ValueError) as error:
+            raise SearchError(one_line(error)) from None
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else parts[0] & parts[1]
+
+
+async def _check_filter(db: Any, search_filter: Filter, params: dict, evaluate: bool = False) -> None:
+    """Compile the filter alone (with `evaluate`, run it over the collection), under the
+    time limit: a SearchError naming the expression if SQLite refuses it."""
+    where, _ = _readable(search_filter)
+    sql = filter_sql(COLLECTION_ID_SQL, where, "count(*)") + ("" if evaluate else " limit 0")
+    try:
+        await db.execute(sql, params)
+    except Exception as error:
+        raise SearchError(f"filter {describe(search_filter.expression)}: {_query_error(error)}") from None
 
 
 def _strict_number(text: str) -> float:
@@ -290,7 +367,11 @@ async def run_search(datasette: Any, request: Any) -> dict:
     outcome: dict[str, Any] = {
         "database": chosen.database, "collection": chosen.name, "key": chosen.key,
         "model": chosen.model, "q": query, "prefix": prefix or None, "number": number,
+        "where": request.args.get("where") or None, "metadata": request.args.get("metadata") or None,
     }
+    search_filter = await _search_filter(datasette, request, chosen.database)
+    if search_filter is not None:
+        outcome["where_parameters"] = [n for n in search_filter.names if n and not n.startswith("metadata_")]
     if not query.strip():
         return outcome
     # Embed off the event loop and outside the query's time limit (a model may take
@@ -307,14 +388,25 @@ async def run_search(datasette: Any, request: Any) -> dict:
     try:
         if prefix:
             encoding = (await db.execute("pragma encoding")).first()[0]
-        sql, params = search_sql(chosen.model, prefix, encoding)
+        sql, params = search_sql(chosen.model, prefix, encoding, search_filter)
         params.update({"q": query, "collection": chosen.name, "n": number})
+    except Exception as error:
+        raise SearchError(f"the search failed: {_query_error(error)}") from None
+    if search_filter is not None:
+        await _check_filter(db, search_filter, params)
+    try:
         # a prefix no stored id can start with (see idorder.searchable) matches nothing
-        rows = [] if not idorder.searchable(prefix, encoding) else await _from_vector_file(
-            datasette, db, chosen.name, vector, number, prefix, encoding)
+        # a filtered search runs its statement in db.execute, under the time limit (the
+        # vector file's execute_fn has none, and a filter's evaluation may be long)
+        rows = [] if not idorder.searchable(prefix, encoding) else None if search_filter else (
+            await _from_vector_file(datasette, db, chosen.name, vector, number, prefix, encoding))
         if rows is None:  # no vector file can answer: the SQL statement, in the time limit
             rows = (await db.execute(sql, params)).rows
     except Exception as error:
+        from datasette.database import QueryInterrupted
+
+        if search_filter is not None and not isinstance(error, QueryInterrupted):
+            await _check_filter(db, search_filter, params, evaluate=True)  # the filter's fault?
         raise SearchError(f"the search failed: {_query_error(error)}") from None
     outcome["sql"] = sql
     outcome["params"] = params
@@ -324,6 +416,14 @@ async def run_search(datasette: Any, request: Any) -> dict:
     if await _may_execute_sql(datasette, request.actor, chosen.database):
         outcome["sql_url"] = _sql_editor_url(datasette, chosen.database, sql, params)
     return outcome
+
+
+async def _may_where(datasette: Any, actor: Any, collections: list[dict]) -> bool:
+    """Show the where= field: the actor may execute SQL in a database with collections."""
+    for database in sorted({c["database"] for c in collections}):
+        if await _may_execute_sql(datasette, actor, database):
+            return True
+    return False
 
 
 async def _from_vector_file(
@@ -385,6 +485,7 @@ async def search(datasette: Any, request: Any) -> Response:
         if error is not None or outcome is None:
             return _json({"ok": False, "error": error}, status)
         outcome.pop("sql_url", None)
+        outcome.pop("where_parameters", None)
         return _json({"ok": True, **outcome})
     collections, problems = await list_collections(datasette, request.actor)
     selected = outcome["key"] if outcome else None
@@ -402,6 +503,11 @@ async def search(datasette: Any, request: Any) -> Response:
             "selected": selected,
             "q": request.args.get("q") or "",
             "prefix": request.args.get("prefix") or "",
+            "where": request.args.get("where") or "",
+            "metadata": request.args.get("metadata") or "",
+            "where_parameters": [(name, request.args.get(name) or "")
+                                 for name in (outcome or {}).get("where_parameters", [])],
+            "may_where": await _may_where(datasette, request.actor, collections),
             "n": request.args.get("n") or str(DEFAULT_RESULTS),
             "max_results": MAX_RESULTS,
             "outcome": outcome,

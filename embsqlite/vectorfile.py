@@ -37,7 +37,9 @@ import os
 import struct
 import threading
 import time
-from typing import Any, NamedTuple, Optional
+from array import array
+from collections.abc import Sequence
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 from . import cache, changes, idorder, settings
 from .transaction import in_transaction, read_transaction
@@ -258,11 +260,13 @@ class VectorFile:
     def search(
         self, query: bytes, number: int, low: Optional[str], high: Optional[str],
         skip_id: Optional[str], token: Optional[tuple[Any, ...]],
-        rowids: Optional[list[int]] = None, deadline: Optional[float] = None,
+        rowids: Optional[Union[Sequence[int], Callable[[], Sequence[int]]]] = None,
+        deadline: Optional[float] = None,
         read_only: bool = False,
     ) -> Optional[list[Row]]:
         """The top `number` rows for `query` (ids in [low, high), without skip_id, and
-        only `rowids` when given: ascending rowids of the collection, e.g. a filter's),
+        only `rowids` when given: ascending rowids of the collection, e.g. a filter's, or a
+        function returning them, called inside this search's read transaction),
         best first, ties by id; None when the file cannot answer (the caller searches
         SQLite). `token` is the connection's change token, None inside a transaction;
         a build still running at `deadline` (time.monotonic()) is abandoned. `read_only`:
@@ -301,6 +305,8 @@ class VectorFile:
             self._used = state
             if len(query) != 4 * mapped.dimensions:
                 return None  # SQLite reports the mismatch
+            if callable(rowids):  # a filter's rows, chosen now that the file answers, here
+                rowids = rowids()
             return self._rank(mapped, query, number, low, high, skip_id, rowids)
 
     def build(self) -> Optional[str]:
@@ -331,7 +337,7 @@ class VectorFile:
 
     def _rank(
         self, mapped: _Mapped, query: bytes, number: int, low: Optional[str], high: Optional[str],
-        skip_id: Optional[str], subset: Optional[list[int]],
+        skip_id: Optional[str], subset: Optional[Sequence[int]],
     ) -> Optional[list[Row]]:
         """Scan `mapped` and read the top rows, inside the search's read transaction."""
         from . import _native
@@ -343,12 +349,15 @@ class VectorFile:
         count = mapped.rows
         if low is not None or subset is not None:
             if low is None:
-                wanted = list(subset or ())
+                wanted = subset if isinstance(subset, array) else list(subset or ())
             else:
                 wanted = sorted(self._prefix_rowids(low, high))
                 if subset is not None:
                     wanted = sorted(set(wanted).intersection(subset))
-            want = ffi.new("long long[]", wanted)
+            if isinstance(wanted, array):  # an array('q') is handed over without a copy
+                want = ffi.from_buffer("long long[]", wanted)
+            else:
+                want = ffi.new("long long[]", wanted)
             positions = ffi.new("long long[]", max(len(wanted), 1))
             count = lib.embsqlite_positions(mapped.rowids, mapped.rows, want, len(wanted), positions)
             if count < 0:

@@ -1,6 +1,6 @@
 /*
 ** native_check.c: drives csrc/native.c (the C half of the Python module: the
-** matrix sink and the top-k scan of the vector cache) with random and
+** matrix sink, the subset marks and the top-k scans of the vector cache) with random and
 ** malformed input, outside Python, so that AddressSanitizer, UBSan and
 ** valgrind can watch it (tests/test_native_safety.py builds and runs it).
 **
@@ -46,6 +46,48 @@ static int before(double sa, long long a, double sb, long long b){
   return sa>sb || (sa==sb && a<b);
 }
 
+/* Check embsqlite_marked feeding embsqlite_scan (a filter's rows in the cache) on
+** a matrix: random marks, ranges, skips and k, against scoring every marked row
+** of the range. */
+static void check_topk_subset(
+  const unsigned char *m, const double *aNorm2, int nRow, int nDim,
+  const unsigned char *q, long long *aRow, double *aScore
+){
+  unsigned char *aMark = malloc((size_t)nRow + 1);
+  long long *aPos = malloc(sizeof(long long)*((size_t)nRow + 1));
+  int i, k, lo, hi, skip, n, round;
+  long long nPos;
+  for(round=0; round<4; round++){
+    int nKept = 0;
+    for(i=0; i<nRow; i++) aMark[i] = round==0 ? 0 : round==1 ? 1 : (rnd()%(round*2)==0);
+    lo = nRow ? (int)(rnd()%(nRow+1)) : 0;
+    hi = lo + (nRow-lo ? (int)(rnd()%(nRow-lo+1)) : 0);
+    skip = (rnd()%3==0 || hi==lo) ? -1 : lo + (int)(rnd()%(hi-lo));
+    for(i=lo; i<hi; i++) nKept += aMark[i] && i!=skip;
+    nPos = embsqlite_marked(aMark, lo, hi, aPos);
+    for(i=1; i<nPos; i++) CHECK( aPos[i-1]<aPos[i] );
+    for(k=0; k<=nRow+2; k+=1+nRow/4){
+      n = (int)embsqlite_scan(m, aNorm2, nRow, nDim, q, aPos, 0, nPos, skip, k, 1+(k%2),
+                              aRow, aScore, 0);
+      CHECK( n==(nKept<k ? nKept : k) );
+      for(i=0; i<n; i++){
+        long long r = aRow[i], j;
+        int better = 0;
+        CHECK( r>=lo && r<hi && r!=skip && aMark[r] );
+        CHECK( aScore[i]==embsqlite_cosine(m+(size_t)r*nDim*4, q, nDim) );
+        for(j=lo; j<hi; j++){
+          if( j==skip || j==r || !aMark[j] ) continue;
+          if( before(embsqlite_cosine(m+(size_t)j*nDim*4, q, nDim), j, aScore[i], r) ) better++;
+        }
+        CHECK( better==i );
+      }
+    }
+  }
+  CHECK( embsqlite_marked(aMark, nRow, nRow, aPos)==0 );
+  free(aMark);
+  free(aPos);
+}
+
 /* Check embsqlite_topk on one random matrix, against scoring every row. */
 static void check_topk(int nRow, int nDim, int misalign){
   size_t nByte = (size_t)nRow*nDim*4;
@@ -84,6 +126,7 @@ static void check_topk(int nRow, int nDim, int misalign){
       CHECK( better==i );
     }
   }
+  check_topk_subset(m, aNorm2, nRow, nDim, q, aRow, aScore);
   /* bad arguments are refused, not read */
   CHECK( embsqlite_topk(m, aNorm2, nRow, nDim, q, -1, nRow, -1, 1, aRow, aScore)==-2 );
   CHECK( embsqlite_topk(m, aNorm2, nRow, nDim, q, 0, nRow+1, -1, 1, aRow, aScore)==-2 );
@@ -334,6 +377,44 @@ static void check_sink(void){
   CHECK( sqlite3_close(db)==SQLITE_OK );
 }
 
+/* embsqlite_rowid_index, embsqlite_mark and subsets: SQL marks rows by rowid. */
+static void check_subset(void){
+  sqlite3 *db;
+  RowidPos aPair[4] = {{40, 0}, {7, 1}, {-3, 2}, {1000, 3}};
+  RowidPos aDup[3] = {{5, 0}, {6, 1}, {5, 2}};
+  unsigned char aMark[4];
+  char zSql[200];
+  long long h;
+  CHECK( sqlite3_open(":memory:", &db)==SQLITE_OK );
+  exec_ok(db, "CREATE TABLE t(x); INSERT INTO t(rowid, x) VALUES"
+              " (40, 1), (7, 0), (-3, 1), (1000, 2), (8, 1);");
+  CHECK( embsqlite_rowid_index(aPair, 4)==0 );
+  CHECK( aPair[0].rowid==-3 && aPair[0].row==2 && aPair[3].rowid==1000 && aPair[3].row==3 );
+  CHECK( embsqlite_rowid_index(aDup, 3)==-1 );
+  CHECK( embsqlite_rowid_index(aDup, 0)==0 );
+  memset(aMark, 0, sizeof(aMark));
+  h = embsqlite_subset_open(aPair, 4, aMark);
+  CHECK( h>0 );
+  snprintf(zSql, sizeof(zSql), "SELECT max(embsqlite_mark(%lld, rowid)) FROM t WHERE x >= 1 AND rowid != 8", h);
+  exec_ok(db, zSql);
+  exec_ok(db, zSql);                                  /* marking twice counts once */
+  CHECK( embsqlite_subset_close(h)==3 );
+  CHECK( aMark[0]==1 && aMark[1]==0 && aMark[2]==1 && aMark[3]==1 );
+  /* a rowid that is not among the pairs: the subset is unusable */
+  memset(aMark, 0, sizeof(aMark));
+  h = embsqlite_subset_open(aPair, 4, aMark);
+  snprintf(zSql, sizeof(zSql), "SELECT max(embsqlite_mark(%lld, rowid)) FROM t", h);
+  exec_ok(db, zSql);
+  CHECK( embsqlite_subset_close(h)==-1 && embsqlite_subset_close(h)==-1 );
+  CHECK( fails_with(db, "SELECT embsqlite_mark(123456789, 7)", "not an open subset") );
+  CHECK( fails_with(db, "SELECT embsqlite_mark('1', 7)", "subset handle") );
+  CHECK( fails_with(db, "SELECT embsqlite_mark(1, 7.5)", "subset handle") );
+  /* SQLITE_DIRECTONLY: no view or trigger may mark a subset */
+  exec_ok(db, "CREATE VIEW vm AS SELECT embsqlite_mark(1, 7) AS s");
+  CHECK( fails_with(db, "SELECT * FROM vm", "unsafe use of embsqlite_mark") );
+  CHECK( sqlite3_close(db)==SQLITE_OK );
+}
+
 /* embsqlite_data_version() moves with this connection's own commits. */
 static void check_data_version(void){
   sqlite3 *db;
@@ -359,6 +440,7 @@ int main(void){
   int nRow;
   CHECK( sqlite3_auto_extension((void(*)(void))embsqlite_auto_init)==SQLITE_OK );
   check_sink();
+  check_subset();
   check_file_sink();
   check_data_version();
   check_scan(0, 3);

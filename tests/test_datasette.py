@@ -939,6 +939,98 @@ async def test_embedding_from_text_refuses_a_text_past_its_limit(db_path, monkey
     assert called == []
 
 
+# Filtered search: metadata= for everyone, where= only with execute-sql
+
+
+async def test_search_filters_match_the_library(db_path):
+    collection = Collection("phrases", db_path, create=False)
+    expected = collection.similar("happy dog", 5, where="json_extract(metadata, '$.n') >= cast(:low as integer)",
+                                  where_args={"low": "1"}, metadata={"n": 2})
+    assert [e.id for e in expected] == ["cat-1"]
+    ds = datasette([db_path])
+    query = {"collection": "phrases", "q": "happy dog", "n": "5", "metadata": '{"n": 2}',
+             "where": "json_extract(metadata, '$.n') >= cast(:low as integer)", "low": "1"}
+    body = (await ds.client.get("/-/embsqlite/search.json?" + urllib.parse.urlencode(query))).json()
+    assert body["ok"], body
+    assert [(r["id"], r["score"]) for r in body["results"]] == [(e.id, e.score) for e in expected]
+    assert body["params"]["low"] == "1" and body["params"]["metadata_value_1"] == 2
+    assert body["where"] == query["where"] and body["metadata"] == '{"n": 2}'
+    for wanted in ({"n": 3}, {"n": 0}, {"n": "0"}):
+        expected = collection.similar("happy dog", 5, metadata=wanted)
+        body = (await ds.client.get("/-/embsqlite/search.json?" + urllib.parse.urlencode(
+            {"collection": "phrases", "q": "happy dog", "metadata": json.dumps(wanted)}))).json()
+        assert [(r["id"], r["score"]) for r in body["results"]] == [(e.id, e.score) for e in expected]
+    # the page: both fields, the parameter's own field, the same rows, a working SQL link
+    page = (await ds.client.get("/-/embsqlite/search?" + urllib.parse.urlencode(
+        {**query, "collection": "phrases/phrases"}))).text
+    assert result_ids(page) == ["cat-1"]
+    assert 'name="where"' in page and 'name="metadata"' in page and 'name="low" value="1"' in page
+    link = sql_link(page)
+    assert link is not None
+    rows = (await ds.client.get(link.replace("/-/query?", "/-/query.json?").replace("/phrases?", "/phrases.json?")
+                                + "&_shape=array")).json()
+    assert [r["id"] for r in rows] == ["cat-1"]
+    collection.close()
+
+
+@pytest.mark.parametrize("config, settings", [
+    ({"databases": {"phrases": {"allow_sql": False}}}, None),
+    ({"allow_sql": {"id": "root"}}, None),
+    (None, {"default_allow_sql": False}),
+])
+async def test_where_needs_permission_to_execute_sql(db_path, config, settings):
+    """An SQL expression can read any table (a subquery), so where= is refused, in one
+    line, to an actor who may not run SQL; metadata= still works for them."""
+    ds = datasette([db_path], config=config, settings=settings)
+    where = {"collection": "phrases", "q": "happy", "where": "(select count(*) from collections) > 0"}
+    response = await ds.client.get("/-/embsqlite/search.json?" + urllib.parse.urlencode(where))
+    assert response.status_code == 403
+    assert response.json() == {"ok": False, "error": "where= needs permission to execute SQL in database"
+                               " 'phrases'; use metadata= (a JSON object of key/value equalities) instead"}
+    page = await ds.client.get("/-/embsqlite/search?" + urllib.parse.urlencode({**where, "collection": "phrases/phrases"}))
+    assert page.status_code == 403 and page_error(page.text).startswith("where= needs permission")
+    assert result_ids(page.text) == []
+    assert 'name="where"' not in page.text and 'name="metadata"' in page.text
+    body = (await ds.client.get("/-/embsqlite/search.json?" + urllib.parse.urlencode(
+        {"collection": "phrases", "q": "happy", "metadata": '{"n": 1}'}))).json()
+    assert body["ok"] and [r["id"] for r in body["results"]] == ["dog-2"]
+    if config and "allow_sql" in config:  # root may
+        root = as_actor(ds, "root")
+        body = (await ds.client.get("/-/embsqlite/search.json?" + urllib.parse.urlencode(where), headers=root)).json()
+        assert body["ok"] and len(body["results"]) == len(ITEMS)
+        assert 'name="where"' in (await ds.client.get("/-/embsqlite/search", headers=root)).text
+
+
+@pytest.mark.parametrize("args, error", [
+    ({"where": "nosuch = 1"}, "filter 'nosuch = 1': no such column: nosuch"),
+    ({"where": "1) or (1"}, "filter '1) or (1': ')' closes a parenthesis the expression did not open"),
+    ({"where": "1; select 1"}, "filter '1; select 1': ';' is not allowed in a filter"),
+    ({"where": "id = :q"}, "where 'id = :q': parameter :q is one of the page's own; choose another name"),
+    ({"where": "id = :x"}, "filter 'id = :x': no value for parameter :x in the URL (name=value)"),
+    ({"where": "id = ?"}, "filter 'id = ?': parameter ? is positional: use :name parameters, their values"
+                          " from the URL (name=value)"),
+    ({"metadata": "[1]"}, 'metadata must be a JSON object such as {"kind": "pet"}, not \'[1]\''),
+    ({"metadata": "{"}, "metadata must be a JSON object, not '{'"),
+    ({"metadata": '{"n": NaN}'}, "metadata must be a JSON object, not '{\"n\": NaN}'"),
+    ({"metadata": '{"n": [1]}'}, "metadata value of 'n' must be str, int, float, bool or None, not list"),
+])
+async def test_filter_errors_are_one_line(db_path, args, error):
+    ds = datasette([db_path])
+    response = await ds.client.get("/-/embsqlite/search.json?" + urllib.parse.urlencode(
+        {"collection": "phrases", "q": "happy", **args}))
+    assert response.status_code == 400
+    assert response.json() == {"ok": False, "error": error}
+
+
+async def test_a_filter_obeys_the_time_limit(big_db):
+    ds = datasette([big_db], settings={"sql_time_limit_ms": 20})
+    response = await ds.client.get("/-/embsqlite/search.json?" + urllib.parse.urlencode(
+        {"collection": "big", "q": "happy", "where": "length(hex(randomblob(2000))) > 0"}))
+    assert response.status_code == 400
+    assert response.json() == {"ok": False, "error": "the search failed: the query took longer "
+                               "than this Datasette's time limit (sql_time_limit_ms)"}
+
+
 async def test_the_search_page_reads_the_vector_file_with_the_sql_answer(db_path):
     """A tracked database (embsqlite wrote it) is searched from its vector file, built
     by the first search beside the database; the answer is the SQL statement's."""
