@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections import Counter
+import struct
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Callable, Union
@@ -21,6 +21,7 @@ from .model import EmbeddingModel
 DEFAULT_DIMENSIONS = 256
 SHINGLE = 4  # bytes per shingle for binary items
 _WORD = re.compile(r"\w+")
+_F32 = struct.Struct("<f")
 
 
 def _bucketer(dimensions: int) -> Callable[[Union[str, bytes]], int]:
@@ -58,19 +59,23 @@ class HashingModel(EmbeddingModel):
         self.__dict__.update(state)
         self._bucket = _bucketer(self.dimensions)
 
-    def embed_batch(self, items: Iterable[Union[str, bytes]]) -> Iterator[list[float]]:
-        """One normalised vector per item; an item with no tokens gives the zero vector."""
+    def embed_batch(self, items: Iterable[Union[str, bytes]]) -> Iterator[bytes]:
+        """One normalised vector per item, as the little-endian float32 bytes that are
+        stored (no list of floats to build and pack); an item with no tokens gives the
+        zero vector."""
+        bucket, zero, pack_into = self._bucket, bytes(4 * self.dimensions), _F32.pack_into
         for item in items:
-            yield self._vector(_tokens(item))
-
-    def _vector(self, tokens: Iterable[Union[str, bytes]]) -> list[float]:
-        counts = Counter(map(self._bucket, tokens))
-        vector = [0.0] * self.dimensions
-        if counts:
+            counts: dict[int, int] = {}
+            for index in map(bucket, _tokens(item)):
+                counts[index] = counts.get(index, 0) + 1
+            if not counts:
+                yield zero
+                continue
             norm = math.sqrt(sum(c * c for c in counts.values()))  # integers: exact
+            vector = bytearray(zero)
             for index, count in counts.items():
-                vector[index] = count / norm
-        return vector
+                pack_into(vector, 4 * index, count / norm)
+            yield bytes(vector)
 
 
 def _tokens(item: Union[str, bytes]) -> Iterable[Union[str, bytes]]:
