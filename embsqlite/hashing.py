@@ -59,23 +59,42 @@ class HashingModel(EmbeddingModel):
         self.__dict__.update(state)
         self._bucket = _bucketer(self.dimensions)
 
-    def embed_batch(self, items: Iterable[Union[str, bytes]]) -> Iterator[bytes]:
-        """One normalised vector per item, as the little-endian float32 bytes that are
-        stored (no list of floats to build and pack); an item with no tokens gives the
-        zero vector."""
-        bucket, zero, pack_into = self._bucket, bytes(4 * self.dimensions), _F32.pack_into
+    def embed_batch(self, items: Iterable[Union[str, bytes]]) -> Iterator[list[float]]:
+        """One normalised vector per item; an item with no tokens gives the zero vector."""
         for item in items:
-            counts: dict[int, int] = {}
-            for index in map(bucket, _tokens(item)):
-                counts[index] = counts.get(index, 0) + 1
+            counts = self._counts(item)
+            vector = [0.0] * self.dimensions
+            if counts:
+                norm = math.sqrt(sum(c * c for c in counts.values()))  # integers: exact
+                for index, count in counts.items():
+                    vector[index] = count / norm
+            yield vector
+
+    def embed_batch_encoded(self, items: Iterable[Union[str, bytes]]) -> Iterator[bytes]:
+        """`embed_batch`'s vectors as the float32 bytes that are stored, packed value by
+        value into zeros (no list of floats to build and pack): ingestion's path. A
+        subclass that overrides `embed_batch` gets its own vectors encoded instead."""
+        if type(self).embed_batch is not HashingModel.embed_batch:
+            yield from super().embed_batch_encoded(items)
+            return
+        zero, pack_into = bytes(4 * self.dimensions), _F32.pack_into
+        for item in items:
+            counts = self._counts(item)
             if not counts:
                 yield zero
                 continue
-            norm = math.sqrt(sum(c * c for c in counts.values()))  # integers: exact
+            norm = math.sqrt(sum(c * c for c in counts.values()))
             vector = bytearray(zero)
             for index, count in counts.items():
                 pack_into(vector, 4 * index, count / norm)
             yield bytes(vector)
+
+    def _counts(self, item: Union[str, bytes]) -> dict[int, int]:
+        """How many of the item's tokens fall in each bucket."""
+        counts: dict[int, int] = {}
+        for index in map(self._bucket, _tokens(item)):
+            counts[index] = counts.get(index, 0) + 1
+        return counts
 
 
 def _tokens(item: Union[str, bytes]) -> Iterable[Union[str, bytes]]:

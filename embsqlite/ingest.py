@@ -18,9 +18,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from . import rows, schema, vectors
+from . import rows, schema, settings, vectors
 from .model import EmbeddingModel, Value
-from .transaction import transaction
+from .transaction import in_transaction, transaction
 
 # One checked item: (id, value, metadata as JSON text).
 CheckedItem = tuple[str, Value, Optional[str]]
@@ -99,33 +99,57 @@ def write_plan(
     `check_collection()` checks the collection is still the one planned for, the plan is
     read again (PlanChanged if another connection changed it during the model call) and
     `check_dimensions(n)` raises if n-dimension vectors do not fit the collection."""
+    _check_fresh(plan, fresh)
+    with transaction(conn):
+        _check_plan(conn, collection_id, plan, check_collection)
+        write_rows(conn, collection_id, plan, fresh, store, check_dimensions)
+
+
+def _check_fresh(plan: Plan, fresh: list[bytes]) -> None:
     if len(fresh) != len(plan.to_embed):
         raise ValueError(f"write_plan: {len(fresh)} vectors for {len(plan.to_embed)} items to embed")
+
+
+def _check_plan(
+    conn: Any, collection_id: int, plan: Plan, check_collection: Optional[Callable[[], None]]
+) -> None:
+    """Inside the write transaction: the collection is still the one planned for, and the
+    plan still matches the database (else PlanChanged)."""
+    if check_collection is not None:
+        check_collection()
+    if _stored_state(conn, collection_id, plan.items) != (plan.known, plan.unchanged):
+        raise PlanChanged
+
+
+def write_rows(
+    conn: Any,
+    collection_id: int,
+    plan: Plan,
+    fresh: list[bytes],
+    store: bool,
+    check_dimensions: Callable[[int], None],
+) -> None:
+    """The writes of a planned batch, inside the caller's transaction (which must hold
+    the write lock since the plan was made or checked)."""
+    _check_fresh(plan, fresh)
+    lengths = {len(blob) // 4 for blob in fresh}
+    if len(lengths) > 1:  # vectors made in several places (a cluster) must agree
+        raise ValueError(f"the model's vectors have differing dimensions {sorted(lengths)}")
+    if fresh:
+        check_dimensions(len(fresh[0]) // 4)
     blobs = {**plan.known, **dict(zip(plan.to_embed, fresh))}
     now = int(time.time())
     inserts, updates = [], []
     for id_, (value, meta, digest) in plan.items.items():
-        text = value if store and isinstance(value, str) else None
-        blob = value if store and isinstance(value, bytes) else None
         if id_ not in plan.unchanged:
-            inserts.append((collection_id, id_, blobs[digest], text, blob, digest, meta, now))
+            inserts.append((id_, value, meta, digest, blobs[digest]))
         elif meta is not None or store:
+            text = value if store and isinstance(value, str) else None
+            blob = value if store and isinstance(value, bytes) else None
             updates.append((meta is not None, meta, store, text, blob, now, collection_id, id_))
-    with transaction(conn):
-        if check_collection is not None:
-            check_collection()
-        if _stored_state(conn, collection_id, plan.items) != (plan.known, plan.unchanged):
-            raise PlanChanged
-        lengths = {len(blob) // 4 for blob in fresh}
-        if len(lengths) > 1:  # vectors made in several places (a cluster) must agree
-            raise ValueError(f"the model's vectors have differing dimensions {sorted(lengths)}")
-        if fresh:
-            check_dimensions(len(fresh[0]) // 4)
-        conn.executemany(
-            "insert or replace into embeddings (collection_id, id, embedding, content, "
-            "content_blob, content_hash, metadata, updated) values (?, ?, ?, ?, ?, ?, ?, ?)",
-            inserts,
-        )
+    if inserts:
+        _insert(conn, collection_id, inserts, store, now)
+    if updates:
         conn.executemany(
             "update embeddings set metadata = case when ?1 then ?2 else metadata end, "
             "content = case when ?3 then ?4 else content end, "
@@ -133,6 +157,78 @@ def write_plan(
             "where collection_id = ?7 and id = ?8",
             updates,
         )
+
+
+INSERT_SQL = (
+    "insert or replace into embeddings (collection_id, id, embedding, content, "
+    "content_blob, content_hash, metadata, updated) values (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The same rows from one statement: ?6 is a JSON array of [id, content, metadata,
+# embedding start, length, content_blob start, length] per row, ?2 the embeddings and ?3
+# the stored blobs concatenated, ?4 the 16-byte content hashes in row order. SQLite reads
+# them in C, where executemany would bind eight values per row from Python.
+BULK_INSERT_SQL = (
+    "insert or replace into embeddings (collection_id, id, embedding, content, "
+    "content_blob, content_hash, metadata, updated) "
+    "select ?1, r.value ->> 0, substr(?2, r.value ->> 3, r.value ->> 4), r.value ->> 1, "
+    "substr(?3, r.value ->> 5, r.value ->> 6), substr(?4, 16 * r.key + 1, 16), "
+    "r.value ->> 2, ?5 from json_each(?6) r"
+)
+BULK_SQLITE = (3, 38, 0)  # the ->> operator
+
+
+def bulk_insert_supported(conn: Any) -> bool:
+    """Whether `conn`'s SQLite runs BULK_INSERT_SQL (3.38 or later, JSON built in)."""
+    try:
+        version = conn.execute("select sqlite_version()").fetchone()[0]
+        return tuple(int(part) for part in version.split(".")[:3]) >= BULK_SQLITE
+    except Exception:  # a connection type we do not know: the per-row statement
+        return False
+
+
+_bulk_connections: dict[int, bool] = {}
+
+
+def _insert(
+    conn: Any, collection_id: int, rows: list[tuple[str, Value, Optional[str], bytes, bytes]],
+    store: bool, now: int,
+) -> None:
+    """Insert (id, value, metadata, hash, embedding) rows: one BULK_INSERT_SQL statement,
+    or executemany where SQLite is older or a text holds NUL (SQLite's JSON ends a
+    string there)."""
+    key = id(conn)
+    bulk = _bulk_connections.get(key)
+    if bulk is None:
+        bulk = _bulk_connections[key] = bulk_insert_supported(conn)
+        if len(_bulk_connections) > 64:
+            _bulk_connections.clear()
+    if bulk:
+        spec: list[list[Any]] = []
+        embeddings: list[bytes] = []
+        stored: list[bytes] = []
+        at = stored_at = 1
+        for id_, value, meta, _digest, embedding in rows:
+            text = value if store and isinstance(value, str) else None
+            if store and isinstance(value, bytes):
+                spec.append([id_, text, meta, at, len(embedding), stored_at, len(value)])
+                stored.append(value)
+                stored_at += len(value)
+            else:
+                spec.append([id_, text, meta, at, len(embedding), None, None])
+            embeddings.append(embedding)
+            at += len(embedding)
+        document = json.dumps(spec, ensure_ascii=False)
+        if "\\u0000" not in document:
+            conn.execute(BULK_INSERT_SQL, (
+                collection_id, b"".join(embeddings), b"".join(stored),
+                b"".join(row[3] for row in rows), now, document,
+            ))
+            return
+    conn.executemany(INSERT_SQL, [
+        (collection_id, id_, embedding, value if store and isinstance(value, str) else None,
+         value if store and isinstance(value, bytes) else None, digest, meta, now)
+        for id_, value, meta, digest, embedding in rows
+    ])
 
 
 def write_batch(
@@ -164,6 +260,166 @@ def write_batch(
         except PlanChanged:
             continue
     raise StaleBatchError(
+        f"collection id {collection_id}: other connections kept changing the rows of a "
+        f"batch while it was embedded ({PLAN_ATTEMPTS} attempts); nothing of it was written"
+    )
+
+
+# Batches written one after another share a transaction (a group) until it has been open
+# this long or holds this many rows: COMMIT, with the pages the random content_hash index
+# dirties, is paid once per group instead of once per batch. A kill leaves whole groups.
+GROUP_SECONDS = settings.env_number("EMBSQLITE_GROUP_SECONDS", 0.5)
+GROUP_ROWS = int(settings.env_number("EMBSQLITE_GROUP_ROWS", 50_000, minimum=1, integer=True))
+# The writing connection's page cache while a run writes (KiB), restored afterwards: the
+# content_hash index's leaves stay in memory instead of being read back for each group.
+WRITE_CACHE_KIB = int(settings.env_number("EMBSQLITE_WRITE_CACHE_MB", 64, integer=True) * 1024)
+
+
+class GroupWriter:
+    """Writes the checked batches of one run into a collection, several batches per
+    transaction (a group), committed when GROUP_SECONDS have passed since its BEGIN or
+    GROUP_ROWS rows are pending, when the run ends and before a model call that would
+    keep the write lock past the time bound (the last call's duration is the estimate),
+    so a slow model runs outside any transaction as with one batch per transaction.
+
+    The first batch of a group is planned and embedded outside the transaction and its
+    plan checked again inside BEGIN IMMEDIATE (`write_plan`'s rules, PlanChanged,
+    StaleBatchError); later batches are planned inside the open transaction, where no
+    other connection can write, each in a savepoint: a failing batch is rolled back alone
+    and the batches before it are committed. `on_commit(n)` is called for each batch of a
+    group, in order, once the group has committed. Inside a transaction of the caller's,
+    each batch is a savepoint of it (`write_batch`) and the caller commits.
+    Use as a context manager: leaving it commits what was written, also on an error."""
+
+    def __init__(
+        self,
+        conn: Any,
+        collection_id: int,
+        model: Callable[[], EmbeddingModel],
+        store: bool,
+        check_dimensions: Callable[[int], None],
+        check_collection: Optional[Callable[[], None]] = None,
+        on_commit: Optional[Callable[[int], Any]] = None,
+        seconds: Optional[float] = None,
+        max_rows: Optional[int] = None,
+    ) -> None:
+        self.conn, self.collection_id, self.model, self.store = conn, collection_id, model, store
+        self.check_dimensions, self.check_collection = check_dimensions, check_collection
+        self.on_commit = on_commit
+        self.seconds = GROUP_SECONDS if seconds is None else seconds
+        self.max_rows = GROUP_ROWS if max_rows is None else max_rows
+        self._open = False  # a group transaction of ours is open
+        self._began = 0.0  # monotonic time of its BEGIN
+        self._pending: list[int] = []  # sizes of the batches written in it
+        self._model_seconds = 0.0  # the last model call's duration
+        self._cache_size: Optional[int] = None
+
+    def __enter__(self) -> GroupWriter:
+        size = self.conn.execute("pragma cache_size").fetchone()[0]
+        current_kib = -size if size < 0 else size * self.conn.execute("pragma page_size").fetchone()[0] // 1024
+        if current_kib < WRITE_CACHE_KIB:
+            self._cache_size = size
+            self.conn.execute(f"pragma cache_size = {-WRITE_CACHE_KIB}")
+        return self
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        try:
+            if self._open:
+                self.commit()
+        finally:
+            if self._cache_size is not None:
+                self.conn.execute(f"pragma cache_size = {self._cache_size}")
+
+    def write(self, batch: list[CheckedItem]) -> None:
+        """Write one checked batch; commit the group if it is due."""
+        if not self._open and in_transaction(self.conn):  # the caller's transaction
+            write_batch(self.conn, self.collection_id, self.model, batch, self.store,
+                        self.check_dimensions, self.check_collection)
+            if self.on_commit is not None:
+                self.on_commit(len(batch))
+            return
+        if self._open:
+            self._write_in_group(batch)
+        else:
+            self._begin_group(batch, None)
+        self._pending.append(len(batch))
+        if sum(self._pending) >= self.max_rows or time.monotonic() - self._began >= self.seconds:
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit the open group and report its batches."""
+        self._open = False
+        if not in_transaction(self.conn):  # SQLite rolled it back itself (an I/O error)
+            self._pending = []
+            return
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if in_transaction(self.conn):
+                self.conn.execute("ROLLBACK")
+            self._pending = []
+            raise
+        pending, self._pending = self._pending, []
+        if self.on_commit is not None:
+            for count in pending:
+                self.on_commit(count)
+
+    def _embed(self, plan: Plan, embedded: dict[bytes, bytes]) -> list[bytes]:
+        missing = {d: v for d, v in plan.to_embed.items() if d not in embedded}
+        if missing:
+            start = time.monotonic()
+            embedded.update(zip(missing, embed_values(self.model(), list(missing.values()))))
+            self._model_seconds = time.monotonic() - start
+        return [embedded[digest] for digest in plan.to_embed]
+
+    def _begin_group(self, batch: list[CheckedItem], plan: Optional[Plan]) -> None:
+        """Plan and embed outside any transaction, then BEGIN IMMEDIATE, check the plan
+        (planning again when it changed) and write; the transaction stays open."""
+        embedded: dict[bytes, bytes] = {}
+        for _attempt in range(PLAN_ATTEMPTS):
+            plan = plan or plan_batch(self.conn, self.collection_id, batch)
+            fresh = self._embed(plan, embedded)
+            self._began = time.monotonic()
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                _check_plan(self.conn, self.collection_id, plan, self.check_collection)
+                write_rows(self.conn, self.collection_id, plan, fresh, self.store,
+                           self.check_dimensions)
+            except BaseException as error:
+                if in_transaction(self.conn):
+                    self.conn.execute("ROLLBACK")
+                if isinstance(error, PlanChanged):
+                    plan = None
+                    continue
+                raise
+            self._open = True
+            return
+        raise _stale(self.collection_id)
+
+    def _write_in_group(self, batch: list[CheckedItem]) -> None:
+        """Plan, embed and write inside the open group, in a savepoint."""
+        conn = self.conn
+        conn.execute("SAVEPOINT embsqlite_batch")
+        try:
+            plan = plan_batch(conn, self.collection_id, batch)
+            late = time.monotonic() - self._began + self._model_seconds > self.seconds
+            if plan.to_embed and late:
+                conn.execute("RELEASE SAVEPOINT embsqlite_batch")  # nothing written yet
+                self.commit()  # the model runs outside the write lock
+                self._begin_group(batch, plan)
+                return
+            fresh = self._embed(plan, {})
+            write_rows(conn, self.collection_id, plan, fresh, self.store, self.check_dimensions)
+        except BaseException:
+            if self._open and in_transaction(conn):
+                conn.execute("ROLLBACK TO SAVEPOINT embsqlite_batch")
+                conn.execute("RELEASE SAVEPOINT embsqlite_batch")
+            raise
+        conn.execute("RELEASE SAVEPOINT embsqlite_batch")
+
+
+def _stale(collection_id: int) -> StaleBatchError:
+    return StaleBatchError(
         f"collection id {collection_id}: other connections kept changing the rows of a "
         f"batch while it was embedded ({PLAN_ATTEMPTS} attempts); nothing of it was written"
     )
@@ -207,12 +463,15 @@ def embed_values(model: Any, values: list[Value]) -> list[bytes]:
     run by cluster workers)."""
     if not values:
         return []
-    vectors_ = list(model.embed_multi(values))
-    if len(vectors_) != len(values):
+    encoded = getattr(model, "embed_multi_encoded", None)
+    if encoded is not None:
+        blobs = list(encoded(values))
+    else:  # a duck-typed model with only embed_multi
+        blobs = [vectors.encode(vector) for vector in model.embed_multi(values)]
+    if len(blobs) != len(values):
         raise RuntimeError(
-            f"model {model.model_id!r} returned {len(vectors_)} vectors for {len(values)} items"
+            f"model {model.model_id!r} returned {len(blobs)} vectors for {len(values)} items"
         )
-    blobs = [vectors.encode(vector) for vector in vectors_]
     lengths = {len(blob) // 4 for blob in blobs}
     if len(lengths) > 1 or 0 in lengths:
         raise ValueError(

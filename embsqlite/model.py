@@ -76,7 +76,12 @@ class EmbeddingModel(ABC):
         """`embed_multi`, each vector as the float32 blob that is stored (`vectors.encode`):
         what ingestion uses, so a model yielding float32 bytes or arrays costs no
         conversion."""
-        return map(vectors.encode, self._embed_multi(iter(items), self._size(batch_size)))
+        return map(vectors.encode, self._embed_multi(iter(items), self._size(batch_size), True))
+
+    def embed_batch_encoded(self, items: Iterable[Value]) -> Iterator[Any]:
+        """`embed_batch`'s vectors as stored (little-endian float32 bytes); a model that
+        can make those directly overrides this (checked by `vectors.encode` all the same)."""
+        return self.embed_batch(items)
 
     def _size(self, batch_size: Optional[int]) -> Optional[int]:
         size = self.batch_size if batch_size is None else batch_size
@@ -84,24 +89,29 @@ class EmbeddingModel(ABC):
             raise ValueError(f"batch_size must be at least 1, not {size}")
         return size
 
-    def _embed_multi(self, items: Iterator[Value], size: Optional[int]) -> Iterator[Any]:
+    def _embed_multi(
+        self, items: Iterator[Value], size: Optional[int], encoded: bool = False
+    ) -> Iterator[Any]:
         if size is None:
             first = list(itertools.islice(items, 1))
             if not first:
                 return
             checked = map(self._check, itertools.chain(first, items))
-            yield from self._counted(checked, None)
+            yield from self._counted(checked, None, encoded)
             return
         while True:
             batch = [self._check(item) for item in itertools.islice(items, size)]
             if not batch:
                 return
-            yield from self._counted(batch, len(batch))
+            yield from self._counted(batch, len(batch), encoded)
 
-    def _counted(self, batch: Iterable[Value], expected: Optional[int]) -> Iterator[Any]:
-        """Yield the model's vectors for `batch`, failing if it returns too many or too few."""
+    def _counted(
+        self, batch: Iterable[Value], expected: Optional[int], encoded: bool = False
+    ) -> Iterator[Any]:
+        """Yield the model's vectors for `batch` (from `embed_batch_encoded` if `encoded`),
+        failing if it returns too many or too few."""
         count = 0
-        for vector in self.embed_batch(batch):
+        for vector in (self.embed_batch_encoded if encoded else self.embed_batch)(batch):
             count += 1
             yield vector
         if expected is not None and count != expected:
