@@ -26,7 +26,13 @@ def encode(values: Any) -> bytes:
     holding little-endian float32 (the stored format), an `array.array('f')`, or a
     one-dimensional numpy array (other float dtypes are rounded to float32 as `struct`
     rounds)."""
-    if isinstance(values, (bytes, bytearray, memoryview)):
+    if type(values) is bytes:  # what a model writing float32 directly yields
+        blob = values
+        if len(blob) % 4:
+            raise ValueError(
+                f"a float32 embedding blob's length is a multiple of 4, not {len(blob)}"
+            )
+    elif isinstance(values, (bytes, bytearray, memoryview)):
         blob = bytes(values)
         if len(blob) % 4:
             raise ValueError(
