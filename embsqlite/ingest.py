@@ -169,13 +169,15 @@ INSERT_SQL = (
 )
 # The same rows from one statement: ?6 is a JSON array of [id, content, metadata,
 # embedding start, length, content_blob start, length] per row, ?2 the embeddings and ?3
-# the stored blobs concatenated, ?4 the 16-byte content hashes in row order. SQLite reads
+# the stored blobs concatenated (substr gives NULL for an empty one, stored as x''), ?4
+# the 16-byte content hashes in row order. SQLite reads
 # them in C, where executemany would bind eight values per row from Python.
 BULK_INSERT_SQL = (
     "insert or replace into embeddings (collection_id, id, embedding, content, "
     "content_blob, content_hash, metadata, updated) "
     "select ?1, r.value ->> 0, substr(?2, r.value ->> 3, r.value ->> 4), r.value ->> 1, "
-    "substr(?3, r.value ->> 5, r.value ->> 6), substr(?4, 16 * r.key + 1, 16), "
+    "iif(r.value ->> 6 = 0, x'', substr(?3, r.value ->> 5, r.value ->> 6)), "
+    "substr(?4, 16 * r.key + 1, 16), "
     "r.value ->> 2, ?5 from json_each(?6) r"
 )
 BULK_SQLITE = (3, 38, 0)  # the ->> operator
@@ -198,8 +200,8 @@ def _insert(
     store: bool, now: int,
 ) -> None:
     """Insert (id, value, metadata, hash, embedding) rows: one BULK_INSERT_SQL statement,
-    or executemany where SQLite is older or a text holds NUL (SQLite's JSON ends a
-    string there)."""
+    or executemany where SQLite is older, a text holds NUL (SQLite's JSON ends a string
+    there) or a stored vector copied is empty."""
     key = id(conn)
     bulk = _bulk_connections.get(key)
     if bulk is None:
@@ -222,7 +224,7 @@ def _insert(
             embeddings.append(embedding)
             at += len(embedding)
         document = json.dumps(spec, ensure_ascii=False)
-        if "\\u0000" not in document:
+        if "\\u0000" not in document and all(embeddings):  # substr gives NULL for x''
             conn.execute(BULK_INSERT_SQL, (
                 collection_id, b"".join(embeddings), b"".join(stored),
                 b"".join(row[3] for row in rows), now, document,
