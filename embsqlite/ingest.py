@@ -62,7 +62,7 @@ def plan_batch(conn: Any, collection_id: int, batch: list[CheckedItem]) -> Plan:
     vector is kept, copied from stored content with the same hash, or to be embedded."""
     md5 = hashlib.md5
     items = {
-        id_: (value, meta, md5(value.encode("utf-8") if type(value) is str else value).digest())
+        id_: (value, meta, md5(value.encode("utf-8") if isinstance(value, str) else value).digest())
         for id_, value, meta in batch
     }
     known, unchanged = _stored_state(conn, collection_id, items)

@@ -37,6 +37,10 @@ class ModelNotInstalledError(ImportError):
     """A known model whose optional dependencies are missing; says what to install."""
 
 
+# Vectors encoded together by `embed_multi_encoded` (bounds its memory when streaming).
+ENCODE_CHUNK = 1024
+
+
 class EmbeddingModel(ABC):
     """A model that turns `str` (and/or `bytes`) items into vectors of floats.
 
@@ -76,7 +80,7 @@ class EmbeddingModel(ABC):
         """`embed_multi`, each vector as the float32 blob that is stored (`vectors.encode`):
         what ingestion uses, so a model yielding float32 bytes or arrays costs no
         conversion."""
-        return map(vectors.encode, self._embed_multi(iter(items), self._size(batch_size), True))
+        return self._embed_multi(iter(items), self._size(batch_size), True)
 
     def embed_batch_encoded(self, items: Iterable[Value]) -> Iterator[Any]:
         """`embed_batch`'s vectors as stored (little-endian float32 bytes); a model that
@@ -111,9 +115,15 @@ class EmbeddingModel(ABC):
         """Yield the model's vectors for `batch` (from `embed_batch_encoded` if `encoded`),
         failing if it returns too many or too few."""
         count = 0
-        for vector in (self.embed_batch_encoded if encoded else self.embed_batch)(batch):
-            count += 1
-            yield vector
+        if encoded:  # checked and encoded a chunk at a time (vectors.encode_many)
+            produced = iter(self.embed_batch_encoded(batch))
+            while chunk := list(itertools.islice(produced, ENCODE_CHUNK)):
+                count += len(chunk)
+                yield from vectors.encode_many(chunk)
+        else:
+            for vector in self.embed_batch(batch):
+                count += 1
+                yield vector
         if expected is not None and count != expected:
             raise RuntimeError(
                 f"model {self.model_id!r} returned {count} vectors for {expected} items"

@@ -12,7 +12,7 @@ import operator
 import re
 import struct
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 _BIG_ENDIAN = sys.byteorder == "big"
@@ -57,6 +57,23 @@ def encode(values: Any) -> bytes:
     return blob
 
 
+def encode_many(vectors: list[Any]) -> list[bytes]:
+    """`encode` of each vector, with one finiteness check for all those already float32
+    bytes (a model writing them directly) instead of one call each."""
+    blobs: list[Any] = []
+    ready: list[bytes] = []
+    for vector in vectors:
+        if type(vector) is bytes and not len(vector) % 4:
+            blobs.append(vector)
+            ready.append(vector)
+        else:
+            blobs.append(encode(vector))
+    if ready and not _all_finite(b"".join(ready)):
+        for blob in ready:
+            encode(blob)  # raises for the first one that is not finite
+    return blobs
+
+
 def _numpy_blob(values: Any) -> bytes:
     """A numpy vector as little-endian float32 bytes (a non-number dtype is refused)."""
     import numpy
@@ -88,7 +105,7 @@ def _packer(count: int) -> struct.Struct:
     return struct.Struct(f"<{count}f")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _native_lib() -> Any:
     """The cffi module's `lib` (None when it is not built), imported once: the check runs
     for every vector ingested."""

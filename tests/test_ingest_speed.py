@@ -395,3 +395,18 @@ def test_the_hashing_model_stores_the_bytes_its_float_lists_encode_to():
     assert list(shifted.embed_multi_encoded(items[:3])) == [
         embsqlite.encode(v) for v in shifted.embed_multi(items[:3])
     ]
+
+
+def test_a_model_yielding_non_finite_float32_bytes_is_refused_writing_nothing(tmp_path):
+    class Broken(embsqlite.EmbeddingModel):
+        model_id = "broken"
+
+        def embed_batch(self, items):
+            for item in items:
+                yield np.array([1.0, np.inf if item == "bad" else 2.0], dtype="<f4").tobytes()
+
+    collection = Collection("docs", str(tmp_path / "b.db"), model=Broken())
+    collection.embed_multi([("a", "good")], batch_size=10)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        collection.embed_multi([("b", "fine"), ("c", "bad")], batch_size=10)
+    assert collection.count() == 1
