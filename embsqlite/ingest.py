@@ -287,6 +287,14 @@ WRITE_CACHE_KIB = int(settings.env_number("EMBSQLITE_WRITE_CACHE_MB", 64, intege
 TEMP_STORE_MEMORY = 2
 
 
+def _main_is_file(conn: Any) -> bool:
+    """Whether the main database is a file (an in-memory one journals in memory already)."""
+    for row in conn.execute("pragma database_list").fetchall():
+        if row[1] == "main":
+            return bool(row[2])
+    return False
+
+
 def _temp_objects(conn: Any) -> bool:
     """Whether the connection holds temporary tables, indexes, views or triggers."""
     return bool(conn.execute("select count(*) from temp.sqlite_master").fetchone()[0])
@@ -334,8 +342,8 @@ class GroupWriter:
 
     def __enter__(self) -> GroupWriter:
         """Tune the connection for the run: a bigger page cache, and the savepoints'
-        journal in memory (`temp_store`, only while no temporary table exists: changing
-        it drops them); both are restored on exit."""
+        journal in memory (`temp_store`, for a file database while no temporary table
+        exists: changing it drops them); both are restored on exit."""
         conn = self.conn
         size = conn.execute("pragma cache_size").fetchone()[0]
         current_kib = -size if size < 0 else size * conn.execute("pragma page_size").fetchone()[0] // 1024
@@ -343,7 +351,8 @@ class GroupWriter:
             self._cache_size = size
             conn.execute(f"pragma cache_size = {-WRITE_CACHE_KIB}")
         store = conn.execute("pragma temp_store").fetchone()[0]
-        if store != TEMP_STORE_MEMORY and not in_transaction(conn) and not _temp_objects(conn):
+        if (store != TEMP_STORE_MEMORY and not in_transaction(conn) and _main_is_file(conn)
+                and not _temp_objects(conn)):
             self._temp_store = store
             conn.execute(f"pragma temp_store = {TEMP_STORE_MEMORY}")
         return self
