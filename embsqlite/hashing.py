@@ -22,6 +22,7 @@ DEFAULT_DIMENSIONS = 256
 SHINGLE = 4  # bytes per shingle for binary items
 _WORD = re.compile(r"\w+")
 _F32 = struct.Struct("<f")
+TOKEN_CACHE = 1 << 16  # tokens whose bucket ingestion keeps in a plain dict
 
 
 def _bucketer(dimensions: int) -> Callable[[Union[str, bytes]], int]:
@@ -50,14 +51,16 @@ class HashingModel(EmbeddingModel):
         self.dimensions = dimensions
         self.model_id = "hashing" if dimensions == DEFAULT_DIMENSIONS else f"hashing-{dimensions}"
         self._bucket = _bucketer(dimensions)
+        self._buckets: dict[Union[str, bytes], int] = {}  # ingestion's cache in front of it
 
     def __getstate__(self) -> dict:
         """Picklable (e.g. for Dask workers): the bucket cache is rebuilt, not sent."""
-        return {key: value for key, value in self.__dict__.items() if key != "_bucket"}
+        return {key: value for key, value in self.__dict__.items() if key not in ("_bucket", "_buckets")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._bucket = _bucketer(self.dimensions)
+        self._buckets = {}
 
     def embed_batch(self, items: Iterable[Union[str, bytes]]) -> Iterator[list[float]]:
         """One normalised vector per item; an item with no tokens gives the zero vector."""
@@ -77,16 +80,30 @@ class HashingModel(EmbeddingModel):
         if type(self).embed_batch is not HashingModel.embed_batch:
             yield from super().embed_batch_encoded(items)
             return
-        zero, pack_into = bytes(4 * self.dimensions), _F32.pack_into
+        zero, pack, pack_into = bytes(4 * self.dimensions), _F32.pack, _F32.pack_into
+        buckets, bucket, words = self._buckets, self._bucket, _WORD.findall
         for item in items:
-            counts = self._counts(item)
+            tokens = words(item.lower()) if type(item) is str else _tokens(item)
+            counts: dict[int, int] = {}
+            for token in tokens:
+                index = buckets.get(token)
+                if index is None:
+                    if len(buckets) >= TOKEN_CACHE:
+                        buckets.clear()
+                    index = buckets[token] = bucket(token)
+                counts[index] = counts.get(index, 0) + 1
             if not counts:
                 yield zero
                 continue
-            norm = math.sqrt(sum(c * c for c in counts.values()))
             vector = bytearray(zero)
-            for index, count in counts.items():
-                pack_into(vector, 4 * index, count / norm)
+            if len(counts) == len(tokens):  # each bucket once: one value, 1 / sqrt(n)
+                value = pack(1 / math.sqrt(len(counts)))
+                for index in counts:
+                    vector[4 * index : 4 * index + 4] = value
+            else:
+                norm = math.sqrt(sum(c * c for c in counts.values()))
+                for index, count in counts.items():
+                    pack_into(vector, 4 * index, count / norm)
             yield bytes(vector)
 
     def _counts(self, item: Union[str, bytes]) -> dict[int, int]:
