@@ -14,7 +14,7 @@ import re
 import struct
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 from .model import EmbeddingModel
 
@@ -114,7 +114,7 @@ class HashingModel(EmbeddingModel):
         return counts
 
 
-def _tokens(item: Union[str, bytes]) -> Iterable[Union[str, bytes]]:
+def _tokens(item: Union[str, bytes]) -> list[Any]:
     """Lowercased word tokens of a text, or overlapping 4-byte shingles of bytes (hashed
     with a \\x00 prefix, which keeps them apart from words of the same letters)."""
     if isinstance(item, str):
