@@ -359,7 +359,7 @@ class GroupWriter:
 
     def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
         try:
-            if self._open and in_transaction(self.conn):
+            if self._open:
                 self.commit()
         finally:
             if self._cache_size is not None:
@@ -385,18 +385,20 @@ class GroupWriter:
             self.commit()
 
     def commit(self) -> None:
-        """Commit the open group and report its batches."""
-        self._open = False
+        """Commit the open group and report its batches (the group stays marked open
+        until COMMIT returns, so a SIGTERM turned exception in between still commits it
+        on exit)."""
         if not in_transaction(self.conn):  # SQLite rolled it back itself (an I/O error)
-            self._pending = []
+            self._open, self._pending = False, []
             return
         try:
             self.conn.execute("COMMIT")
         except BaseException:
             if in_transaction(self.conn):
                 self.conn.execute("ROLLBACK")
-            self._pending = []
+            self._open, self._pending = False, []
             raise
+        self._open = False
         pending, self._pending = self._pending, []
         if self.on_commit is not None:
             for count in pending:
@@ -438,18 +440,20 @@ class GroupWriter:
         """Plan, embed and write inside the open group, in a savepoint."""
         conn = self.conn
         conn.execute("SAVEPOINT embsqlite_batch")
+        in_savepoint = True
         try:
             plan = plan_batch(conn, self.collection_id, batch)
             late = time.monotonic() - self._began + self._model_seconds > self.seconds
             if plan.to_embed and late:
                 conn.execute("RELEASE SAVEPOINT embsqlite_batch")  # nothing written yet
+                in_savepoint = False
                 self.commit()  # the model runs outside the write lock
                 self._begin_group(batch, plan)
                 return
             fresh = self._embed(plan, {})
             write_rows(conn, self.collection_id, plan, fresh, self.store, self.check_dimensions)
         except BaseException:
-            if self._open and in_transaction(conn):
+            if in_savepoint and self._open and in_transaction(conn):
                 conn.execute("ROLLBACK TO SAVEPOINT embsqlite_batch")
                 conn.execute("RELEASE SAVEPOINT embsqlite_batch")
             raise
