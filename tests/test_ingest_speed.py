@@ -410,3 +410,52 @@ def test_a_model_yielding_non_finite_float32_bytes_is_refused_writing_nothing(tm
     with pytest.raises(ValueError, match="NaN or infinity"):
         collection.embed_multi([("b", "fine"), ("c", "bad")], batch_size=10)
     assert collection.count() == 1
+
+
+SIGTERM_CLI = """
+import os, sys, time, embsqlite
+from embsqlite.cli import cli
+class SlowSecond(embsqlite.EmbeddingModel):
+    model_id = "slow-second"
+    calls = 0
+    def embed_batch(self, items):
+        items = list(items)
+        SlowSecond.calls += 1
+        if SlowSecond.calls == 2:
+            open(os.environ["READY"], "w").close()
+            time.sleep(60)
+        return [[1.0, float(len(item))] for item in items]
+embsqlite.register_embedding_model(SlowSecond())
+cli(prog_name="embsqlite")
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_inside_an_open_group_commits_the_batches_before_it(tmp_path):
+    """The first batch is written in the open group when the second batch's model call
+    is interrupted by SIGTERM: the command exits 143 and the first batch is committed."""
+    script = tmp_path / "cli.py"
+    script.write_text(SIGTERM_CLI)
+    (tmp_path / "in.csv").write_text("id,text\n" + "".join(f"i{i},text {i}\n" for i in range(250)))
+    path, ready = tmp_path / "x.db", tmp_path / "ready"
+    process = subprocess.Popen(
+        [sys.executable, str(script), "embed-multi", "c", str(tmp_path / "in.csv"), "-m",
+         "slow-second", "-d", str(path)],
+        env={**os.environ, "READY": str(ready), "EMBSQLITE_GROUP_SECONDS": "600"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert _count(path) == 0  # batch 1 is written but its group is still open
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143 and "Traceback" not in stderr, stderr
+    conn = sqlite3.connect(path)
+    assert [row[0] for row in conn.execute("select id from embeddings order by rowid")] == [
+        f"i{i}" for i in range(100)]
+    conn.close()
