@@ -190,7 +190,11 @@ def run(sizes: list[int], cases: Optional[list[str]] = None, repeat: int = 1,
         for case in cases or CASES:
             if case == "llm 0.36" and rows not in llm_sizes:
                 continue
-            runs = [measure(case, rows) for _ in range(repeat)]
+            runs = []
+            for _ in range(repeat):
+                runs.append(measure(case, rows))
+                print(f"  {case} at {rows:,} rows: {runs[-1]['rows_per_s']:,.0f} rows/s",
+                      file=sys.stderr, flush=True)
             results.append({
                 "case": case, "rows": rows,
                 "rows_per_s": statistics.median(r["rows_per_s"] for r in runs),
