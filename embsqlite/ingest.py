@@ -132,9 +132,11 @@ def write_rows(
     fresh: list[bytes],
     store: bool,
     check_dimensions: Callable[[int], None],
+    bulk: Optional[bool] = None,
 ) -> None:
     """The writes of a planned batch, inside the caller's transaction (which must hold
-    the write lock since the plan was made or checked)."""
+    the write lock since the plan was made or checked); `bulk`: whether the connection
+    runs BULK_INSERT_SQL (None: ask it)."""
     _check_fresh(plan, fresh)
     lengths = {len(blob) // 4 for blob in fresh}
     if len(lengths) > 1:  # vectors made in several places (a cluster) must agree
@@ -152,7 +154,9 @@ def write_rows(
             blob = value if store and isinstance(value, bytes) else None
             updates.append((meta is not None, meta, store, text, blob, now, collection_id, id_))
     if inserts:
-        _insert(conn, collection_id, inserts, store, now)
+        if bulk is None:
+            bulk = bulk_insert_supported(conn)
+        _insert(conn, collection_id, inserts, store, now, bulk)
     if updates:
         conn.executemany(
             "update embeddings set metadata = case when ?1 then ?2 else metadata end, "
@@ -192,22 +196,13 @@ def bulk_insert_supported(conn: Any) -> bool:
         return False
 
 
-_bulk_connections: dict[int, bool] = {}
-
-
 def _insert(
     conn: Any, collection_id: int, rows: list[tuple[str, Value, Optional[str], bytes, bytes]],
-    store: bool, now: int,
+    store: bool, now: int, bulk: bool,
 ) -> None:
     """Insert (id, value, metadata, hash, embedding) rows: one BULK_INSERT_SQL statement,
     or executemany where SQLite is older, a text holds NUL (SQLite's JSON ends a string
     there) or a stored vector copied is empty."""
-    key = id(conn)
-    bulk = _bulk_connections.get(key)
-    if bulk is None:
-        bulk = _bulk_connections[key] = bulk_insert_supported(conn)
-        if len(_bulk_connections) > 64:
-            _bulk_connections.clear()
     if bulk:
         spec: list[list[Any]] = []
         embeddings: list[bytes] = []
@@ -337,6 +332,7 @@ class GroupWriter:
         self._began = 0.0  # monotonic time of its BEGIN
         self._pending: list[int] = []  # sizes of the batches written in it
         self._model_seconds = 0.0  # the last model call's duration
+        self._bulk = bulk_insert_supported(conn)
         self._cache_size: Optional[int] = None  # the connection's own, to restore
         self._temp_store: Optional[int] = None
 
@@ -424,7 +420,7 @@ class GroupWriter:
             try:
                 _check_plan(self.conn, self.collection_id, plan, self.check_collection)
                 write_rows(self.conn, self.collection_id, plan, fresh, self.store,
-                           self.check_dimensions)
+                           self.check_dimensions, self._bulk)
             except BaseException as error:
                 if in_transaction(self.conn):
                     self.conn.execute("ROLLBACK")
@@ -451,7 +447,8 @@ class GroupWriter:
                 self._begin_group(batch, plan)
                 return
             fresh = self._embed(plan, {})
-            write_rows(conn, self.collection_id, plan, fresh, self.store, self.check_dimensions)
+            write_rows(conn, self.collection_id, plan, fresh, self.store, self.check_dimensions,
+                       self._bulk)
         except BaseException:
             if in_savepoint and self._open and in_transaction(conn):
                 conn.execute("ROLLBACK TO SAVEPOINT embsqlite_batch")

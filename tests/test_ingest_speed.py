@@ -256,7 +256,6 @@ def test_the_bulk_insert_stores_exactly_what_executemany_stores(tmp_path, monkey
     monkeypatch.setattr(ingest.time, "time", lambda: 1_700_000_000.5)
     statements = {}
     for way in ("bulk", "executemany"):
-        monkeypatch.setattr(ingest, "_bulk_connections", {})
         if way == "executemany":
             monkeypatch.setattr(ingest, "bulk_insert_supported", lambda conn: False)
         path = tmp_path / f"{way}.db"
