@@ -360,8 +360,8 @@ class Collection:
     ) -> None:
         """Embed `(id, value, metadata)` triples from any iterable, in constant memory.
 
-        Batches are written in time-bounded groups, one transaction each (about half a
-        second, or one batch per transaction with a slow model; see ingest.GroupWriter):
+        Batches are written in time-bounded groups, one transaction each (about a second,
+        or one batch per transaction with a slow model; see ingest.GroupWriter):
         on an error, earlier batches stay committed and nothing of the failing batch is
         written; a killed process leaves whole batches. Content already stored in this
         collection (same MD5) is never sent to the model again. `progress(n)` is called
