@@ -377,10 +377,13 @@ class Collection:
     ) -> None:
         """Embed `(id, value, metadata)` triples from any iterable, in constant memory.
 
-        Each batch is one transaction: on an error, earlier batches stay committed and
-        nothing of the failing batch is written. Content already stored in this collection
-        (same MD5) is never sent to the model again. `progress(n)` is called after each
-        batch is committed, with the number of items it held (e.g. a progress bar's update).
+        Batches are written in time-bounded groups, one transaction each (about a second,
+        or one batch per transaction with a slow model; see ingest.GroupWriter):
+        on an error, earlier batches stay committed and nothing of the failing batch is
+        written; a killed process leaves whole batches. Content already stored in this
+        collection (same MD5) is never sent to the model again. `progress(n)` is called
+        for each batch once it is committed, with the number of items it held (e.g. a
+        progress bar's update).
         With `dask` (a distributed.Client, a scheduler address, or a number of local worker
         processes) the model runs on that cluster and batches commit as their vectors
         arrive (see cluster.py).
@@ -395,10 +398,12 @@ class Collection:
 
             cluster.embed(self, entries, store, batch_size, dask, on_commit=progress)
             return
-        for batch in ingest.checked_batches(entries, batch_size):
-            self._write_batch(batch, store)
-            if progress is not None:
-                progress(len(batch))
+        with self._lock, ingest.GroupWriter(
+            self.conn, self.id, self.model, store, self._check_stored_dimensions,
+            self._check_still_named, on_commit=progress,
+        ) as writer:
+            for batch in ingest.checked_batches(entries, batch_size):
+                writer.write(batch)
 
     def _write_batch(
         self, batch: list[ingest.CheckedItem], store: bool,

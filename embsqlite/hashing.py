@@ -11,16 +11,18 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections import Counter
+import struct
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 from .model import EmbeddingModel
 
 DEFAULT_DIMENSIONS = 256
 SHINGLE = 4  # bytes per shingle for binary items
 _WORD = re.compile(r"\w+")
+_F32 = struct.Struct("<f")
+TOKEN_CACHE = 1 << 16  # tokens whose bucket ingestion keeps in a plain dict
 
 
 def _bucketer(dimensions: int) -> Callable[[Union[str, bytes]], int]:
@@ -49,31 +51,70 @@ class HashingModel(EmbeddingModel):
         self.dimensions = dimensions
         self.model_id = "hashing" if dimensions == DEFAULT_DIMENSIONS else f"hashing-{dimensions}"
         self._bucket = _bucketer(dimensions)
+        self._buckets: dict[Union[str, bytes], int] = {}  # ingestion's cache in front of it
 
     def __getstate__(self) -> dict:
         """Picklable (e.g. for Dask workers): the bucket cache is rebuilt, not sent."""
-        return {key: value for key, value in self.__dict__.items() if key != "_bucket"}
+        return {key: value for key, value in self.__dict__.items() if key not in ("_bucket", "_buckets")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._bucket = _bucketer(self.dimensions)
+        self._buckets = {}
 
     def embed_batch(self, items: Iterable[Union[str, bytes]]) -> Iterator[list[float]]:
         """One normalised vector per item; an item with no tokens gives the zero vector."""
         for item in items:
-            yield self._vector(_tokens(item))
+            counts = self._counts(item)
+            vector = [0.0] * self.dimensions
+            if counts:
+                norm = math.sqrt(sum(c * c for c in counts.values()))  # integers: exact
+                for index, count in counts.items():
+                    vector[index] = count / norm
+            yield vector
 
-    def _vector(self, tokens: Iterable[Union[str, bytes]]) -> list[float]:
-        counts = Counter(map(self._bucket, tokens))
-        vector = [0.0] * self.dimensions
-        if counts:
-            norm = math.sqrt(sum(c * c for c in counts.values()))  # integers: exact
-            for index, count in counts.items():
-                vector[index] = count / norm
-        return vector
+    def embed_batch_encoded(self, items: Iterable[Union[str, bytes]]) -> Iterator[bytes]:
+        """`embed_batch`'s vectors as the float32 bytes that are stored, packed value by
+        value into zeros (no list of floats to build and pack): ingestion's path. A
+        subclass that overrides `embed_batch` gets its own vectors encoded instead."""
+        if type(self).embed_batch is not HashingModel.embed_batch:
+            yield from super().embed_batch_encoded(items)
+            return
+        zero, pack, pack_into = bytes(4 * self.dimensions), _F32.pack, _F32.pack_into
+        buckets, bucket, words = self._buckets, self._bucket, _WORD.findall
+        for item in items:
+            tokens = words(item.lower()) if type(item) is str else _tokens(item)
+            counts: dict[int, int] = {}
+            for token in tokens:
+                index = buckets.get(token)
+                if index is None:
+                    if len(buckets) >= TOKEN_CACHE:
+                        buckets.clear()
+                    index = buckets[token] = bucket(token)
+                counts[index] = counts.get(index, 0) + 1
+            if not counts:
+                yield zero
+                continue
+            vector = bytearray(zero)
+            if len(counts) == len(tokens):  # each bucket once: one value, 1 / sqrt(n)
+                value = pack(1 / math.sqrt(len(counts)))
+                for index in counts:
+                    vector[4 * index : 4 * index + 4] = value
+            else:
+                norm = math.sqrt(sum(c * c for c in counts.values()))
+                for index, count in counts.items():
+                    pack_into(vector, 4 * index, count / norm)
+            yield bytes(vector)
+
+    def _counts(self, item: Union[str, bytes]) -> dict[int, int]:
+        """How many of the item's tokens fall in each bucket."""
+        counts: dict[int, int] = {}
+        for index in map(self._bucket, _tokens(item)):
+            counts[index] = counts.get(index, 0) + 1
+        return counts
 
 
-def _tokens(item: Union[str, bytes]) -> Iterable[Union[str, bytes]]:
+def _tokens(item: Union[str, bytes]) -> list[Any]:
     """Lowercased word tokens of a text, or overlapping 4-byte shingles of bytes (hashed
     with a \\x00 prefix, which keeps them apart from words of the same letters)."""
     if isinstance(item, str):

@@ -12,23 +12,76 @@ import operator
 import re
 import struct
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 _BIG_ENDIAN = sys.byteorder == "big"
 
 
-def encode(values: Iterable[float]) -> bytes:
-    """Pack numbers as a little-endian float32 blob; NaN, infinity or overflow raise ValueError."""
-    if not isinstance(values, (list, tuple)):
-        values = list(values)
-    try:
-        blob = _packer(len(values)).pack(*values)
-    except (struct.error, OverflowError):
-        blob = _pack_or_explain(values)  # a non-number, or a number float32 cannot hold
+def encode(values: Any) -> bytes:
+    """Pack numbers as a little-endian float32 blob; NaN, infinity or overflow raise ValueError.
+
+    `values` is a sequence or iterable of numbers, or a vector already in float32 form,
+    taken without a round trip through Python floats: `bytes`/`bytearray`/`memoryview`
+    holding little-endian float32 (the stored format), an `array.array('f')`, or a
+    one-dimensional numpy array (other float dtypes are rounded to float32 as `struct`
+    rounds)."""
+    if type(values) is bytes:  # what a model writing float32 directly yields
+        blob = values
+        if len(blob) % 4:
+            raise ValueError(
+                f"a float32 embedding blob's length is a multiple of 4, not {len(blob)}"
+            )
+    elif isinstance(values, (bytes, bytearray, memoryview)):
+        blob = bytes(values)
+        if len(blob) % 4:
+            raise ValueError(
+                f"a float32 embedding blob's length is a multiple of 4, not {len(blob)}"
+            )
+    elif isinstance(values, array.array) and values.typecode == "f":
+        if _BIG_ENDIAN:
+            values = array.array("f", values)
+            values.byteswap()
+        blob = values.tobytes()
+    elif type(values).__module__ == "numpy" and getattr(values, "ndim", None) == 1:
+        blob = _numpy_blob(values)
+    else:
+        if not isinstance(values, (list, tuple)):
+            values = list(values)
+        try:
+            blob = _packer(len(values)).pack(*values)
+        except (struct.error, OverflowError):
+            blob = _pack_or_explain(values)  # a non-number, or a number float32 cannot hold
     if not _all_finite(blob):
         raise ValueError("an embedding must hold finite float32 values, not NaN or infinity")
     return blob
+
+
+def encode_many(vectors: list[Any]) -> list[bytes]:
+    """`encode` of each vector, with one finiteness check for all those already float32
+    bytes (a model writing them directly) instead of one call each."""
+    blobs: list[Any] = []
+    ready: list[bytes] = []
+    for vector in vectors:
+        if type(vector) is bytes and not len(vector) % 4:
+            blobs.append(vector)
+            ready.append(vector)
+        else:
+            blobs.append(encode(vector))
+    if ready and not _all_finite(b"".join(ready)):
+        for blob in ready:
+            encode(blob)  # raises for the first one that is not finite
+    return blobs
+
+
+def _numpy_blob(values: Any) -> bytes:
+    """A numpy vector as little-endian float32 bytes (a non-number dtype is refused)."""
+    import numpy
+
+    if values.dtype.kind not in "fiub":
+        raise ValueError(f"an embedding must hold numbers, not numpy dtype {values.dtype}")
+    with numpy.errstate(over="ignore"):  # overflow becomes infinity, refused as not finite
+        return numpy.ascontiguousarray(values, dtype="<f4").tobytes()
 
 
 def _pack_or_explain(values: Sequence) -> bytes:
@@ -52,11 +105,21 @@ def _packer(count: int) -> struct.Struct:
     return struct.Struct(f"<{count}f")
 
 
-def _all_finite(blob: bytes) -> bool:
-    """True if every float32 in `blob` is finite (in C when the cffi module is built)."""
+@functools.cache
+def _native_lib() -> Any:
+    """The cffi module's `lib` (None when it is not built), imported once: the check runs
+    for every vector ingested."""
     try:
         from ._native import lib
     except ImportError:
+        return None
+    return lib
+
+
+def _all_finite(blob: bytes) -> bool:
+    """True if every float32 in `blob` is finite (in C when the cffi module is built)."""
+    lib = _native_lib()
+    if lib is None:
         # A sum of float32 values in double is finite exactly when every value is.
         return math.isfinite(sum(decode(blob)))
     return bool(lib.embsqlite_all_finite(blob, len(blob) // 4))

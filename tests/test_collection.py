@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import embsqlite
-from embsqlite import Collection, Entry, connection, schema
+from embsqlite import Collection, Entry, connection, ingest, schema
 from embsqlite.collection import prefix_range
 
 
@@ -281,7 +281,7 @@ def test_the_last_occurrence_of_an_id_in_a_batch_wins(tmp_path, counting_model):
     assert collection.count() == 1
 
 
-def test_one_hash_query_and_one_transaction_per_batch_using_the_hash_index(
+def test_one_hash_query_per_batch_using_the_hash_index_and_one_transaction_per_group(
     tmp_path, counting_model
 ):
     conn = embsqlite.connect(tmp_path / "c.db")
@@ -294,11 +294,15 @@ def test_one_hash_query_and_one_transaction_per_batch_using_the_hash_index(
     collection.embed_multi(((str(i), f"item {i}") for i in range(5, 25)), batch_size=4)
     conn.set_trace_callback(None)
     hash_queries = [s for s in recorder.statements if "content_hash in" in s[0]]
-    # per batch: the plan before the model call, read again inside the write transaction
-    assert len(hash_queries) == 10
-    assert [s for s in trace if s.upper().startswith("BEGIN")] == ["BEGIN IMMEDIATE"] * 5
+    # the group's first batch: the plan before the model call, read again inside the
+    # write transaction; the other four are planned inside it, once each
+    assert len(hash_queries) == 6
+    assert [s for s in trace if s.upper().startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
+    assert [s for s in trace if s.upper().startswith("SAVEPOINT")] == ["SAVEPOINT embsqlite_batch"] * 4
+    assert [s for s in trace if s.upper() == "COMMIT"] == ["COMMIT"]
     inserts = [s for s in recorder.statements if s[0].startswith("insert or replace")]
-    assert len(inserts) == 5 and all(isinstance(p, list) for _, p in inserts)  # executemany
+    # one statement per batch that inserts (the first batch holds only stored items)
+    assert [sql for sql, _ in inserts] == [ingest.BULK_INSERT_SQL] * 4
     assert counting_model.items[-15:] == [f"item {i}" for i in range(10, 25)]
     sql, params = hash_queries[0]
     plan = " ".join(str(r[-1]) for r in conn.execute("explain query plan " + sql, params))

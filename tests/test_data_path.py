@@ -3,6 +3,7 @@ reads a collection, and the batch steps (plan, embed, write) usable without a Co
 from __future__ import annotations
 
 import sqlite3
+from unittest import mock
 
 import pytest
 from conftest import VectorModel
@@ -162,17 +163,24 @@ def test_open_or_create_uses_the_default_model_only_for_a_new_collection(tmp_pat
 # The path of a batch
 
 
-def test_progress_is_called_after_each_committed_batch(tmp_path):
+def test_progress_is_called_for_each_batch_once_its_group_committed(tmp_path):
     collection = make(tmp_path, rows=0)
+    other = sqlite3.connect(collection.conn.execute("pragma database_list").fetchone()[2])
     seen = []
 
     def progress(count):
-        seen.append((count, collection.count()))
+        seen.append((count, other.execute("select count(*) from embeddings").fetchone()[0]))
 
     collection.embed_multi_with_metadata(
         ((f"i{n}", f"{n},1,1", None) for n in range(7)), batch_size=3, progress=progress
     )
-    assert seen == [(3, 3), (3, 6), (1, 7)]
+    assert seen == [(3, 7), (3, 7), (1, 7)]  # one group: committed, then reported
+    seen.clear()
+    with mock.patch.object(ingest, "GROUP_ROWS", 3):  # a group per batch
+        collection.embed_multi_with_metadata(
+            ((f"j{n}", f"{n},2,1", None) for n in range(7)), batch_size=3, progress=progress
+        )
+    assert seen == [(3, 10), (3, 13), (1, 14)]
 
 
 def test_a_batch_is_planned_embedded_and_written_without_a_collection(tmp_path):

@@ -610,14 +610,14 @@ def test_json_input_nested_too_deeply_is_a_clear_error(tmp_path):
 ])
 def test_the_cli_writes_through_a_tuned_connection(tmp_path, monkeypatch, command):
     seen = []
-    original = ingest.write_batch
+    original = ingest.write_rows
 
     def spy(conn, *args):
         seen.append(tuple(conn.execute(f"pragma {name}").fetchone()[0] for name in
                           ("synchronous", "wal_autocheckpoint", "journal_size_limit", "journal_mode")))
         return original(conn, *args)
 
-    monkeypatch.setattr(ingest, "write_batch", spy)
+    monkeypatch.setattr(ingest, "write_rows", spy)
     path = tmp_path / "app.db"
     ok("embed", "docs", "a", "-c", "first", "-m", "hashing", "-d", str(path))
     ok(*command, "-d", str(path), input="id,t\nc,text\n")
