@@ -404,6 +404,7 @@ class Collection:
         ) as writer:
             for batch in ingest.checked_batches(entries, batch_size):
                 writer.write(batch)
+        vectorfile.track(self.conn)
 
     def _write_batch(
         self, batch: list[ingest.CheckedItem], store: bool,
