@@ -835,3 +835,24 @@ async def test_datasette_does_not_retry_a_build_abandoned_at_its_time_limit(tmp_
         assert "time limit" in response.json()["error"]
     assert len(builds) == 1
     assert not any(".vectors" in name for name in os.listdir(tmp_path))
+
+
+def test_a_dump_at_a_reused_inode_is_caught_by_the_row_check(tmp_path, monkeypatch):
+    """Should the re-created database get the old one's device and inode, the check of
+    each returned row's bytes still keeps unfiltered answers exact: the file is dropped."""
+    monkeypatch.setattr(vectorfile, "_database_identity", lambda database: (1, 1))
+    path = tmp_path / "a.db"
+    collection, data = filled(path, rows=20, dim=4)
+    collection.conn.execute("delete from embeddings where id in ('b0003', 'a0004', 'b0005')")
+    collection.conn.commit()
+    query = data[12].tolist()
+    before = answer(collection, query, 5)
+    dump = subprocess.run(["sqlite3", str(path), ".dump"], check=True, capture_output=True, text=True).stdout
+    collection.close()
+    for name in ("a.db", "a.db-wal", "a.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    subprocess.run(["sqlite3", str(path)], input=dump, check=True, text=True)
+    rebuilt = embsqlite.Collection("c", path, model=VectorModel())
+    assert answer(rebuilt, query, 5) == sql_answer(rebuilt, query, 5) == before
+    assert not file_of(rebuilt).exists() and rebuilt._vectors.builds == 0  # dropped
+    assert answer(rebuilt, query, 5) == before and rebuilt._vectors.builds == 1
