@@ -86,13 +86,16 @@ def tracked(conn: Any) -> bool:
 
 def state(conn: Any, collection_id: int) -> Optional[State]:
     """The collection's state now, or None when the database does not keep tokens (never
-    installed, or triggers lost to a table rebuild): then no copy can be trusted. Call it
-    inside the read transaction that also reads what the copy is compared with."""
+    installed, triggers lost to a table rebuild) or the collection has no token (its rows
+    deleted from the table: no write since could be told): then no copy can be trusted.
+    Call it inside the read transaction that also reads what the copy is compared with."""
     schema_version = _tracking(conn)
     if schema_version is None:
         return None
     row = conn.execute(_TOKEN_SQL, (collection_id,)).fetchone()
-    return State(schema_version, None if row is None else row[0])
+    if row is None or row[0] is None:
+        return None
+    return State(schema_version, row[0])
 
 
 def install(conn: Any) -> bool:

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import click
 from click_default_group import DefaultGroup
 
-from . import changes, dbfile, filters, inputs, schema, user_dir, vectors
+from . import changes, dbfile, filters, inputs, schema, user_dir, vectorfile, vectors
 from .cli_errors import OneLineUsageGroup, UserError, user_errors
 from .cluster import ClusterError
 from .collection import MAX_COUNT, Collection, summary_sql
@@ -453,16 +453,29 @@ def _print_plain(entry: Any) -> None:
 
 
 @cli.command(name="vector-file")
-@click.argument("collection")
+@click.argument("collection", required=False)
 @_database_option
-def vector_file(collection: str, database: Optional[str]) -> None:
+@click.option("--forget", is_flag=True,
+              help="Remove the database's change tokens, their triggers and every vector file")
+def vector_file(collection: Optional[str], database: Optional[str], forget: bool = False) -> None:
     """Write COLLECTION's vector file beside the database now and print its path.
 
     Searches then read the file instead of every row (in every process), and build it
     again themselves after changes. Needed only for a database embsqlite never wrote
-    (embsqlite's writes keep it up to date); delete the file to drop it.
+    (embsqlite's writes keep it up to date); delete the file to drop it. With --forget:
+    drop the triggers and the `embsqlite_changes` table together and delete the vector
+    files (printing their paths); embsqlite's next write installs the triggers again.
     """
     conn = _open(database, create=False)
+    if forget:
+        with user_errors(sqlite3.OperationalError):
+            changes.forget(conn)
+        for path in vectorfile.remove_files(conn):
+            click.echo(path)
+        conn.close()
+        return
+    if collection is None:
+        raise click.UsageError("Missing argument 'COLLECTION' (or give --forget).")
     collection_obj = _existing_collection(conn, collection)
     with user_errors(changes.ForeignChangesTable, sqlite3.OperationalError):
         path = collection_obj.build_vector_file()

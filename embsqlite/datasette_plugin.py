@@ -434,7 +434,7 @@ async def _from_vector_file(
     limit_ms = datasette.setting("sql_time_limit_ms") or 0
     deadline = time.monotonic() + limit_ms / 1000 if limit_ms else None
     found = await db.execute_fn(lambda conn: vectorfile.search_collection(  # a read connection
-        conn, name, vector, number, prefix, encoding, deadline, read_only=True))
+        conn, name, vector, number, prefix, encoding, deadline))
     return None if found is None else [tuple(row) for row in found]
 
 

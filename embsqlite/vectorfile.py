@@ -21,11 +21,15 @@ Ties: the C scan orders by score, then rowid; a search also asks it for the best
 left out, and when that ties with the k-th, fetches all rows of that score (up to
 `TIE_LIMIT`, else the search falls back to SQL) and orders them by id as SQLite does.
 
-Writes the triggers cannot see: incremental blob I/O (`sqlite3_blob_write`) fires no
-trigger. On the collection's own connection it is caught: each commit of that
-connection moves its file data version but not its PRAGMA data_version, so a search that
-sees a commit of its own connection since it last checked the file builds it again. On
-other connections (another process) it is a known limit.
+Every row a search returns is checked against the file: its stored bytes must equal the
+file's row, and its id must not be NULL; else the file is dropped and SQL answers. The
+header also records the database file's device and inode, so a database re-created at the
+same path (e.g. from a `.dump`, which renumbers rowids) never uses the old file.
+
+Writes the triggers cannot see: incremental blob I/O (`sqlite3_blob_write`) and writes
+made with triggers turned off (SQLITE_DBCONFIG_ENABLE_TRIGGER). A returned row changed so
+is caught by the check above; a row changed so that should now rank higher is not: a
+known limit (delete the file after such writes).
 """
 from __future__ import annotations
 
@@ -34,9 +38,13 @@ import json
 import logging
 import mmap
 import os
+import re
+import socket
+import stat
 import struct
 import threading
 import time
+import zlib
 from array import array
 from collections.abc import Sequence
 from typing import Any, Callable, NamedTuple, Optional, Union
@@ -47,22 +55,26 @@ from .transaction import in_transaction, read_transaction
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".vectors"
-FORMAT = 1
+FORMAT = 2
 MAGIC = b"embsqlite-vector"  # 16 bytes
 HEADER_BYTES = 4096  # the matrix starts on a page boundary
 _BYTE_ORDER = 0x01020304
 # magic, format, byte order, schema version, token (0/1 present, value), collection id,
-# dimensions, rows, boot id, name length; native order (norms and rowids are native too)
-_HEADER = struct.Struct("=16sIIqIqqIq16sI")
+# dimensions, rows, boot id, database device and inode, name length; native order (norms
+# and rowids are native too)
+_HEADER = struct.Struct("=16sIIqIqqIq16sQQI")
 _DURABLE = bytes(16)  # the boot id of a file fsynced before it was renamed into place
 _NAME_MAX = HEADER_BYTES - _HEADER.size
 # The top rows by rowid, in SQLite's order of ids (ties are then kept in it); the unary +
 # keeps the planner off the primary-key index (a walk of the whole collection).
 _FETCH_SQL = (
-    "select rowid, id, content, metadata from embeddings where rowid in"
+    "select rowid, id, content, metadata, embedding from embeddings where rowid in"
     " (select value from json_each(?)) and +collection_id = ? and embedding is not null"
-    " order by id"
+    " and id is not null order by id"
 )
+# The rows a file holds (those the SQL ranking statement can return: it joins on id).
+_ROWS_WHERE = "collection_id = ? and embedding is not null and id is not null"
+SPACE_MARGIN = 64 * 2**20  # a build needs twice the file's size free, and this much more
 TIE_LIMIT = 10_000  # more rows tied with the k-th score: the search runs in SQL
 
 _enabled = settings.env_number("EMBSQLITE_VECTOR_FILES", 1, integer=True) != 0
@@ -71,6 +83,10 @@ _threads = int(settings.env_number("EMBSQLITE_SCAN_THREADS", min(2, os.cpu_count
 _lock = threading.Lock()
 _mapped: dict[str, _Mapped] = {}  # by file path: the current mapping of each file
 _unwritable: set[str] = set()  # directories noted once as not writable
+# (file path, key) at which a build failed (rows, space, the file system) or, with a
+# deadline, was abandoned: process-wide, so no search retries it until the state moves
+_failed: set[tuple[str, _Key]] = set()
+_late: set[tuple[str, _Key]] = set()
 
 
 def configure(*, enabled: Optional[bool] = None, threads: Optional[int] = None) -> None:
@@ -117,12 +133,16 @@ class Row(NamedTuple):
     metadata: Optional[str]
 
 
+# What a file must record to be used: the state, the collection id, and the database
+# file's (device, inode)
+_Key = tuple[changes.State, int, tuple[int, int]]
+
+
 class _Mapped(NamedTuple):
     """An open, checked vector file: replaced as a whole when the file changes."""
 
     identity: tuple[int, int, int, int]  # device, inode, size, mtime (ns)
-    state: changes.State
-    collection_id: int
+    key: _Key
     dimensions: int
     rows: int
     mapping: Optional[mmap.mmap]  # None when the file holds no rows
@@ -158,33 +178,52 @@ def boot_id() -> bytes:
     return _boot
 
 
-def _header(state: changes.State, collection_id: int, name: str, dimensions: int, rows: int) -> bytes:
+def _header(key: _Key, name: str, dimensions: int, rows: int) -> bytes:
+    state, collection_id, (device, inode) = key
     encoded = name.encode("utf-8", "surrogatepass")[:_NAME_MAX]
     return _HEADER.pack(
         MAGIC, FORMAT, _BYTE_ORDER, state.schema_version, state.token is not None,
-        state.token or 0, collection_id, dimensions, rows, boot_id(), len(encoded),
+        state.token or 0, collection_id, dimensions, rows, boot_id(), device, inode, len(encoded),
     ) + encoded
 
 
-def _open(path: str) -> Optional[_Mapped]:
-    """The file at `path` mapped and checked, reusing this process's mapping while the
-    file is the same (device, inode, size, mtime); None if absent or malformed."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        with _lock:
-            _mapped.pop(path, None)
+def _database_identity(database: Optional[str]) -> Optional[tuple[int, int]]:
+    """The database file's (device, inode): a file re-created at its path has others."""
+    if database is None:
         return None
     try:
-        info = os.fstat(fd)
-        identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-        with _lock:
-            known = _mapped.get(path)
-        if known is not None and known.identity == identity:
-            return known
-        mapped = _read(fd, identity)
-    finally:
-        os.close(fd)
+        info = os.stat(database)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _open(path: str, want: _Key) -> Optional[_Mapped]:
+    """The file at `path` mapped when it is a regular vector file recording `want` (its
+    header is read and compared before anything is mapped), reusing this process's mapping
+    while the file is the same (device, inode, size, mtime); None otherwise. A FIFO, a
+    directory, a symlink or any error reads as no usable file."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    mapped: Optional[_Mapped] = None
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode):
+                identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+                with _lock:
+                    known = _mapped.get(path)
+                if known is not None and known.identity == identity:
+                    return known if known.key == want else None
+                mapped = _read(fd, identity, want)
+        except (OSError, ValueError) as error:
+            logger.debug("vector file %s not used: %s", path, error)
+            mapped = None
+        finally:
+            os.close(fd)
     with _lock:
         if mapped is None:
             _mapped.pop(path, None)
@@ -193,26 +232,28 @@ def _open(path: str) -> Optional[_Mapped]:
     return mapped
 
 
-def _read(fd: int, identity: tuple[int, int, int, int]) -> Optional[_Mapped]:
-    """Map the open file `fd` if its header and size are those of a vector file."""
+def _read(fd: int, identity: tuple[int, int, int, int], want: _Key) -> Optional[_Mapped]:
+    """Map the open file `fd` if its header records `want` and its size is the one the
+    header implies (checked before mapping: a stale or foreign file is never mapped)."""
     from . import _native
 
     head = os.pread(fd, _HEADER.size, 0)
     if len(head) != _HEADER.size:
         return None
-    magic, fmt, order, schema_version, has_token, token, collection_id, dimensions, count, boot, _ = (
-        _HEADER.unpack(head)
-    )
+    (magic, fmt, order, schema_version, has_token, token, collection_id, dimensions, count, boot,
+     device, inode, _) = _HEADER.unpack(head)
     if (magic, fmt, order) != (MAGIC, FORMAT, _BYTE_ORDER) or dimensions <= 0 or count < 0:
         return None
     if boot not in (boot_id(), _DURABLE):
         return None  # written before a reboot and never fsynced
+    key = (changes.State(schema_version, token if has_token else None), collection_id, (device, inode))
+    if key != want:
+        return None
     norms_at, rowids_at, size = _offsets(count, dimensions)
     if identity[2] != size:
         return None
-    state = changes.State(schema_version, token if has_token else None)
     if count == 0:
-        return _Mapped(identity, state, collection_id, dimensions, 0, None, None, None, None)
+        return _Mapped(identity, key, dimensions, 0, None, None, None, None)
     # MAP_POPULATE maps every page at once (in the page cache: no read), which costs a new
     # process less than a fault per 64 KiB during its first scan (measured: ~2/3 of it)
     mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
@@ -220,26 +261,28 @@ def _read(fd: int, identity: tuple[int, int, int, int]) -> Optional[_Mapped]:
     ffi = _native.ffi
     whole = ffi.from_buffer(mapping)
     return _Mapped(
-        identity, state, collection_id, dimensions, count, mapping,
+        identity, key, dimensions, count, mapping,
         ffi.cast("unsigned char *", whole) + HEADER_BYTES,
         ffi.cast("double *", ffi.cast("unsigned char *", whole) + norms_at),
         ffi.cast("long long *", ffi.cast("unsigned char *", whole) + rowids_at),
     )
 
 
-def own_commits(token: Optional[tuple[Any, ...]]) -> Optional[int]:
-    """How many times this connection committed to its main database (its file data
-    version less its PRAGMA data_version, which other connections' commits move
-    alike), from a `cache.change_token`; None when the token does not tell."""
-    if token is None or len(token) < 5 or token[1] != "main":
-        return None
-    names = 0  # (name, schema cookie, data version) per database, then the file versions
-    while 1 + 3 * names < len(token) and isinstance(token[1 + 3 * names], str):
-        names += 1
-    file_versions = token[1 + 3 * names:]
-    if len(file_versions) != names or not isinstance(file_versions[0], int) or file_versions[0] < 0:
-        return None
-    return (file_versions[0] - token[3]) % 2**32
+def _drop(path: str, mapped: Optional[_Mapped] = None) -> None:
+    """Forget this process's mapping of `path` and delete the file when it is a regular
+    file (`mapped`'s, when given): never anything else that sits at our path."""
+    with _lock:
+        _mapped.pop(path, None)
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISREG(info.st_mode) and (mapped is None or (info.st_dev, info.st_ino) == mapped.identity[:2]):
+        _unlink(path)
+
+
+class _Mismatch(Exception):
+    """A row the file ranked is not, in SQLite, the row the file holds."""
 
 
 class VectorFile:
@@ -252,8 +295,6 @@ class VectorFile:
         self.database = database_path(conn)
         self.path = None if self.database is None else file_path(os.path.abspath(self.database), collection_id)
         self.builds = 0  # files this object wrote
-        self._failed: Optional[changes.State] = None  # a build failed at this state
-        self._trusted_at: Optional[int] = None  # own_commits when the file was last checked
         self._used: Optional[changes.State] = None  # state of the last search from the file
         self._stale: Optional[changes.State] = None  # a state seen once, not yet built
 
@@ -262,34 +303,29 @@ class VectorFile:
         skip_id: Optional[str], token: Optional[tuple[Any, ...]],
         rowids: Optional[Union[Sequence[int], Callable[[], Sequence[int]]]] = None,
         deadline: Optional[float] = None,
-        read_only: bool = False,
     ) -> Optional[list[Row]]:
         """The top `number` rows for `query` (ids in [low, high), without skip_id, and
         only `rowids` when given: ascending rowids of the collection, e.g. a filter's, or a
         function returning them, called inside this search's read transaction),
         best first, ties by id; None when the file cannot answer (the caller searches
         SQLite). `token` is the connection's change token, None inside a transaction;
-        a build still running at `deadline` (time.monotonic()) is abandoned. `read_only`:
-        the connection never writes (Datasette's read connections), so it made no blob
-        writes either, whatever its token tells."""
+        a build still running at `deadline` (time.monotonic()) is abandoned, and not tried
+        again with a deadline at the same state."""
         if not _enabled or self.path is None or token is None:
             return None
-        commits = 0 if read_only else own_commits(token)
-        if commits is None:
-            return None  # no file data version: own blob writes could not be seen
         if not all(cache._encodable(text) for text in (low, high, skip_id)):
             return None
         with read_transaction(self.conn):
-            state = changes.state(self.conn, self.collection_id)
-            if state is None or self._shadowed():
+            want = self._key()
+            if want is None or self._shadowed():
                 return None
-            mapped = _open(self.path)
-            # a commit of this connection since the file was last checked may have been
-            # incremental blob I/O, which no trigger sees: then the file is built again
-            suspect = commits != (self._trusted_at or 0)
-            if (mapped is None or mapped.state != state or suspect
-                    or mapped.collection_id != self.collection_id):
-                if state == self._failed:
+            state = want[0]
+            mapped = _open(self.path, want)
+            if mapped is None:
+                with _lock:
+                    given_up = (self.path, want) in _failed or (
+                        deadline is not None and (self.path, want) in _late)
+                if given_up:
                     return None
                 if self._used is not None and state not in (self._used, self._stale):
                     # written since this object's last search from the file: a process
@@ -298,16 +334,29 @@ class VectorFile:
                     # cache loads); a new process (the command line) builds at once
                     self._stale = state
                     return None
-                mapped = self._build(state, deadline)
+                mapped = self._build(want, deadline)
                 if mapped is None:
                     return None
-            self._trusted_at = commits
             self._used = state
             if len(query) != 4 * mapped.dimensions:
                 return None  # SQLite reports the mismatch
             if callable(rowids):  # a filter's rows, chosen now that the file answers, here
                 rowids = rowids()
-            return self._rank(mapped, query, number, low, high, skip_id, rowids)
+            try:
+                return self._rank(mapped, query, number, low, high, skip_id, rowids)
+            except _Mismatch:
+                logger.debug("vector file %s does not hold the rows it ranks: dropped", self.path)
+                _drop(self.path, mapped)
+                return None
+
+    def _key(self) -> Optional[_Key]:
+        """What the file must record now (inside the read transaction); None when the
+        database keeps no tokens for the collection or its file cannot be told."""
+        state = changes.state(self.conn, self.collection_id)
+        database = _database_identity(self.database)
+        if state is None or database is None:
+            return None
+        return state, self.collection_id, database
 
     def build(self) -> Optional[str]:
         """Write the file now unless it is current (the database must keep change tokens);
@@ -315,19 +364,18 @@ class VectorFile:
         if self.path is None:
             return None
         with read_transaction(self.conn):
-            state = changes.state(self.conn, self.collection_id)
-            if state is None:
+            want = self._key()
+            if want is None:
                 return None
-            mapped = _open(self.path)
-            if mapped is None or mapped.state != state or mapped.collection_id != self.collection_id:
-                mapped = self._build(state)
-            self._trusted_at = own_commits(cache.change_token(self.conn))
+            mapped = _open(self.path, want)
+            if mapped is None:
+                mapped = self._build(want)
         return None if mapped is None else self.path
 
     def remove(self) -> None:
-        """Delete the collection's vector file, if any (a search builds it again)."""
+        """Delete the collection's vector file, if any, and this process's mapping of it."""
         if self.path is not None:
-            _unlink(self.path)
+            _drop(self.path)
 
     def _shadowed(self) -> bool:
         """Whether `embeddings` names another table than main's (a temp table)."""
@@ -406,7 +454,13 @@ class VectorFile:
                 raise
             return None  # an SQLite without JSON: SQL answers instead
         if len(fetched) != len(by_rowid):
-            return None  # cannot happen while the state holds; SQL answers instead
+            raise _Mismatch  # a rowid the file ranked is gone (or its id is NULL)
+        row_bytes = 4 * mapped.dimensions
+        position_of = {mapped.rowids[position]: position for position in scores}
+        for row in fetched:  # each returned row holds the bytes the file scored
+            at = mapped.matrix + position_of[row[0]] * row_bytes
+            if row[4] != ffi.buffer(at, row_bytes)[:]:
+                raise _Mismatch
         negated = [-by_rowid[row[0]] for row in fetched]
         order = sorted(range(len(fetched)), key=negated.__getitem__)[:k]
         return [Row(fetched[i][1], -negated[i], fetched[i][2], fetched[i][3]) for i in order]
@@ -418,27 +472,50 @@ class VectorFile:
         params: tuple[Any, ...] = (self.collection_id, low) + ((high,) if high is not None else ())
         return [row[0] for row in self.conn.execute(sql, params)]
 
-    def _build(self, state: changes.State, deadline: Optional[float] = None) -> Optional[_Mapped]:
-        """Write the file from the collection's rows at `state` (inside the search's read
-        transaction) and map it; None if it cannot be written (remembered for `state`
-        when the rows cannot be copied, e.g. vectors of mixed lengths) or `deadline`
-        passed first."""
+    def _build(self, want: _Key, deadline: Optional[float] = None) -> Optional[_Mapped]:
+        """Write the file from the collection's rows at `want` (inside the search's read
+        transaction) and map it; None if it cannot be written here (the path holds
+        something else, too little free space, rows that cannot be copied such as vectors
+        of mixed lengths, a file system error: remembered process-wide for `want`) or
+        `deadline` passed first (remembered for searches with a deadline)."""
         assert self.path is not None
+        path = self.path
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                logger.debug("vector file %s: the path holds something else", path)
+                return self._give_up(want)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return self._give_up(want)
         first = self.conn.execute(
-            "select length(embedding) from embeddings where collection_id = ?"
-            " and embedding is not null limit 1", (self.collection_id,)
+            f"select length(embedding) from embeddings where {_ROWS_WHERE} limit 1", (self.collection_id,)
         ).fetchone()
         if first is None or not isinstance(first[0], int) or first[0] <= 0 or first[0] % 4:
             return None  # no vectors, or not blobs of float32: SQLite's path answers
         row_bytes = first[0]
+        rows = self.conn.execute(  # an upper bound, from the primary key's index
+            "select count(*) from embeddings where collection_id = ?", (self.collection_id,)
+        ).fetchone()[0]
+        size = _offsets(rows, row_bytes // 4)[2]
+        directory = os.path.dirname(path)
         try:
-            fd, made = _temporary(self.path)
+            space = os.statvfs(directory)
+            free = space.f_bavail * space.f_frsize
+        except OSError:
+            free = 0
+        if free < 2 * size + SPACE_MARGIN:
+            logger.debug("vector file %s not written: %d bytes free, %d needed", path, free,
+                         2 * size + SPACE_MARGIN)
+            return self._give_up(want)
+        _remove_stale_temporaries(path)
+        try:
+            fd, made = _temporary(path)
         except OSError as error:
-            directory = os.path.dirname(self.path)
             if directory not in _unwritable:
                 _unwritable.add(directory)
                 logger.debug("no vector files in %s: %s", directory, error)
-            return None
+            return self._give_up(want)
         temporary: Optional[str] = made
         try:
             late = [False]
@@ -457,28 +534,36 @@ class VectorFile:
                 if deadline is not None:
                     self.conn.set_progress_handler(None, 0)
             if count is None:
-                if not late[0]:
-                    self._failed = state
-                return None
-            os.pwrite(fd, _header(state, self.collection_id, self.name, row_bytes // 4, count), 0)
+                if late[0]:
+                    with _lock:
+                        _late.add((path, want))
+                    return None
+                return self._give_up(want)
+            os.pwrite(fd, _header(want, self.name, row_bytes // 4, count), 0)
             os.ftruncate(fd, _offsets(count, row_bytes // 4)[2])
             _match_mode(fd, str(self.database))
             if boot_id() == _DURABLE:
                 os.fsync(fd)
-            os.replace(made, self.path)
+            os.replace(made, path)
             temporary = None
             self.builds += 1
         except OSError as error:
-            logger.debug("vector file %s not written: %s", self.path, error)
-            return None
+            logger.debug("vector file %s not written: %s", path, error)
+            return self._give_up(want)
         finally:
             os.close(fd)
             if temporary is not None:
                 _unlink(temporary)
-        mapped = _open(self.path)
-        if mapped is None or mapped.state != state:
-            return None
-        return mapped
+        return _open(path, want)
+
+    def _give_up(self, want: _Key) -> Optional[_Mapped]:
+        """Remember (process-wide) that this file cannot be built at `want`; None."""
+        assert self.path is not None
+        with _lock:
+            if len(_failed) > 10_000:
+                _failed.clear()
+            _failed.add((self.path, want))
+        return None
 
     def _copy_rows(self, fd: int, row_bytes: int) -> Optional[int]:
         """Copy the collection's non-NULL vectors in rowid order into `fd` (from
@@ -488,7 +573,7 @@ class VectorFile:
         from . import _native
 
         ffi, lib = _native.ffi, _native.lib
-        where = "from embeddings not indexed where collection_id = ? and embedding is not null"
+        where = f"from embeddings not indexed where {_ROWS_WHERE}"
         sink = lib.embsqlite_sink_file(fd, row_bytes, HEADER_BYTES)
         if sink == 0:
             return None  # out of memory, or rows too long for the sink's buffer
@@ -523,10 +608,48 @@ class VectorFile:
         return count
 
 
+_HOST = f"{zlib.crc32(socket.gethostname().encode('utf-8', 'replace')):08x}"
+
+
 def _temporary(path: str) -> tuple[int, str]:
-    """A new temporary file beside `path` (a hidden name of this process), open for writing."""
-    name = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{os.getpid()}-{os.urandom(6).hex()}.tmp"
+    """A new temporary file beside `path` (a hidden name of this host and process), open
+    for writing."""
+    name = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{_HOST}-{os.getpid()}-{os.urandom(6).hex()}.tmp"
     return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600), name
+
+
+def _remove_stale_temporaries(path: str) -> None:
+    """Delete temporary files of `path` left by builders of this host that died (killed
+    mid-build): only regular files named as `_temporary` names them, of dead processes."""
+    directory, base = os.path.split(path)
+    pattern = re.compile(r"\." + re.escape(base) + r"\.(?:([0-9a-f]{8})-)?([0-9]+)-[0-9a-f]{12}\.tmp")
+    try:
+        names = os.listdir(directory or ".")
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or match.group(1) not in (None, _HOST) or _alive(int(match.group(2))):
+            continue
+        stale = os.path.join(directory, name)
+        try:
+            if stat.S_ISREG(os.lstat(stale).st_mode):
+                _unlink(stale)
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this id exists (on this host)."""
+    if pid <= 0:
+        return True  # not a process id we wrote: leave the file alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True
+    return True
 
 
 def _match_mode(fd: int, database: str) -> None:
@@ -547,11 +670,11 @@ def _unlink(path: str) -> None:
 
 def search_collection(
     conn: Any, name: str, query: bytes, number: int, prefix: str, encoding: str,
-    deadline: Optional[float] = None, read_only: bool = False,
+    deadline: Optional[float] = None,
 ) -> Optional[list[Row]]:
     """A search of the collection `name` from its vector file, for callers without a
-    `Collection` (Datasette's page, whose read connections never write: `read_only`):
-    rows as `VectorFile.search` gives them, or None (search with the SQL statement)."""
+    `Collection` (Datasette's page): rows as `VectorFile.search` gives them, or None
+    (search with the SQL statement)."""
     row = conn.execute("select id from collections where name = ?", (name,)).fetchone()
     if row is None or not isinstance(row[0], int):
         return None
@@ -560,7 +683,7 @@ def search_collection(
         low, high = idorder.prefix_range(prefix, encoding)
     token = None if in_transaction(conn) else cache.change_token(conn)
     return VectorFile(conn, row[0], name).search(query, number, low, high, None, token,
-                                                 deadline=deadline, read_only=read_only)
+                                                 deadline=deadline)
 
 
 def track(conn: Any) -> None:
@@ -571,11 +694,38 @@ def track(conn: Any) -> None:
     database untracked, searched in SQL: the batch itself was written."""
     try:
         changes.install(conn)
+        remove_files(conn, orphans_only=True)
     except Exception as error:
         module = type(error).__module__.split(".")[0]
         if not isinstance(error, changes.ForeignChangesTable) and module not in _DRIVERS:
             raise  # a bug, not the database refusing
         logger.debug("change tokens not installed: %s", error)
+
+
+def remove_files(conn: Any, orphans_only: bool = False) -> list[str]:
+    """Delete the vector files of the connection's database (with `orphans_only`, only
+    those of collections that no longer exist, e.g. deleted by llm); their paths. Only
+    regular files named as `file_path` names them are touched."""
+    database = database_path(conn)
+    if database is None:
+        return []
+    directory, base = os.path.split(os.path.abspath(database))
+    keep: set[int] = set()
+    if orphans_only:
+        keep = {row[0] for row in conn.execute("select id from collections")}
+    pattern = re.compile(re.escape(base) + r"-embsqlite-([0-9]+)" + re.escape(SUFFIX))
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is not None and int(match.group(1)) not in keep:
+            path = os.path.join(directory, name)
+            _drop(path)
+            removed.append(path)
+    return removed
 
 
 _DRIVERS = ("sqlite3", "pysqlite3", "apsw")  # modules whose errors are the database's

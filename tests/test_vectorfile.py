@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import stat
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -199,19 +201,32 @@ def test_a_temp_table_shadowing_embeddings_is_searched_in_sql(tmp_path):
     assert got == sql_answer(collection, query) and all(row[0].startswith("b") for row in got)
 
 
-def test_blob_writes_on_the_own_connection_rebuild_the_file(tmp_path):
-    """Incremental blob I/O fires no trigger; the connection's own commits are seen."""
+@pytest.mark.parametrize("writer", ["own connection", "other process"])
+def test_a_blob_write_to_a_returned_row_is_caught(tmp_path, writer):
+    """Incremental blob I/O fires no trigger; every returned row's bytes are compared
+    with the file's, so a row changed that way is never returned with the file's score:
+    SQL answers, the file is dropped and built again by the next search."""
     collection, data = filled(tmp_path / "a.db")
     conn = collection.conn
     query = data[4].tolist()
     assert answer(collection, query)[0][0] == "a0004"
-    rowid = conn.execute("select rowid from embeddings where id = 'a0004'").fetchone()[0]
-    with conn.blobopen("embeddings", "embedding", rowid) as blob:
-        blob.write(embsqlite.encode([-v for v in data[4]]))
-    conn.commit()
+    flipped = embsqlite.encode([-v for v in data[4]])
+    if writer == "own connection":
+        rowid = conn.execute("select rowid from embeddings where id = 'a0004'").fetchone()[0]
+        with conn.blobopen("embeddings", "embedding", rowid) as blob:
+            blob.write(flipped)
+        conn.commit()
+    else:
+        script = ("import sqlite3, sys\n"
+                  "c = sqlite3.connect(sys.argv[1])\n"
+                  "r = c.execute(\"select rowid from embeddings where id = 'a0004'\").fetchone()[0]\n"
+                  "b = c.blobopen('embeddings', 'embedding', r)\n"
+                  "b.write(bytes.fromhex(sys.argv[2])); b.close(); c.commit()\n")
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / "a.db"), flipped.hex()], check=True)
     got = answer(collection, query)
     assert got == sql_answer(collection, query) and got[0][0] != "a0004"
-    assert collection._vectors.builds == 2
+    assert not file_of(collection).exists() and collection._vectors.builds == 1
+    assert answer(collection, query) == got and collection._vectors.builds == 2
 
 
 def test_a_crashed_writer_leaves_the_file_valid_and_exact(tmp_path):
@@ -371,6 +386,8 @@ def random_write(collection, path, kind, rng, serial):
         if row:
             with conn.blobopen("embeddings", "embedding", row[0]) as handle:
                 handle.write(blob)
+            conn.commit()
+            collection._vectors.remove()  # no trigger saw it: as README says, delete the file
     elif kind == "rollback":
         conn.commit()
         conn.execute("begin")
@@ -474,23 +491,6 @@ def test_the_vector_file_command_tracks_an_llm_database_and_writes_the_file(tmp_
     assert missing.exit_code == 1 and "does not exist" in missing.output
 
 
-def test_own_commits_are_read_from_every_shape_of_change_token(tmp_path):
-    """Only tokens with a file data version per database tell this connection's commits."""
-    conn = embsqlite.connect(tmp_path / "o.db")
-    conn.execute("create table t (x)")
-    conn.commit()
-    for alias in ("x1", "x2", "x3"):
-        conn.execute(f"attach ':memory:' as {alias}")
-    token = cache.change_token(conn)
-    assert vectorfile.own_commits(token) == 1
-    conn.execute("insert into t values (1)")
-    conn.commit()
-    assert vectorfile.own_commits(cache.change_token(conn)) == 2
-    without_versions = token[: 1 + 3 * 4]  # 4 databases, as pysqlite3's token
-    assert len(without_versions) == 13 and vectorfile.own_commits(without_versions) is None
-    assert vectorfile.own_commits((-5,)) is None and vectorfile.own_commits(None) is None
-
-
 def test_a_file_written_before_a_reboot_is_built_again(tmp_path, monkeypatch):
     """Files are not fsynced: they record the kernel's boot, and one from another boot
     (perhaps a crash that lost some of its pages) is never trusted."""
@@ -525,8 +525,7 @@ def test_a_query_of_another_dimension_leaves_the_file_to_later_searches(tmp_path
 
 @pytest.mark.parametrize("kind", ["apsw", "pysqlite3"])
 def test_other_connection_kinds(tmp_path, kind):
-    """apsw tells its file data version (the file is used, built through the cursor);
-    pysqlite3 does not (own blob writes could not be seen): it searches in SQL."""
+    """apsw (built through the cursor) and pysqlite3 both search from the file."""
     if kind == "apsw":
         import apsw
 
@@ -540,7 +539,7 @@ def test_other_connection_kinds(tmp_path, kind):
     collection.embed_multi((f"{i:02d}", ",".join(map(str, row))) for i, row in enumerate(data))
     for number in (3, 60):
         assert answer(collection, data[7].tolist(), number) == sql_answer(collection, data[7].tolist(), number)
-    assert collection._vectors.builds == (1 if kind == "apsw" else 0)
+    assert collection._vectors.builds == 1
 
 
 def test_writes_and_searches_in_turn_do_not_rebuild_for_every_search(tmp_path):
@@ -558,7 +557,302 @@ def test_writes_and_searches_in_turn_do_not_rebuild_for_every_search(tmp_path):
     fresh = embsqlite.Collection("c", path, model=VectorModel())
     assert answer(fresh, data[1].tolist()) == sql_answer(fresh, data[1].tolist())
     assert fresh._vectors.builds == 1
-    # the second search at this state: the other's file is current, but this connection
-    # committed since it last used a file (as incremental blob I/O would): it rebuilds
+    # the second search at this state: the other's file is current and is used
     assert answer(collection, data[2].tolist()) == sql_answer(collection, data[2].tolist())
-    assert collection._vectors.builds == 2
+    assert collection._vectors.builds == 1
+
+
+def test_a_database_rebuilt_from_a_dump_never_maps_scores_to_wrong_ids(tmp_path):
+    """`.dump` keeps the schema cookie and the tokens but renumbers rowids (gaps close):
+    the re-created file is another file (device, inode), and every returned row's bytes
+    are compared with the file's."""
+    path = tmp_path / "a.db"
+    collection, data = filled(path, rows=20, dim=4)
+    collection.conn.execute("delete from embeddings where id in ('b0007', 'a0008', 'b0009')")
+    collection.conn.commit()
+    query = data[12].tolist()
+    before = answer(collection, query, 5)
+    assert collection._vectors.builds == 1 and file_of(collection).exists()
+    dump = subprocess.run(["sqlite3", str(path), ".dump"], check=True, capture_output=True, text=True).stdout
+    # the old collection stays open (its inode is not reused); its files go
+    for name in ("a.db", "a.db-wal", "a.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    subprocess.run(["sqlite3", str(path)], input=dump, check=True, text=True)
+    rebuilt = embsqlite.Collection("c", path, model=VectorModel())
+    got = answer(rebuilt, query, 5)
+    assert got == sql_answer(rebuilt, query, 5) == before
+    assert rebuilt._vectors.builds == 1  # the old file was not used
+    for prefix in ("a", "b001"):
+        assert answer(rebuilt, query, 5, prefix=prefix) == sql_answer(rebuilt, query, 5, prefix=prefix)
+
+
+def test_rows_with_a_null_id_are_left_out_as_sql_leaves_them_out(tmp_path):
+    collection, data = filled(tmp_path / "a.db", rows=30)
+    collection.conn.execute("update embeddings set id = null where id = 'b0003'")
+    collection.conn.commit()
+    query = data[3].tolist()
+    got = answer(collection, query, 40)
+    assert got == sql_answer(collection, query, 40) and len(got) == 29
+    assert collection._vectors.builds == 1
+
+
+def test_deleted_tokens_read_as_untracked(tmp_path):
+    """Someone empties `embsqlite_changes`: no token is no state, so no file is trusted,
+    even when the rows are emptied again after a write."""
+    path = tmp_path / "a.db"
+    collection, data = filled(path, rows=40)
+    query = data[5].tolist()
+    answer(collection, query)
+    other = sqlite3.connect(path)
+    other.execute("delete from embsqlite_changes")
+    other.commit()
+    assert changes.state(collection.conn, collection.id) is None
+    assert answer(collection, query) == sql_answer(collection, query)
+    other.execute("update embeddings set embedding = ? where id = 'b0011'", (embsqlite.encode(data[5]),))
+    other.commit()
+    assert changes.state(collection.conn, collection.id) is not None  # the trigger's new token
+    answer(collection, query)
+    answer(collection, query)  # the file at this state
+    other.execute("update embeddings set embedding = ? where id = 'a0020'", (embsqlite.encode(data[5]),))
+    other.execute("delete from embsqlite_changes")
+    other.commit()
+    got = answer(collection, query)
+    assert got == sql_answer(collection, query) and {"a0020", "b0011"} <= {row[0] for row in got[:3]}
+    other.close()
+
+
+def test_a_fifo_or_a_directory_at_the_files_path_is_left_alone(tmp_path):
+    import json
+
+    collection, data = filled(tmp_path / "a.db", rows=40)
+    query = data[1].tolist()
+    want = sql_answer(collection, query)
+    os.mkfifo(file_of(collection))
+    script = (
+        "import json, sys, embsqlite\n"
+        "from conftest import VectorModel\n"
+        "c = embsqlite.Collection('c', sys.argv[1], model=VectorModel())\n"
+        "got = [(e.id, e.score.hex(), e.content, e.metadata) for e in c.similar_by_vector(json.loads(sys.argv[2]))]\n"
+        "print(json.dumps(got))\n"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "a.db"), json.dumps(query)],
+                             check=True, capture_output=True, text=True, timeout=60,
+                             cwd=Path(__file__).parent).stdout
+    except subprocess.TimeoutExpired:
+        pytest.fail("a search hung on a FIFO at the vector file's path")
+    assert [tuple(row) for row in json.loads(out)] == want
+    assert stat.S_ISFIFO(os.lstat(file_of(collection)).st_mode)
+    file_of(collection).unlink()
+    file_of(collection).mkdir()
+    for _ in range(2):
+        assert answer(collection, query) == want
+    assert file_of(collection).is_dir() and collection._vectors.builds == 0
+    file_of(collection).rmdir()
+    file_of(collection).symlink_to(tmp_path / "elsewhere")
+    assert answer(collection, query) == want
+    assert file_of(collection).is_symlink() and not (tmp_path / "elsewhere").exists()
+
+
+def test_a_stale_or_foreign_file_is_never_mapped(tmp_path, monkeypatch):
+    """The header is read and compared before mapping: a crafted header claiming 2**24
+    rows (a sparse file of that size) costs nothing."""
+    import mmap
+
+    collection, data = filled(tmp_path / "a.db", rows=20)
+    query = data[2].tolist()
+    answer(collection, query)
+    header = bytearray(file_of(collection).read_bytes()[:vectorfile.HEADER_BYTES])
+    rows, dims = 2**24, 8
+    token = struct.unpack_from("=q", header, 36)[0]
+    struct.pack_into("=q", header, 36, token ^ 1)  # another state
+    struct.pack_into("=q", header, 56, rows)
+    file_of(collection).unlink()
+    with open(file_of(collection), "wb") as f:
+        f.write(header)
+        f.truncate(vectorfile._offsets(rows, dims)[2])  # the size the header implies, sparse
+    mapped_sizes: list[int] = []
+    real = mmap.mmap
+
+    def spy(fd, size, *args, **kwargs):
+        mapped_sizes.append(size)
+        return real(fd, size, *args, **kwargs)
+
+    monkeypatch.setattr(mmap, "mmap", spy)
+    assert answer(collection, query) == sql_answer(collection, query)
+    assert mapped_sizes == [os.path.getsize(file_of(collection))] and mapped_sizes[0] < 2**20
+
+
+def test_a_commit_to_another_table_does_not_rebuild_the_file(tmp_path):
+    collection, data = filled(tmp_path / "a.db", rows=50)
+    collection.conn.execute("create table notes (x)")
+    collection.conn.commit()
+    query = data[9].tolist()
+    answer(collection, query)
+    for n in range(3):
+        collection.conn.execute("insert into notes values (?)", (n,))
+        collection.conn.commit()
+        assert answer(collection, query) == sql_answer(collection, query)
+    assert collection._vectors.builds == 1
+
+
+@pytest.mark.linux_only(reason="a small tmpfs in a private mount namespace")
+@pytest.mark.parametrize("kind", ["sqlite3", "apsw"])
+def test_no_file_is_built_without_room_and_the_failure_is_remembered(tmp_path, kind):
+    """A build needs twice the file's size free plus a margin; a directory without it gets
+    no file, and no search in the process tries again at the same state."""
+    import json
+
+    script = (
+        "import json, os, sys\n"
+        "sys.path.insert(0, sys.argv[3])\n"
+        "import embsqlite\n"
+        "from embsqlite import cache, vectorfile\n"
+        "from conftest import VectorModel\n"
+        "cache.configure(enabled=False)\n"
+        "tries = []\n"
+        "real = vectorfile.VectorFile._build\n"
+        "vectorfile.VectorFile._build = lambda self, *a, **k: tries.append(1) or real(self, *a, **k)\n"
+        "path = os.path.join(sys.argv[1], 'a.db')\n"
+        "def conn():\n"
+        "    if sys.argv[2] == 'apsw':\n"
+        "        import apsw\n"
+        "        return apsw.Connection(path)\n"
+        "    return path\n"
+        "c = embsqlite.Collection('c', conn(), model=VectorModel())\n"
+        "c.embed_multi((f'i{n}', f'{n},1,2') for n in range(200))\n"
+        "runs = []\n"
+        "for _ in range(3):\n"
+        "    fresh = embsqlite.Collection('c', conn(), model=VectorModel())\n"
+        "    runs.append([e.id for e in fresh.similar_by_vector([5.0, 1.0, 2.0], 3)])\n"
+        "vectorfile.configure(enabled=False)\n"
+        "want = [e.id for e in fresh.similar_by_vector([5.0, 1.0, 2.0], 3)]\n"
+        "print(json.dumps([runs, want, len(tries), sorted(os.listdir(sys.argv[1]))]))\n"
+    )
+    mount = tmp_path / "small"
+    mount.mkdir()
+    shell = (f"mount -t tmpfs -o size=16m tmpfs '{mount}' && "
+             f"exec '{sys.executable}' -c \"$0\" '{mount}' {kind} '{Path(__file__).parent}'")
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", shell, script],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    runs, want, tries, names = json.loads(result.stdout)
+    assert runs == [want] * 3 and len(want) == 3
+    assert tries == 1 and not [name for name in names if "vectors" in name]
+
+
+def test_temporary_files_of_dead_builders_are_removed(tmp_path):
+    collection, data = filled(tmp_path / "a.db", rows=30)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    base = file_of(collection).name
+    host = vectorfile._HOST
+    stale = [tmp_path / f".{base}.{host}-{dead.pid}-{'ab' * 6}.tmp",
+             tmp_path / f".{base}.{dead.pid}-{'cd' * 6}.tmp"]  # the name before hosts
+    kept = [tmp_path / f".{base}.{host}-{os.getpid()}-{'ef' * 6}.tmp",  # a live builder
+            tmp_path / f".{base}.{'0' * 8 if host != '0' * 8 else '1' * 8}-{dead.pid}-{'ab' * 6}.tmp",
+            tmp_path / f".{base}.{host}-{dead.pid}-zz.tmp",  # not our pattern
+            tmp_path / f".other.db-embsqlite-1.vectors.{host}-{dead.pid}-{'ab' * 6}.tmp"]
+    for name in stale + kept:
+        name.write_bytes(b"x" * 100)
+    directory = tmp_path / f".{base}.{host}-{dead.pid}-{'12' * 6}.tmp"
+    directory.mkdir()
+    assert answer(collection, data[0].tolist()) == sql_answer(collection, data[0].tolist())
+    assert collection._vectors.builds == 1
+    assert not any(name.exists() for name in stale)
+    assert all(name.exists() for name in kept) and directory.is_dir()
+
+
+def test_deleted_collections_leave_no_file_and_no_mapping(tmp_path):
+    path = tmp_path / "a.db"
+    collection, data = filled(path, rows=30)
+    answer(collection, data[0].tolist())
+    size = os.path.getsize(file_of(collection))
+    before = vectorfile.mapped_bytes()
+    assert str(file_of(collection)) in vectorfile._mapped
+    collection.delete()
+    assert not file_of(collection).exists() and str(file_of(collection)) not in vectorfile._mapped
+    assert vectorfile.mapped_bytes() == before - size
+    # deleted by llm: our next write to the database removes the file
+    kept, _ = filled(path, rows=30, name="kept")
+    gone, _ = filled(path, rows=30, name="gone", seed=2)
+    answer(kept, data[0].tolist())
+    answer(gone, data[0].tolist())
+    llm.Collection("gone", sqlite_utils.Database(path)).delete()
+    assert file_of(gone).exists()
+    kept.embed("new", "1,2,3,4,5,6,7,8")
+    assert not file_of(gone).exists() and file_of(kept).exists()
+
+
+def test_the_forget_command_removes_tokens_triggers_and_files(tmp_path):
+    from click.testing import CliRunner
+
+    from embsqlite.cli import cli
+
+    path = tmp_path / "a.db"
+    collection, data = filled(path, rows=30)
+    answer(collection, data[0].tolist())
+    collection.close()
+    result = CliRunner().invoke(cli, ["vector-file", "--forget", "-d", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [str(file_of(collection))]
+    conn = sqlite3.connect(path)
+    assert conn.execute("select count(*) from sqlite_master where name like 'embsqlite%'").fetchone() == (0,)
+    conn.close()
+    assert not any(".vectors" in name for name in os.listdir(tmp_path))
+    llm.Collection("c", sqlite_utils.Database(path), model=LlmVectors()).embed("x", "1,2,3,4,5,6,7,8")
+    neither = CliRunner().invoke(cli, ["vector-file", "-d", str(path)])
+    assert neither.exit_code != 0 and "COLLECTION" in neither.output
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_datasette_does_not_retry_a_build_abandoned_at_its_time_limit(tmp_path, monkeypatch, anyio_backend):
+    """A build longer than `sql_time_limit_ms` is abandoned once per state, not per request."""
+    from datasette.app import Datasette
+
+    from embsqlite import registry
+    from embsqlite.hashing import HashingModel
+
+    model = HashingModel(4)
+    monkeypatch.setattr(registry, "_entries", dict(registry._entries))  # registered for this test
+    embsqlite.register_embedding_model(model)
+    path = tmp_path / "big.db"
+    collection = embsqlite.Collection("big", path, model=model)
+    collection.conn.execute(
+        "insert into embeddings (collection_id, id, embedding) "
+        "with recursive n(i) as (select 1 union all select i + 1 from n where i < 200000) "
+        "select ?, printf('item-%06d', i), zeroblob(16) from n", (collection.id,))
+    collection.conn.commit()
+    changes.install(collection.conn)
+    collection.close()
+    builds: list[str] = []
+    real = vectorfile._temporary
+    monkeypatch.setattr(vectorfile, "_temporary", lambda p: builds.append(p) or real(p))
+    ds = Datasette([str(path)], settings={"sql_time_limit_ms": 1})
+    for _ in range(3):
+        response = await ds.client.get("/-/embsqlite/search.json?collection=big&q=happy")
+        assert "time limit" in response.json()["error"]
+    assert len(builds) == 1
+    assert not any(".vectors" in name for name in os.listdir(tmp_path))
+
+
+def test_a_dump_at_a_reused_inode_is_caught_by_the_row_check(tmp_path, monkeypatch):
+    """Should the re-created database get the old one's device and inode, the check of
+    each returned row's bytes still keeps unfiltered answers exact: the file is dropped."""
+    monkeypatch.setattr(vectorfile, "_database_identity", lambda database: (1, 1))
+    path = tmp_path / "a.db"
+    collection, data = filled(path, rows=20, dim=4)
+    collection.conn.execute("delete from embeddings where id in ('b0003', 'a0004', 'b0005')")
+    collection.conn.commit()
+    query = data[12].tolist()
+    before = answer(collection, query, 5)
+    dump = subprocess.run(["sqlite3", str(path), ".dump"], check=True, capture_output=True, text=True).stdout
+    collection.close()
+    for name in ("a.db", "a.db-wal", "a.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    subprocess.run(["sqlite3", str(path)], input=dump, check=True, text=True)
+    rebuilt = embsqlite.Collection("c", path, model=VectorModel())
+    assert answer(rebuilt, query, 5) == sql_answer(rebuilt, query, 5) == before
+    assert not file_of(rebuilt).exists() and rebuilt._vectors.builds == 0  # dropped
+    assert answer(rebuilt, query, 5) == before and rebuilt._vectors.builds == 1
