@@ -283,6 +283,18 @@ WRITE_CACHE_KIB = int(settings.env_number("EMBSQLITE_WRITE_CACHE_MB", 64, intege
 TEMP_STORE_MEMORY = 2
 
 
+def _tune(conn: Any, pragma: str) -> bool:
+    """Run a tuning pragma; False when SQLite refuses it (another thread sharing the
+    connection opened a transaction since we looked): tuning is only ever a speed-up."""
+    try:
+        conn.execute(pragma)
+    except Exception as error:
+        if "temporary storage" not in str(error):
+            raise
+        return False
+    return True
+
+
 def _main_is_file(conn: Any) -> bool:
     """Whether the main database is a file (an in-memory one journals in memory already)."""
     for row in conn.execute("pragma database_list").fetchall():
@@ -350,8 +362,8 @@ class GroupWriter:
         store = conn.execute("pragma temp_store").fetchone()[0]
         if (store != TEMP_STORE_MEMORY and not in_transaction(conn) and _main_is_file(conn)
                 and not _temp_objects(conn)):
-            self._temp_store = store
-            conn.execute(f"pragma temp_store = {TEMP_STORE_MEMORY}")
+            if _tune(conn, f"pragma temp_store = {TEMP_STORE_MEMORY}"):
+                self._temp_store = store
         return self
 
     def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
@@ -363,7 +375,7 @@ class GroupWriter:
                 self.conn.execute(f"pragma cache_size = {self._cache_size}")
             if (self._temp_store is not None and not in_transaction(self.conn)
                     and not _temp_objects(self.conn)):
-                self.conn.execute(f"pragma temp_store = {self._temp_store}")
+                _tune(self.conn, f"pragma temp_store = {self._temp_store}")
 
     def write(self, batch: list[CheckedItem]) -> None:
         """Write one checked batch; commit the group if it is due."""
