@@ -20,13 +20,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Optional
 
-from . import cache, dbfile, idorder, ingest, loading, rows, schema, vectors
+from . import cache, dbfile, idorder, index, ingest, loading, rows, schema, vectors
 from .connection import prepare_connection
 from .idorder import prefix_range
 from .model import EmbeddingModel, UnknownModelError, Value
 from .ranking import ranking_sql
 from .registry import get_embedding_model
-from .transaction import in_transaction, transaction
+from .transaction import in_transaction, read_transaction, transaction
 
 # The largest count SQLite can bind (LIMIT takes a signed 64-bit integer): one rule for
 # every count, whether a search is answered by SQL or by the vector cache.
@@ -440,18 +440,22 @@ class Collection:
 
     # Searching
 
-    def similar(self, value: Value, number: int = 10, prefix: Optional[str] = None) -> list[Entry]:
-        """The `number` items most similar to `value` (embedded with the collection's model)."""
+    def similar(
+        self, value: Value, number: int = 10, prefix: Optional[str] = None, *, exact: bool = False
+    ) -> list[Entry]:
+        """The `number` items most similar to `value` (embedded with the collection's model);
+        `exact=True` scans every row even when the collection has a current index."""
         check_search(number, prefix)
         if isinstance(value, str):
             ingest.check_text("the query", value)
-        return self.similar_by_vector(self.model().embed(value), number, prefix=prefix)
+        return self.similar_by_vector(self.model().embed(value), number, prefix=prefix, exact=exact)
 
     @_one_thread_at_a_time
     def similar_by_id(
-        self, id: Any, number: int = 10, prefix: Optional[str] = None
+        self, id: Any, number: int = 10, prefix: Optional[str] = None, *, exact: bool = False
     ) -> list[Entry]:
-        """The `number` items most similar to the stored item `id`, excluding it."""
+        """The `number` items most similar to the stored item `id`, excluding it
+        (`exact=True`: never the index)."""
         check_search(number, prefix)
         ingest.check_text("the id", str(id))
         row = self.conn.execute(
@@ -462,7 +466,7 @@ class Collection:
             raise self.DoesNotExist(f"id {str(id)!r} is not in collection {self.name!r}")
         if not isinstance(row[0], bytes) or not row[0] or len(row[0]) % 4:
             raise ValueError(f"id {str(id)!r} has no valid stored embedding")
-        return self._rank(row[0], number, str(id), prefix, None)
+        return self._rank(row[0], number, str(id), prefix, None, exact)
 
     def similar_by_vector(
         self,
@@ -470,19 +474,22 @@ class Collection:
         number: int = 10,
         skip_id: Optional[Any] = None,
         prefix: Optional[str] = None,
+        *,
+        exact: bool = False,
     ) -> list[Entry]:
-        """The `number` items most similar to `vector`, best first, ties broken by id."""
+        """The `number` items most similar to `vector`, best first, ties broken by id
+        (`exact=True`: never the index)."""
         check_search(number, prefix)
         blob = vectors.encode(vector)
         if not blob:
             raise ValueError("the query vector is empty")
         skip = None if skip_id is None else str(skip_id)
-        return self._rank(blob, number, skip, prefix, "the query vector")
+        return self._rank(blob, number, skip, prefix, "the query vector", exact)
 
     @_one_thread_at_a_time
     def _rank(
         self, query: bytes, number: int, skip_id: Optional[str], prefix: Optional[str],
-        what: Optional[str],
+        what: Optional[str], exact: bool = False,
     ) -> list[Entry]:
         """The top `number` rows: from the vector cache when the database is unchanged
         since the previous search, else one SQL statement where the C cosine_similarity
@@ -501,6 +508,10 @@ class Collection:
             low, high = prefix_range(prefix, facts.encoding)
         if number == 0:
             return []
+        if not exact and low is None:  # a current index: candidates re-ranked by SQL
+            indexed = self._indexed(query, number, skip_id)
+            if indexed is not None:
+                return indexed
         if facts.dimensions is not None and len(query) == 4 * facts.dimensions:
             cached = self._cache.search(query, number, low, high, skip_id, facts.token)
             if cached is not None:
@@ -521,6 +532,39 @@ class Collection:
             Entry(id_, score, content, None if meta is None else json.loads(meta))
             for id_, score, content, meta in self.conn.execute(statement, params).fetchall()
         ]
+
+    def _indexed(self, query: bytes, number: int, skip_id: Optional[str]) -> Optional[list[Entry]]:
+        """The top rows among the collection index's candidates, ranked by the ranking
+        statement (exact scores), or None when no current index answers (index.py)."""
+        pool = max(index.POOL, index.POOL_PER_RESULT * number) + (skip_id is not None)
+        with read_transaction(self.conn):
+            found = index.candidates(self.conn, self.id, query, pool)
+            if found is None or len(found) < min(pool, number + (skip_id is not None)):
+                return None
+            params: list[Any] = [query, self.id, number, json.dumps(found)]
+            if skip_id is not None:
+                params.append(skip_id)
+            statement = ranking_sql(
+                "?1", "?2", "?3", rowids="?4", skip_id=None if skip_id is None else "?5"
+            )
+            return [
+                Entry(id_, score, content, None if meta is None else json.loads(meta))
+                for id_, score, content, meta in self.conn.execute(statement, params).fetchall()
+            ]
+
+    def build_index(
+        self, *, probes: int = index.PROBES, progress: Optional[Callable[[int], None]] = None
+    ) -> str:
+        """Build (or rebuild) the approximate-search index of this collection beside its
+        database file and return its path; searches use it until the collection changes
+        (index.py). `probes`: IVF lists scanned per search; `progress` gets row counts."""
+        with self._lock:
+            path, _trailer = index.build(self.conn, self.id, probes=probes, progress=progress)
+        return path
+
+    def index_status(self) -> str:
+        """`none`, `current`, `stale` or `invalid: <why>`: the state of this collection's index."""
+        return index.status(self.conn, self.id)
 
     def _entries(self, ranked: list[tuple[str, float]]) -> list[Entry]:
         """Entries for (id, score) pairs, with their stored content and metadata."""

@@ -19,14 +19,19 @@ def ranking_sql(
     high: Optional[str] = None,
     skip_id: Optional[str] = None,
     not_indexed: bool = False,
+    rowids: Optional[str] = None,
 ) -> str:
     """`select id, score, content, metadata`, best first, ties by id: the top `number`
-    rows of `collection` for the vector `query`, ids in [low, high), without `skip_id`."""
+    rows of `collection` for the vector `query`, ids in [low, high), without `skip_id`;
+    with `rowids` (a JSON array of rowids: an index's candidates) only those rows."""
     where = f"collection_id = {collection}\n    and embedding is not null"
     if low is not None:
         where += f" and id >= {low}" + ("" if high is None else f" and id < {high}")
     if skip_id is not None:
         where += f" and id != {skip_id}"
+    if rowids is not None:  # looked up by rowid; no index may turn it into a scan
+        where += f" and rowid in (select value from json_each({rowids}))"
+        not_indexed = True
     # The only collection in a file: reading the table in order beats walking the
     # primary-key index and fetching each row (~7% at 100,000 rows).
     table = "embeddings not indexed" if not_indexed else "embeddings"
