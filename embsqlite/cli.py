@@ -25,7 +25,7 @@ from typing import Any, Optional
 import click
 from click_default_group import DefaultGroup
 
-from . import dbfile, inputs, schema, user_dir, vectors
+from . import changes, dbfile, index, inputs, schema, user_dir, vectors
 from .cli_errors import OneLineUsageGroup, UserError, user_errors
 from .cluster import ClusterError
 from .collection import MAX_COUNT, Collection, summary_sql
@@ -448,6 +448,10 @@ def collections_list(database: Optional[str] = None, json_: bool = False) -> Non
             {"name": name, "model": model, "num_embeddings": count}
             for name, model, count in conn.execute(summary_sql(), {"cap": -1})
         ]
+        if not json_:  # the JSON stays llm's
+            for row in rows:
+                found = conn.execute("select id from collections where name = ?", (row["name"],)).fetchone()
+                row["index"] = None if found is None else index.status(conn, found[0])
     conn.close()
     if json_:
         click.echo(json.dumps(rows, indent=4))  # as llm
@@ -457,6 +461,50 @@ def collections_list(database: Optional[str] = None, json_: bool = False) -> Non
     for row in rows:
         count = row["num_embeddings"]
         click.echo(f"{row['name']}: {row['model']}\n  {count} embedding{'' if count == 1 else 's'}")
+        if row["index"] not in (None, "none"):
+            click.echo(f"  index: {_index_note(row['name'], row['index'])}")
+
+
+def _index_note(name: str, status: str) -> str:
+    """One line on a collection's index for `collections list` and `index`."""
+    if status == "current":
+        return "current (searches use it)"
+    if status == "stale":
+        return f"stale, searches scan every row; rebuild with: embsqlite index {name}"
+    return f"{status}; searches scan every row; rebuild with: embsqlite index {name}"
+
+
+@cli.command(name="index")
+@click.argument("collection")
+@click.option("--probes", type=click.IntRange(1), default=index.PROBES, show_default=True,
+              help="IVF lists scanned per search (more: better recall, slower)")
+@click.option("--remove", is_flag=True, help="Delete the collection's index instead")
+@_database_option
+def index_command(collection: str, probes: int, remove: bool, database: Optional[str]) -> None:
+    """Build (or rebuild) the approximate-search index of COLLECTION.
+
+    \b
+    The index is one file beside the database, DATABASE-embsqlite-<id>.index. Searches
+    use it (candidates re-ranked exactly) until anything changes the collection; then
+    they scan every row again until this command runs anew. Needs faiss:
+    pip install 'embsqlite[index]'.
+    """
+    conn = _open(database, create=False)
+    try:
+        collection_obj = _existing_collection(conn, collection)
+        if remove:
+            with user_errors(OSError):
+                found = index.remove(conn, collection_obj.id)
+            click.echo("index removed" if found else "no index", err=True)
+            return
+        total = collection_obj.count()
+        with user_errors(index.IndexUnavailable, index.IndexBuildError, changes.ForeignChangesTable,
+                         sqlite3.OperationalError, OSError):
+            with progress_bar(total, "Indexing") as bar:
+                path = collection_obj.build_index(probes=probes, progress=bar.update)
+        click.echo(path)
+    finally:
+        conn.close()
 
 
 @collections.command(name="delete")

@@ -12,6 +12,7 @@ change token, so an unchanged database costs a search the token and one statemen
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -316,6 +317,8 @@ class Collection:
             self._check_still_named()
             self.conn.execute("delete from embeddings where collection_id = ?", (self.id,))
             self.conn.execute("delete from collections where id = ?", (self.id,))
+        with contextlib.suppress(OSError):  # stale already (the triggers saw the delete)
+            index.remove(self.conn, self.id)
 
     @_one_thread_at_a_time
     def dimensions(self) -> Optional[int]:

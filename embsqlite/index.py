@@ -263,7 +263,6 @@ def build(
     return its path and trailer. Installs change tracking first (a write), then reads the
     state and every vector in one read transaction. `progress` gets row counts."""
     faiss = _faiss()
-    import numpy as np
 
     if not isinstance(probes, int) or isinstance(probes, bool) or probes < 1:
         raise ValueError(f"probes must be a positive int, not {probes!r}")
