@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from . import __version__, changes
+from . import __version__, changes, settings
 from .transaction import read_transaction
 
 MAGIC = b"EMBSQLIX"
@@ -44,6 +44,7 @@ POOL_PER_RESULT = 10
 MAX_LISTS = 4096
 TRAIN_PER_LIST = 40  # faiss asks for 39 training points per list
 PROBES = 64  # lists scanned per search, unless the build says otherwise
+PROBES_ENV = "EMBSQLITE_INDEX_PROBES"  # overrides the build's probes at search time
 CHUNK = 50_000  # rows read, normalised and added at a time
 HEAD_BYTES = 1 << 20  # the digest covers faiss's headers and the start of its arrays
 _TRAILER_END = 16  # the trailer's length (8 bytes, little-endian) and MAGIC
@@ -238,7 +239,8 @@ def candidates(conn: Any, collection_id: int, query: bytes, pool: int) -> Option
         vector = vector / np.float32(norm)
     with loaded.lock:
         ivf = _faiss().extract_index_ivf(loaded.index)
-        ivf.nprobe = min(trailer.probes, trailer.lists)
+        probes = int(settings.env_number(PROBES_ENV, trailer.probes, minimum=1, integer=True))
+        ivf.nprobe = min(probes, trailer.lists)
         _scores, ids = loaded.index.search(vector, min(pool, max(1, trailer.count)))
     return [int(rowid) for rowid in ids[0] if rowid >= 0]
 
