@@ -383,8 +383,10 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
 @click.option("-p", "--plain", is_flag=True, help="Plain text instead of JSON lines")
 @_database_option
 @click.option("--prefix", default="", help="Only ids that start with this (literally)")
+@click.option("--exact", is_flag=True, help="Scan every row even if the collection has a current index")
 def similar(collection: str, id: Optional[str], input: Optional[str], content: Optional[str],
-            binary: bool, number: int, plain: bool, database: Optional[str], prefix: str) -> None:
+            binary: bool, number: int, plain: bool, database: Optional[str], prefix: str,
+            exact: bool) -> None:
     """The items of COLLECTION most similar to ID, or to -c/-i content; best first.
 
     \b
@@ -399,13 +401,13 @@ def similar(collection: str, id: Optional[str], input: Optional[str], content: O
     collection_obj = _existing_collection(conn, collection)
     if id is not None:
         try:
-            results = collection_obj.similar_by_id(id, number, prefix=prefix or None)
+            results = collection_obj.similar_by_id(id, number, prefix=prefix or None, exact=exact)
         except Collection.DoesNotExist:
             raise UserError("ID not found in collection") from None
     else:
         value = _read_content(content, input, binary)
         with user_errors(*MODEL_ERRORS, ValueError):
-            results = collection_obj.similar(value, number, prefix=prefix or None)
+            results = collection_obj.similar(value, number, prefix=prefix or None, exact=exact)
     for entry in results:
         if plain:
             _print_plain(entry)

@@ -393,3 +393,13 @@ def test_an_index_is_used_from_a_new_process_without_loading_it(db):
                           env={**os.environ, "EMBSQLITE_DEFAULT_MODEL": "hashing"})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [1, True]
+
+
+def test_cli_similar_exact_never_asks_the_index(db, monkeypatch):
+    calls = []
+    monkeypatch.setattr(index, "candidates", lambda *a, **k: calls.append(1))
+    for extra in (["--exact"], []):
+        done = CliRunner().invoke(cli, ["similar", "docs", "doc00005", "-n", "3", "-d", str(db), *extra])
+        assert done.exit_code == 0, done.output
+        assert len(done.output.splitlines()) == 3
+    assert calls == [1]
