@@ -198,6 +198,7 @@ class Collection:
         self._model = self._resolve(model, model_id, self.model_id)
         self._cache = cache.VectorCache(self.conn, self.id)
         self._facts: Optional[_Facts] = None
+        self._index_file: Optional[str] = None  # found on the first search (index.file_for)
 
     @classmethod
     def open_or_create(cls, name: str, db: Any, model_id: Optional[str] = None) -> Collection:
@@ -539,6 +540,10 @@ class Collection:
     def _indexed(self, query: bytes, number: int, skip_id: Optional[str]) -> Optional[list[Entry]]:
         """The top rows among the collection index's candidates, ranked by the ranking
         statement (exact scores), or None when no current index answers (index.py)."""
+        if self._index_file is None:  # the main database's file cannot change: asked once
+            self._index_file = index.file_for(self.conn, self.id) or ""
+        if not self._index_file or not os.path.exists(self._index_file):
+            return None  # no statement at all for a collection without an index
         pool = max(index.POOL, index.POOL_PER_RESULT * number) + (skip_id is not None)
         with read_transaction(self.conn):
             found = index.candidates(self.conn, self.id, query, pool)

@@ -106,6 +106,12 @@ def lists_for(count: int) -> int:
     return max(1, min(MAX_LISTS, int(2 * math.sqrt(count)), count // TRAIN_PER_LIST))
 
 
+def file_for(conn: Any, collection_id: int) -> Optional[str]:
+    """The collection's index file name (it may not exist), or None without a database file."""
+    database = database_file(conn)
+    return None if database is None else path_for(database, collection_id)
+
+
 # Reading and validating a file
 
 

@@ -160,8 +160,9 @@ def test_members_and_delete_in_one_transaction(tmp_path, counting_model):
     doomed.conn.set_trace_callback(trace.append)
     doomed.delete()
     doomed.conn.set_trace_callback(None)
-    # the SELECT checks that the name still maps to this collection's id and model
-    assert [s.split()[0].upper() for s in trace] == ["BEGIN", "SELECT", "DELETE", "DELETE", "COMMIT"]
+    # the SELECT checks that the name still maps to this collection's id and model; the
+    # PRAGMA after the commit finds the database file, beside which an index file is removed
+    assert [s.split()[0].upper() for s in trace] == ["BEGIN", "SELECT", "DELETE", "DELETE", "COMMIT", "PRAGMA"]
     assert not Collection.exists(path, "doomed")
     assert doomed.conn.execute(
         "select count(*) from embeddings where collection_id = ?", (doomed.id,)
