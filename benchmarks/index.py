@@ -48,6 +48,15 @@ HERE = os.path.abspath(__file__)
 
 
 def peak_mb() -> float:
+    """This process's peak RSS. Linux keeps getrusage's ru_maxrss across fork and exec (a
+    child would report its parent's peak), so there it is VmHWM, which exec resets."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -143,8 +152,7 @@ def new_process(path: str, query: list[float]) -> tuple[float, float]:
 
 
 def role_vec0(path: str, kind: str, rows: int) -> dict:
-    import sqlite3
-
+    import pysqlite3.dbapi2 as sqlite3  # the stdlib's here cannot load extensions
     import sqlite_vec
 
     work = tempfile.mkdtemp(dir=index_data.directory())
@@ -267,7 +275,7 @@ def main() -> None:
         status = collection.index_status()
         collection.close()
         if status != "current" or args.rebuild:
-            built = run_role("build", path)
+            built = run_role("build", path, env={"OMP_NUM_THREADS": str(os.cpu_count() or 1)})
             print(f"  build                  {built['seconds']:9.1f} s    index file {built['bytes'] / 1e9:.2f} GB"
                   f" ({built['lists']} lists)   peak RSS {built['peak_mb']:7.0f} MB", flush=True)
         else:

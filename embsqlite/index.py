@@ -41,9 +41,9 @@ SUFFIX = ".index"
 # Candidates re-ranked exactly per search: at least POOL, and POOL_PER_RESULT per result.
 POOL = 100
 POOL_PER_RESULT = 10
-MAX_LISTS = 4096
+MAX_LISTS = 1024
 TRAIN_PER_LIST = 40  # faiss asks for 39 training points per list
-PROBES = 64  # lists scanned per search, unless the build says otherwise
+PROBES = 32  # lists scanned per search, unless the build says otherwise
 PROBES_ENV = "EMBSQLITE_INDEX_PROBES"  # overrides the build's probes at search time
 CHUNK = 50_000  # rows read, normalised and added at a time
 HEAD_BYTES = 1 << 20  # the digest covers faiss's headers and the start of its arrays
@@ -101,9 +101,9 @@ def path_for(database: str, collection_id: int) -> str:
 
 
 def lists_for(count: int) -> int:
-    """IVF lists for `count` vectors: about 2 sqrt(count), at most MAX_LISTS, and never
-    more than the training points allow."""
-    return max(1, min(MAX_LISTS, int(2 * math.sqrt(count)), count // TRAIN_PER_LIST))
+    """IVF lists for `count` vectors: about sqrt(count), at most MAX_LISTS (the build's
+    cost is a product of rows and lists), and never more than the training points allow."""
+    return max(1, min(MAX_LISTS, int(math.sqrt(count)), count // TRAIN_PER_LIST))
 
 
 def file_for(conn: Any, collection_id: int) -> Optional[str]:
