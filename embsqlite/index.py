@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -306,6 +307,7 @@ def build(
     handle, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     os.close(handle)
     try:
+        os.chmod(tmp, stat.S_IMODE(os.stat(database).st_mode))  # readable by whoever reads the database
         faiss.write_index(index, tmp)
         del index
         faiss_bytes = os.path.getsize(tmp)

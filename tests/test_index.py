@@ -305,6 +305,14 @@ def test_an_index_needs_a_file_and_one_dimension(tmp_path):
     assert docs.index_status() == "none"
 
 
+def test_the_index_file_has_the_databases_permissions(tmp_path):
+    path = tmp_path / "perm.db"
+    make_db(path, rows=100)
+    os.chmod(path, 0o644)
+    built = open_docs(path).build_index()
+    assert os.stat(built).st_mode & 0o777 == 0o644
+
+
 def test_the_trailer_records_the_state_read_with_the_vectors(db):
     docs = open_docs(db)
     trailer = index.read_trailer(index.path_for(str(db), docs.id))
