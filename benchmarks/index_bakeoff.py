@@ -12,9 +12,10 @@ recall@10 after re-ranking, peak RSS of the build and of a query process.
 
 One run at 100,000 rows on this 2-core machine while it was busy with other work (pool
 100): usearch built in 76 s (clustered) and 156 s (uniform), about 1,000 vectors a second,
-so 10,000,000 would take hours; faiss IVF-SQ8 in 14-16 s. At equal query time recall was
-similar (clustered random queries 0.81 vs 0.81 at ~1.5 ms; uniform both under 0.4 even at
-expansion 512 or 128 lists). The build cost decided: faiss.
+so 10,000,000 would take hours; faiss IVF-SQ8 (1,264 lists then) in 14-16 s. Held-out
+queries on clustered data: recall 1.000 for both. Random queries on clustered data: usearch
+0.807 at 7.6 ms (expansion 512), faiss 0.808 at 1.5 ms (32 probes). Uniform data: usearch
+0.39 at expansion 512, faiss 0.32 at 128 probes. The build cost decided: faiss.
 """
 from __future__ import annotations
 
