@@ -345,16 +345,16 @@ def remove(conn: Any, collection_id: int) -> bool:
 
 def _shape(conn: Any, collection_id: int) -> tuple[int, int]:
     """(dimensions, rows with a vector); one dimension for all, else IndexBuildError."""
-    rows = conn.execute(
-        "select length(embedding), count(*) from embeddings where collection_id = ?"
-        " and embedding is not null group by length(embedding) limit 2",
+    shortest, longest, count = conn.execute(  # one pass, no temporary b-tree
+        "select min(length(embedding)), max(length(embedding)), count(*) from embeddings"
+        " where collection_id = ? and embedding is not null",
         (collection_id,),
-    ).fetchall()
-    if not rows:
+    ).fetchone()
+    if not count:
         raise IndexBuildError("the collection has no vectors to index")
-    if len(rows) > 1 or rows[0][0] % 4 or rows[0][0] == 0:
+    if shortest != longest or shortest % 4 or shortest == 0:
         raise IndexBuildError("the collection's vectors do not all have one dimension")
-    return rows[0][0] // 4, rows[0][1]
+    return shortest // 4, count
 
 
 def _normalised(blobs: list[bytes], dimensions: int) -> Any:
