@@ -412,3 +412,20 @@ def test_cli_similar_exact_never_asks_the_index(db, monkeypatch):
         assert done.exit_code == 0, done.output
         assert len(done.output.splitlines()) == 3
     assert calls == [1]
+
+
+def test_cli_index_remove_deletes_the_file_and_searches_scan(db):
+    assert os.path.exists(index.path_for(str(db), 1))
+    done = CliRunner().invoke(cli, ["index", "docs", "--remove", "-d", str(db)])
+    assert done.exit_code == 0 and "index removed" in done.output
+    assert not os.path.exists(index.path_for(str(db), 1))
+    assert open_docs(db).index_status() == "none"
+    again = CliRunner().invoke(cli, ["index", "docs", "--remove", "-d", str(db)])
+    assert again.exit_code == 0 and "no index" in again.output
+
+
+def test_cli_index_without_faiss_is_one_line(db, monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    done = CliRunner().invoke(cli, ["index", "docs", "-d", str(db)])
+    assert done.exit_code == 1
+    assert done.output.strip() == "Error: building an index needs faiss: pip install 'embsqlite[index]'"
