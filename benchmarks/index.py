@@ -12,7 +12,8 @@ printed with the command that deletes it), then, each step in its own process so
                before `import embsqlite`; the interpreter's own start is printed apart)
   exact        similar_by_vector(exact=True), the SQL full scan, cache off: median of a few
   peers        at 1,000,000 rows or fewer: sqlite-vec vec0 (exact, in its own table) and
-               ChromaDB (HNSW), built from the same vectors, same queries
+               ChromaDB (HNSW; `pip install chromadb`, not in any extra: it brings many
+               packages), built from the same vectors, same queries
 
 recall@10 is against the exact answer: the generator keeps each query's best 100 rows
 (float64 dot products while writing), re-ranked here by the SQL cosine_similarity,
