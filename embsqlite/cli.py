@@ -25,7 +25,7 @@ from typing import Any, Optional
 import click
 from click_default_group import DefaultGroup
 
-from . import changes, dbfile, filters, inputs, schema, user_dir, vectorfile, vectors
+from . import changes, dbfile, filters, index, inputs, schema, user_dir, vectorfile, vectors
 from .cli_errors import OneLineUsageGroup, UserError, user_errors
 from .cluster import ClusterError
 from .collection import MAX_COUNT, Collection, summary_sql
@@ -387,9 +387,11 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
 @click.option("--param", "params", multiple=True, type=(str, str), metavar="NAME VALUE",
               help="Named :parameters for --where")
 @click.option("--metadata-filter", help='Only rows whose metadata has these keys and values: a JSON object')
+@click.option("--exact", is_flag=True, help="Scan every row even if the collection has a current index")
 def similar(collection: str, id: Optional[str], input: Optional[str], content: Optional[str],
             binary: bool, number: int, plain: bool, database: Optional[str], prefix: str,
-            where: Optional[str], params: tuple[tuple[str, str], ...], metadata_filter: Optional[str]) -> None:
+            where: Optional[str], params: tuple[tuple[str, str], ...], metadata_filter: Optional[str],
+            exact: bool) -> None:
     """The items of COLLECTION most similar to ID, or to -c/-i content; best first.
 
     \b
@@ -413,13 +415,14 @@ def similar(collection: str, id: Optional[str], input: Optional[str], content: O
     if id is not None:
         try:
             with user_errors(filters.FilterError):
-                results = collection_obj.similar_by_id(id, number, prefix=prefix or None, **search_filter)
+                results = collection_obj.similar_by_id(id, number, prefix=prefix or None, exact=exact,
+                                                       **search_filter)
         except Collection.DoesNotExist:
             raise UserError("ID not found in collection") from None
     else:
         value = _read_content(content, input, binary)
         with user_errors(*MODEL_ERRORS, ValueError):
-            results = collection_obj.similar(value, number, prefix=prefix or None, **search_filter)
+            results = collection_obj.similar(value, number, prefix=prefix or None, exact=exact, **search_filter)
     for entry in results:
         if plain:
             _print_plain(entry)
@@ -509,6 +512,10 @@ def collections_list(database: Optional[str] = None, json_: bool = False) -> Non
             {"name": name, "model": model, "num_embeddings": count}
             for name, model, count in conn.execute(summary_sql(), {"cap": -1})
         ]
+        if not json_:  # the JSON stays llm's
+            for row in rows:
+                found = conn.execute("select id from collections where name = ?", (row["name"],)).fetchone()
+                row["index"] = None if found is None else index.status(conn, found[0])
     conn.close()
     if json_:
         click.echo(json.dumps(rows, indent=4))  # as llm
@@ -518,6 +525,50 @@ def collections_list(database: Optional[str] = None, json_: bool = False) -> Non
     for row in rows:
         count = row["num_embeddings"]
         click.echo(f"{row['name']}: {row['model']}\n  {count} embedding{'' if count == 1 else 's'}")
+        if row["index"] not in (None, "none"):
+            click.echo(f"  index: {_index_note(row['name'], row['index'])}")
+
+
+def _index_note(name: str, status: str) -> str:
+    """One line on a collection's index for `collections list` and `index`."""
+    if status == "current":
+        return "current (searches use it)"
+    if status == "stale":
+        return f"stale, searches scan every row; rebuild with: embsqlite index {name}"
+    return f"{status}; searches scan every row; rebuild with: embsqlite index {name}"
+
+
+@cli.command(name="index")
+@click.argument("collection")
+@click.option("--probes", type=click.IntRange(1), default=index.PROBES, show_default=True,
+              help="IVF lists scanned per search (more: better recall, slower)")
+@click.option("--remove", is_flag=True, help="Delete the collection's index instead")
+@_database_option
+def index_command(collection: str, probes: int, remove: bool, database: Optional[str]) -> None:
+    """Build (or rebuild) the approximate-search index of COLLECTION.
+
+    \b
+    The index is one file beside the database, DATABASE-embsqlite-<id>.index. Searches
+    use it (candidates re-ranked exactly) until anything changes the collection; then
+    they scan every row again until this command runs anew. Needs faiss:
+    pip install 'embsqlite[index]'.
+    """
+    conn = _open(database, create=False)
+    try:
+        collection_obj = _existing_collection(conn, collection)
+        if remove:
+            with user_errors(OSError):
+                found = index.remove(conn, collection_obj.id)
+            click.echo("index removed" if found else "no index", err=True)
+            return
+        total = collection_obj.count()
+        with user_errors(index.IndexUnavailable, index.IndexBuildError, changes.ForeignChangesTable,
+                         sqlite3.OperationalError, OSError):
+            with progress_bar(total, "Indexing") as bar:
+                path = collection_obj.build_index(probes=probes, progress=bar.update)
+        click.echo(path)
+    finally:
+        conn.close()
 
 
 @collections.command(name="delete")

@@ -12,6 +12,7 @@ change token, so an unchanged database costs a search the token and one statemen
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -22,13 +23,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Optional
 
-from . import cache, changes, dbfile, filters, idorder, ingest, loading, rows, schema, vectorfile, vectors
+from . import cache, changes, dbfile, filters, idorder, index, ingest, loading, rows, schema, vectorfile, vectors
 from .connection import prepare_connection
 from .idorder import prefix_range
 from .model import EmbeddingModel, UnknownModelError, Value
 from .ranking import filter_sql, ranking_sql
 from .registry import get_embedding_model
-from .transaction import in_transaction, transaction
+from .transaction import in_transaction, read_transaction, transaction
 
 # The largest count SQLite can bind (LIMIT takes a signed 64-bit integer): one rule for
 # every count, whether a search is answered by SQL or by the vector cache.
@@ -213,6 +214,7 @@ class Collection:
         # the rows of the last filters searched through the vector file (_filter_rowids)
         self._filter_rows: OrderedDict[tuple[Any, ...], array] = OrderedDict()
         self._facts: Optional[_Facts] = None
+        self._index_file: Optional[str] = None  # found on the first search (index.file_for)
 
     @classmethod
     def open_or_create(cls, name: str, db: Any, model_id: Optional[str] = None) -> Collection:
@@ -333,6 +335,8 @@ class Collection:
             self.conn.execute("delete from embeddings where collection_id = ?", (self.id,))
             self.conn.execute("delete from collections where id = ?", (self.id,))
         self._vectors.remove()
+        with contextlib.suppress(OSError):  # stale already (the triggers saw the delete)
+            index.remove(self.conn, self.id)
 
     @_one_thread_at_a_time
     def dimensions(self) -> Optional[int]:
@@ -467,26 +471,27 @@ class Collection:
     def similar(
         self, value: Value, number: int = 10, prefix: Optional[str] = None, *,
         where: Optional[str] = None, where_args: Any = None,
-        metadata: Optional[Mapping[str, Any]] = None,
+        metadata: Optional[Mapping[str, Any]] = None, exact: bool = False,
     ) -> list[Entry]:
         """The `number` items most similar to `value` (embedded with the collection's model);
-        `where`/`where_args`/`metadata` filter the rows ranked (see `similar_by_vector`)."""
+        `where`/`where_args`/`metadata` filter the rows ranked and `exact=True` never uses
+        an index (see `similar_by_vector`)."""
         check_search(number, prefix)
         search_filter = filters.build(where, where_args, metadata)
         if isinstance(value, str):
             ingest.check_text("the query", value)
         if search_filter is not None:
             self._check_filter(search_filter)  # before the model runs
-        return self._similar_to(self.model().embed(value), number, None, prefix, search_filter)
+        return self._similar_to(self.model().embed(value), number, None, prefix, search_filter, exact)
 
     @_one_thread_at_a_time
     def similar_by_id(
         self, id: Any, number: int = 10, prefix: Optional[str] = None, *,
         where: Optional[str] = None, where_args: Any = None,
-        metadata: Optional[Mapping[str, Any]] = None,
+        metadata: Optional[Mapping[str, Any]] = None, exact: bool = False,
     ) -> list[Entry]:
         """The `number` items most similar to the stored item `id`, excluding it; filters
-        as in `similar_by_vector`."""
+        and `exact` as in `similar_by_vector`."""
         check_search(number, prefix)
         search_filter = filters.build(where, where_args, metadata)
         ingest.check_text("the id", str(id))
@@ -498,7 +503,7 @@ class Collection:
             raise self.DoesNotExist(f"id {str(id)!r} is not in collection {self.name!r}")
         if not isinstance(row[0], bytes) or not row[0] or len(row[0]) % 4:
             raise ValueError(f"id {str(id)!r} has no valid stored embedding")
-        return self._rank(row[0], number, str(id), prefix, None, search_filter)
+        return self._rank(row[0], number, str(id), prefix, None, search_filter, exact)
 
     def similar_by_vector(
         self,
@@ -510,31 +515,34 @@ class Collection:
         where: Optional[str] = None,
         where_args: Any = None,
         metadata: Optional[Mapping[str, Any]] = None,
+        exact: bool = False,
     ) -> list[Entry]:
         """The `number` items most similar to `vector`, best first, ties broken by id.
 
         Only rows for which the SQL expression `where` is true are ranked (over the row's
         columns: id, content, content_blob, metadata, updated; `where_args` a sequence for
         `?`, a dict for `:name`, as sqlite-utils' rows_where), and whose metadata has each
-        key of `metadata` equal to its value (filters.metadata_rule); both AND `prefix`."""
+        key of `metadata` equal to its value (filters.metadata_rule); both AND `prefix`.
+        A collection with a current index answers from it unless `exact=True` or a prefix
+        or filter is given (index.py)."""
         check_search(number, prefix)
         search_filter = filters.build(where, where_args, metadata)
-        return self._similar_to(vector, number, skip_id, prefix, search_filter)
+        return self._similar_to(vector, number, skip_id, prefix, search_filter, exact)
 
     def _similar_to(
         self, vector: Sequence[float], number: int, skip_id: Optional[Any], prefix: Optional[str],
-        search_filter: Optional[filters.Filter],
+        search_filter: Optional[filters.Filter], exact: bool = False,
     ) -> list[Entry]:
         blob = vectors.encode(vector)
         if not blob:
             raise ValueError("the query vector is empty")
         skip = None if skip_id is None else str(skip_id)
-        return self._rank(blob, number, skip, prefix, "the query vector", search_filter)
+        return self._rank(blob, number, skip, prefix, "the query vector", search_filter, exact)
 
     @_one_thread_at_a_time
     def _rank(
         self, query: bytes, number: int, skip_id: Optional[str], prefix: Optional[str],
-        what: Optional[str], search_filter: Optional[filters.Filter] = None,
+        what: Optional[str], search_filter: Optional[filters.Filter] = None, exact: bool = False,
     ) -> list[Entry]:
         """The top `number` rows: from the vector cache when the database is unchanged
         since the previous search, else one SQL statement where the C cosine_similarity
@@ -555,6 +563,10 @@ class Collection:
             self._check_filter(search_filter)
         if number == 0:
             return []
+        if not exact and low is None and search_filter is None:  # an index: candidates re-ranked by SQL
+            indexed = self._indexed(query, number, skip_id)
+            if indexed is not None:
+                return indexed
         if facts.dimensions is not None and len(query) == 4 * facts.dimensions:
             mapped = self._search_file(query, number, low, high, skip_id, facts, search_filter)
             if mapped is not None:
@@ -648,6 +660,42 @@ class Collection:
             if not _is_sql_error(error):
                 raise
             raise _filter_error(search_filter, error) from None
+    def _indexed(self, query: bytes, number: int, skip_id: Optional[str]) -> Optional[list[Entry]]:
+        """The top rows among the collection index's candidates, ranked by the ranking
+        statement (exact scores), or None when no current index answers (index.py)."""
+        if self._index_file is None:  # the main database's file cannot change: asked once
+            self._index_file = index.file_for(self.conn, self.id) or ""
+        if not self._index_file or not os.path.exists(self._index_file):
+            return None  # no statement at all for a collection without an index
+        pool = max(index.POOL, index.POOL_PER_RESULT * number) + (skip_id is not None)
+        with read_transaction(self.conn):
+            found = index.candidates(self.conn, self.id, query, pool)
+            if found is None or len(found) < min(pool, number + (skip_id is not None)):
+                return None
+            params: list[Any] = [query, self.id, number, json.dumps(found)]
+            if skip_id is not None:
+                params.append(skip_id)
+            statement = ranking_sql(
+                "?1", "?2", "?3", rowids="?4", skip_id=None if skip_id is None else "?5"
+            )
+            return [
+                Entry(id_, score, content, None if meta is None else json.loads(meta))
+                for id_, score, content, meta in self.conn.execute(statement, params).fetchall()
+            ]
+
+    def build_index(
+        self, *, probes: int = index.PROBES, progress: Optional[Callable[[int], None]] = None
+    ) -> str:
+        """Build (or rebuild) the approximate-search index of this collection beside its
+        database file and return its path; searches use it until the collection changes
+        (index.py). `probes`: IVF lists scanned per search; `progress` gets row counts."""
+        with self._lock:
+            path, _trailer = index.build(self.conn, self.id, probes=probes, progress=progress)
+        return path
+
+    def index_status(self) -> str:
+        """`none`, `current`, `stale` or `invalid: <why>`: the state of this collection's index."""
+        return index.status(self.conn, self.id)
 
     def _entries(self, ranked: list[tuple[str, float]]) -> list[Entry]:
         """Entries for (id, score) pairs, with their stored content and metadata."""

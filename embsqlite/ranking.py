@@ -22,15 +22,21 @@ def ranking_sql(
     skip_id: Optional[str] = None,
     not_indexed: bool = False,
     where: Optional[str] = None,
+    rowids: Optional[str] = None,
 ) -> str:
     """`select id, score, content, metadata`, best first, ties by id: the top `number`
     rows of `collection` for the vector `query`, ids in [low, high), without `skip_id`,
-    for which the boolean expression `where` (a rendered filter) is true."""
+    for which the boolean expression `where` (a rendered filter) is true; with `rowids`
+    (a JSON array of rowids: an index's candidates) only those rows."""
+    if rowids is not None:  # looked up by rowid; no index may turn it into a scan
+        not_indexed = True
     table, where_sql = _rows(collection, where, not_indexed)
     if low is not None:
         where_sql += f" and id >= {low}" + ("" if high is None else f" and id < {high}")
     if skip_id is not None:
         where_sql += f" and id != {skip_id}"
+    if rowids is not None:
+        where_sql += f" and rowid in (select value from json_each({rowids}))"
     return f"""select e.id, r.score, e.content, e.metadata from (
   select id, cosine_similarity(embedding, {query}) as score
   from {table}

@@ -161,9 +161,10 @@ def test_members_and_delete_in_one_transaction(tmp_path, counting_model):
     doomed.delete()
     doomed.conn.set_trace_callback(None)
     # the SELECT checks that the name still maps to this collection's id and model
-    # (the change-token triggers run inside each DELETE; the trace repeats its text)
+    # (the change-token triggers run inside each DELETE; the trace repeats its text); the
+    # PRAGMA after the commit finds the database file, beside which an index file is removed
     assert [s.split()[0].upper() for n, s in enumerate(trace) if not n or s != trace[n - 1]] == [
-        "BEGIN", "SELECT", "DELETE", "DELETE", "COMMIT"]
+        "BEGIN", "SELECT", "DELETE", "DELETE", "COMMIT", "PRAGMA"]
     assert not Collection.exists(path, "doomed")
     assert doomed.conn.execute(
         "select count(*) from embeddings where collection_id = ?", (doomed.id,)
