@@ -180,6 +180,27 @@ def test_a_prefix_search_is_the_exact_scan(db, index_calls):
     assert index_calls == []
 
 
+@pytest.mark.parametrize("search_filter", [
+    {"where": "id >= ? and id < ?", "where_args": ["doc00100", "doc00400"]},
+    {"metadata": {"kind": "odd"}},
+])
+def test_a_filtered_search_is_the_exact_scan_of_the_rows_kept(db, index_calls, search_filter):
+    docs = open_docs(db)
+    docs.conn.execute("update embeddings set metadata = json_object('kind', 'odd') where rowid % 2")
+    docs.build_index(probes=8)  # current again after the update
+    index_calls.clear()
+    query = queries(1)[0]
+    found = docs.similar_by_vector(query, 10, **search_filter)
+    kept = "id >= 'doc00100' and id < 'doc00400'" if "where" in search_filter else "rowid % 2"
+    expected = docs.conn.execute(
+        f"select id, cosine_similarity(embedding, ?) as score from embeddings where {kept}"
+        " order by score desc, id limit 10", (struct.pack(f"<{DIM}f", *query),),
+    ).fetchall()
+    assert [(entry.id, entry.score.hex()) for entry in found] == [(id_, score.hex()) for id_, score in expected]
+    assert index_calls == []  # the index was never asked
+    assert docs.similar_by_vector(query, 10) and index_calls  # while an unfiltered search asks it
+
+
 def check_falls_back(path: Path, index_calls: list) -> None:
     """A search of a changed collection is the exact scan, and the index answered None."""
     docs = open_docs(path)
