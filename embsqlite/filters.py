@@ -52,24 +52,32 @@ _JSON_TYPES = {str: "('text')", int: "('integer', 'real')", float: "('integer', 
 _JSON_CONSTANTS = {None: "null", True: "true", False: "false"}
 
 Piece = Union[str, int]  # SQL text, or the index of a value in Filter.values
-# Words before "(" with which a filter still gives the same rows for the same database
-# state and parameters (functions SQLite marks deterministic, and keywords), so the rows
-# it picked may be reused while the database is unchanged; any other call (random(),
-# date('now'), a function of the application) is evaluated again for every search.
+# Reuse of a filter's rows. The rows a filter keeps may be reused (while the database is
+# unchanged, by `reuse_key`) only when they cannot change otherwise, so a filter is reused
+# only if: it holds no subquery (no SELECT, VALUES or WITH word, no `IN table`: a view may
+# call random()); every word before "(" is a keyword or a deterministic built-in function
+# below (not random(), date('now'), CURRENT_TIME, a function of the application); it uses
+# no LIKE, GLOB, REGEXP or MATCH (PRAGMA case_sensitive_like and application functions
+# change them) and no COLLATE (collations are the application's); and every parameter is
+# None, bool, int, float, str or a buffer (keyed by type and content). Anything else is
+# evaluated again for every search. An application that redefines a built-in function
+# under the same name between two searches with the same filter is not noticed.
 _SAME_ROWS_CALLS = frozenset("""
-    abs acos acosh and as asin asinh atan atan2 atanh avg between case cast ceil ceiling char
-    coalesce cos cosh cosine_similarity count degrees distinct else embedding_dimensions
-    embedding_from_json embedding_norm embedding_to_json escape except exists exp filter floor
-    format from glob group_concat hex iif ifnull in instr intersect is json json_array
-    json_array_length json_each json_error_position json_extract json_group_array
-    json_group_object json_insert json_object json_patch json_quote json_remove json_replace
-    json_set json_tree json_type json_valid length like likelihood likely ln log log10 log2
-    lower ltrim match max min mod not nullif octet_length on or pi pow power printf quote
-    radians regexp replace round rtrim select sign sin sinh soundex sqrt string_agg substr
-    substring sum tan tanh then total trim trunc typeof unhex unicode union unlikely upper
-    values when where zeroblob
+    abs acos acosh and asin asinh atan atan2 atanh between case cast ceil ceiling char
+    coalesce cos cosh cosine_similarity degrees else embedding_dimensions
+    embedding_from_json embedding_norm embedding_to_json exp floor
+    format hex iif ifnull in instr is json json_array
+    json_array_length json_error_position json_extract json_insert json_object json_patch
+    json_quote json_remove json_replace json_set json_type json_valid length likelihood
+    likely ln log log10 log2 lower ltrim max min mod not nullif octet_length or pi pow
+    power printf quote radians replace round rtrim sign sin sinh soundex sqrt substr
+    substring tan tanh then trim trunc typeof unhex unicode unlikely upper when zeroblob
 """.split())
-_TIME_WORDS = frozenset(("current_date", "current_time", "current_timestamp"))
+# Words that make a filter's rows not reusable wherever they appear (see above)
+_NEVER_REUSED_WORDS = frozenset("""
+    select values with like glob regexp match collate current_date current_time
+    current_timestamp
+""".split())
 # embsqlite's own SQL functions for its copies of the vectors (embsqlite_sink,
 # embsqlite_sink_append, embsqlite_mark: they write into open matrices and files by
 # handle); the public embsqlite_version and embsqlite_data_version only read
@@ -94,12 +102,21 @@ class Filter:
 
     def reuse_key(self) -> Optional[tuple[Any, ...]]:
         """What identifies the rows this filter keeps in one database state (the SQL and
-        each value with its type: 1, 1.0 and True may select differently); None when
-        they may change without the database changing."""
+        each value's type and content: 1, 1.0 and True may select differently); None when
+        they may change without the database changing, or a value cannot be keyed."""
         if not self.same_rows:
             return None
-        return (self.render(lambda i: f"?{i + 1}"),
-                tuple((type(v).__name__, repr(v)) for v in self.values))
+        keyed = []
+        for value in self.values:
+            if type(value) in (bytes, bytearray, memoryview):
+                keyed.append(("bytes", bytes(value)))  # the content, never the object's address
+            elif type(value) is float:
+                keyed.append(("float", repr(value)))  # -0.0 is not 0.0 to printf, nan is itself
+            elif value is None or type(value) in (bool, int, str):
+                keyed.append((type(value).__name__, value))
+            else:
+                return None  # a subclass may bind otherwise than it compares: not reused
+        return (self.render(lambda i: f"?{i + 1}"), tuple(keyed))
 
     def render(self, placeholder: Callable[[int], str]) -> str:
         """The expression with each parameter written as `placeholder(index)`."""
@@ -162,7 +179,9 @@ def parse_where(where: str, where_args: Any = None, *, args_name: str = "where_a
         if kind == "other" and text in _UNTERMINATED:
             raise refuse(f"unterminated {_UNTERMINATED[text]} ({text})")
         if kind == "word":
-            same_rows = same_rows and text.lower() not in _TIME_WORDS
+            same_rows = same_rows and text.lower() not in _NEVER_REUSED_WORDS
+            if previous[0] == "word" and previous[1].lower() == "in":  # `x IN table`: a subquery without SELECT
+                same_rows = False
         elif kind == "open":
             if previous[0] == "quoted" or (previous[0] == "word" and previous[1].lower() not in _SAME_ROWS_CALLS):
                 same_rows = False

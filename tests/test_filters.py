@@ -620,3 +620,62 @@ def test_filters_on_an_apsw_connection(tmp_path, rng):
     with pytest.raises(FilterError, match="no such column"):
         collection.similar_by_vector(QUERY_LIST, 5, where="nosuch")
     conn.close()
+
+
+# Reuse of a filter's rows: only when nothing but the database can change them
+
+
+def test_buffer_parameters_are_keyed_by_content(searched):
+    """A memoryview's repr shows its address, which a later one may get: the rows
+    picked for one buffer are never reused for another with other bytes."""
+    ids = [f"{'ab'[i % 2]}{i:03d}" for i in range(0, 160, 4)]
+    for number, wanted in enumerate(ids * 2):
+        value = [memoryview(bytearray(wanted.encode())), bytearray(wanted.encode()), wanted.encode()][number % 3]
+        got = searched.similar_by_vector(QUERY_LIST, 3, where="id = cast(? as text)", where_args=[value])
+        assert found(got) == expected(brute_force(searched, QUERY, 3, lambda r: r["id"] == wanted))  # noqa: B023
+        del value
+
+
+def test_subqueries_are_evaluated_for_every_search(searched):
+    """A view (or a table named after IN) may call what changes with no write:
+    a filter with a subquery is never reused."""
+    state = {"x": 0}
+    searched.conn.create_function("coin", 0, lambda: state["x"])
+    searched.conn.execute("create temp view coin as select coin() as x")
+    searched.conn.execute("create temp table parity (x integer)")
+    for where in ("rowid % 2 = (select x from coin)", "rowid % 2 in coin", "rowid % 2 in (values (coin()))"):
+        for step in range(6):
+            state["x"] = step % 2
+            with searched.conn:
+                searched.conn.execute("delete from temp.parity")
+                searched.conn.execute("insert into temp.parity values (coin())")
+            for filter_ in (where, where.replace("coin", "parity") if "in coin" in where else where):
+                got = searched.similar_by_vector(QUERY_LIST, 6, where=filter_)
+                assert found(got) == expected(brute_force(
+                    searched, QUERY, 6, lambda r: r["rowid"] % 2 == state["x"])), (filter_, step)
+    assert filters.parse_where("rowid in (select 1)").reuse_key() is None
+    assert filters.parse_where("rowid in parity").reuse_key() is None
+    assert filters.parse_where("abs(rowid) in (1, 2)").reuse_key() is not None
+
+
+def test_like_glob_and_collations_are_evaluated_for_every_search(searched):
+    """PRAGMA case_sensitive_like, and collations and LIKE/GLOB/REGEXP/MATCH functions
+    the application defines, change what these operators keep with no write."""
+    conn = searched.conn
+    for sensitive in (0, 1, 0, 1):
+        conn.execute(f"pragma case_sensitive_like = {sensitive}")
+        got = searched.similar_by_vector(QUERY_LIST, 20, where="id like 'A01%'")
+        assert found(got) == expected(brute_force(
+            searched, QUERY, 20, lambda r: not sensitive and r["id"].startswith("a01")))  # noqa: B023
+    for folding in (True, False, True):
+        def compare(a, b, folding=folding):
+            a, b = (a.lower(), b.lower()) if folding else (a, b)
+            return (a > b) - (a < b)
+        conn.create_collation("mine", compare)
+        got = searched.similar_by_vector(QUERY_LIST, 5, where="id = 'A010' collate mine")
+        assert found(got) == expected(brute_force(
+            searched, QUERY, 5, lambda r: folding and r["id"] == "a010"))  # noqa: B023
+    conn.execute("pragma case_sensitive_like = 0")
+    for where in ("id glob 'a*'", "id regexp 'a'", "id match 'a'", "like('a%', id)", "glob('a*', id)",
+                  "id = 'a' collate nocase"):
+        assert filters.parse_where(where).reuse_key() is None, where
