@@ -679,3 +679,43 @@ def test_like_glob_and_collations_are_evaluated_for_every_search(searched):
     for where in ("id glob 'a*'", "id regexp 'a'", "id match 'a'", "like('a%', id)", "glob('a*', id)",
                   "id = 'a' collate nocase"):
         assert filters.parse_where(where).reuse_key() is None, where
+
+
+def test_a_filter_meets_only_the_rows_the_search_can_return(searched):
+    """Outside the prefix range a row whose metadata makes the filter fail is not
+    evaluated on any path (the vector file's rows are picked with the same range and
+    skipped id as the SQL statement)."""
+    with searched.conn:
+        searched.conn.execute("update embeddings set metadata = 'not json' where id = 'b050'")
+    where = "json_extract(metadata, '$.flag') = 1"
+
+    def keep(r):
+        stored = strict_json(r["metadata"])
+        return isinstance(stored, dict) and stored.get("flag") is True
+
+    stored = searched.conn.execute("select embedding from embeddings where id = 'b103'").fetchone()[0]
+    for _ in range(3):  # after the write: from SQL, then from a new file or cache
+        got = searched.similar_by_vector(QUERY_LIST, 9, prefix="b1", where=where)
+        assert found(got) == expected(brute_force(searched, QUERY, 9, keep, prefix="b1"))
+        got = searched.similar_by_id("b103", 9, prefix="b1", where=where)
+        assert found(got) == expected(brute_force(searched, stored, 9, keep, prefix="b1", skip_id="b103"))
+    with searched.conn:
+        searched.conn.execute("update embeddings set metadata = 'not json' where id = 'b103'")
+
+    def outcome():
+        try:
+            return found(searched.similar_by_id("b103", 9, prefix="b1", where=where))
+        except FilterError as error:
+            return str(error)
+
+    answers = [outcome() for _ in range(3)]
+    file_on, cache_on = vectorfile._enabled, cache.budget_bytes() > 0
+    vectorfile.configure(enabled=False)
+    cache.configure(enabled=False)
+    assert answers == [outcome()] * 3  # the skipped id: what SQL does, every path does
+    vectorfile.configure(enabled=file_on)
+    cache.configure(enabled=cache_on)
+    for _ in range(2):
+        searched.similar_by_vector(QUERY_LIST, 1)  # the path the fixture checks, again
+    with pytest.raises(FilterError, match="malformed JSON"):
+        searched.similar_by_vector(QUERY_LIST, 9, prefix="b", where=where)
