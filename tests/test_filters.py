@@ -535,8 +535,9 @@ def test_vector_file_filtered_search_matches_brute_force(things, tmp_path):
             assert found(got) == expected(brute_force(things, QUERY, number, keep, prefix=prefix, skip_id=skip_id))
             assert not any("cosine_similarity" in s or "embsqlite_mark" in s for s in seen), seen
     assert things._vectors.builds == 1 and things._cache.loads == 0
-    # the same filter again: its rows are not read again until the database changes
+    # the same filter and bounds again: its rows are not read again until the database changes
     arguments, keep = CACHE_CASES[2]
+    things.similar_by_vector(query, 1, **arguments)
     seen, got = statements_of(things, lambda: things.similar_by_vector([2.0, 0, 1, 1], 50, **arguments))
     assert not any("order by rowid" in s for s in seen)
     assert found(got) == expected(brute_force(things, vectors.encode([2.0, 0, 1, 1]), 50, keep))
