@@ -407,7 +407,7 @@ def similar(collection: str, id: Optional[str], input: Optional[str], content: O
     search_filter: dict[str, Any] = {"where": where, "where_args": dict(params) if where is not None else None,
                      "metadata": _metadata_filter(metadata_filter)}
     with user_errors(ValueError, TypeError):  # the filter's own checks, before any model call
-        filters.build(**search_filter)
+        filters.build(**search_filter, args_name="--param")
     conn = _open(database, create=False)
     collection_obj = _existing_collection(conn, collection)
     if id is not None:

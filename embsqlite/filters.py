@@ -212,7 +212,7 @@ def parse_where(where: str, where_args: Any = None, *, args_name: str = "where_a
             if text[0] == "#" or len(text) == 1 or following in ("(", ":"):
                 raise refuse(f"unsupported parameter {text}{following}")
             if where_args is not None and not named:
-                raise refuse(f"parameter {text} is named: pass where_args as a dict")
+                raise refuse(f"parameter {text} is named: pass {args_name} as a dict")
             key = text[1:]
         if key not in slots:
             slots[key] = len(order)
@@ -241,7 +241,7 @@ def _bind(
     else:
         given = list(where_args or ())
         if len(given) != largest:
-            raise refuse(f"the expression has {largest} positional parameter(s) but where_args "
+            raise refuse(f"the expression has {largest} positional parameter(s) but {args_name} "
                          f"has {len(given)} value(s)")
         values = [given[number - 1] for number in order]
         names = (None,) * len(order)
@@ -324,13 +324,17 @@ def _check_metadata_item(key: Any, value: Any) -> None:
                 raise ValueError(f"metadata key or value {text!r:.60} is not valid UTF-8 text") from None
 
 
-def build(where: Optional[str], where_args: Any, metadata: Optional[Mapping[str, Any]]) -> Optional[Filter]:
-    """The filter a search asked for (`where` AND `metadata`), or None for no filter."""
+def build(
+    where: Optional[str], where_args: Any, metadata: Optional[Mapping[str, Any]],
+    args_name: str = "where_args",
+) -> Optional[Filter]:
+    """The filter a search asked for (`where` AND `metadata`), or None for no filter;
+    `args_name` is what messages call the parameters' values (the CLI: --param)."""
     if where is None and where_args is not None:
-        raise ValueError("where_args was given without a where expression")
+        raise ValueError(f"{args_name} was given without a where expression")
     parts = []
     if where is not None:
-        parts.append(parse_where(where, where_args))
+        parts.append(parse_where(where, where_args, args_name=args_name))
     if metadata is not None:
         parts.append(metadata_rule(metadata))
     if not parts:

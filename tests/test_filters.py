@@ -388,7 +388,9 @@ def test_cli_where_and_param(things, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--where", "nosuch = 1"], "Error: filter 'nosuch = 1': no such column: nosuch"),
     (["--where", "1) or (1"], "Error: filter '1) or (1': ')' closes a parenthesis"),
-    (["--where", "id = :x"], "Error: filter 'id = :x': no value for parameter :x"),
+    (["--where", "id = :x"], "Error: filter 'id = :x': no value for parameter :x in --param"),
+    (["--where", "id = ?", "--param", "x", "1"],
+     "Error: filter 'id = ?': parameter ? is positional: use :name parameters, their values from --param"),
     (["--param", "x", "1"], "Error: --param needs --where"),
     (["--metadata-filter", "[1]"], "Error: --metadata-filter must be a JSON object"),
     (["--metadata-filter", "{"], "Error: --metadata-filter is not valid JSON"),
@@ -720,3 +722,11 @@ def test_a_filter_meets_only_the_rows_the_search_can_return(searched):
         searched.similar_by_vector(QUERY_LIST, 1)  # the path the fixture checks, again
     with pytest.raises(FilterError, match="malformed JSON"):
         searched.similar_by_vector(QUERY_LIST, 9, prefix="b", where=where)
+
+
+def test_parameter_messages_name_where_args_for_python(things):
+    """The CLI says --param (above); Python callers read where_args."""
+    with pytest.raises(FilterError, match="no value for parameter :x in where_args"):
+        things.similar_by_vector(QUERY_LIST, 1, where="id = :x", where_args={})
+    with pytest.raises(FilterError, match="pass where_args as a sequence"):
+        things.similar_by_vector(QUERY_LIST, 1, where="id = ?", where_args={"x": 1})
