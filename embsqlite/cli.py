@@ -385,7 +385,7 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
 @click.option("--prefix", default="", help="Only ids that start with this (literally)")
 @click.option("--where", help="Only rows for which this SQL expression is true (id, content, metadata, ...)")
 @click.option("--param", "params", multiple=True, type=(str, str), metavar="NAME VALUE",
-              help="Named :parameters for --where")
+              help="Named :parameters for --where (text, as in sqlite-utils: cast(:n as integer))")
 @click.option("--metadata-filter", help='Only rows whose metadata has these keys and values: a JSON object')
 def similar(collection: str, id: Optional[str], input: Optional[str], content: Optional[str],
             binary: bool, number: int, plain: bool, database: Optional[str], prefix: str,
@@ -395,7 +395,7 @@ def similar(collection: str, id: Optional[str], input: Optional[str], content: O
     \b
         embsqlite similar phrases -c "a joyful dog"
         embsqlite similar phrases hound -n 3 --plain
-        embsqlite similar phrases hound --where "json_extract(metadata, '$.legs') = :legs" --param legs 4
+        embsqlite similar phrases hound --where "json_extract(metadata, '$.legs') = cast(:legs as integer)" --param legs 4
         embsqlite similar phrases hound --metadata-filter '{"kind": "pet"}'
     """
     if id is not None and (content is not None or input is not None):

@@ -730,3 +730,25 @@ def test_parameter_messages_name_where_args_for_python(things):
         things.similar_by_vector(QUERY_LIST, 1, where="id = :x", where_args={})
     with pytest.raises(FilterError, match="pass where_args as a sequence"):
         things.similar_by_vector(QUERY_LIST, 1, where="id = ?", where_args={"x": 1})
+
+
+def test_cli_help_filter_examples_work_as_written(tmp_path):
+    """`similar --help`'s filter examples, run as printed (values of --param are text,
+    as in sqlite-utils, so the example casts its number)."""
+    import shlex
+
+    path = str(tmp_path / "phrases.db")
+    embsqlite.register_embedding_model(VectorModel())
+    phrases = embsqlite.Collection("phrases", path, model=VectorModel())
+    phrases.embed_multi_with_metadata([
+        ("hound", "1,1,0,0", {"kind": "pet", "legs": 4}), ("cat", "1,0,1,0", {"kind": "pet", "legs": 4}),
+        ("bird", "1,0,0,1", {"kind": "pet", "legs": 2}), ("car", "1,1,1,0", {"kind": "car", "wheels": 4})])
+    phrases.close()
+    help_text = cli("similar", "--help").output
+    examples = [shlex.split(line.strip()) for line in help_text.splitlines()
+                if line.strip().startswith("embsqlite similar phrases hound --")]
+    assert len(examples) == 2
+    for words, wanted in zip(examples, (["cat"], ["bird", "cat"])):  # --where legs = 4; kind = pet
+        result = cli(*words[1:], "-d", path)
+        assert result.exit_code == 0, result.output
+        assert sorted(json.loads(line)["id"] for line in result.output.splitlines()) == wanted, words
