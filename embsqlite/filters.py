@@ -284,23 +284,37 @@ def metadata_rule(metadata: Mapping[str, Any]) -> Filter:
         _check_metadata_item(key, value)
         if pieces:
             pieces.append(" and ")
-        plain = _PLAIN_KEY.fullmatch(key) is not None
         key_at = len(values)
-        values.append("$." + key if plain else key)
+        values.append(key)
         names.append(f"metadata_key_{number}")
+        kind: tuple[str, list[Piece]]  # the JSON types a value must have, and its test
         if value is None or isinstance(value, bool):
-            wanted: list[Piece] = [f" = '{_JSON_CONSTANTS[value]}'"]
+            kind = "", [f" = '{_JSON_CONSTANTS[value]}'"]
         else:
             values.append(value)
             names.append(f"metadata_value_{number}")
-            stored: list[Piece] = ["json_extract(", _METADATA, ", ", key_at, ")"] if plain else ["atom"]
-            wanted = [f" in {_JSON_TYPES[type(value)]} and ", *stored, " = ", key_at + 1]
-        if plain:
-            pieces += ["json_type(", _METADATA, ", ", key_at, ")", *wanted]
-        else:
-            pieces += [f"exists (select 1 from json_each({_METADATA}) where key = ", key_at,
-                       " and type", *wanted, ")"]
+            kind = f" in {_JSON_TYPES[type(value)]} and ", [" = ", key_at + 1]
+        # any key: decoded by json_each
+        decoded: list[Piece] = [f"exists (select 1 from json_each({_METADATA}) where key = ", key_at,
+                                " and type", *_wanted(kind, ["atom"]), ")"]
+        if _PLAIN_KEY.fullmatch(key) is None:
+            pieces += decoded
+            continue
+        # a plain key: `$.key` (faster), which before SQLite 3.45 misses a key written with
+        # escapes in the stored text, so json_each decides for text holding a backslash
+        path_at = len(values)
+        values.append("$." + key)
+        names.append(f"metadata_path_{number}")
+        pieces += ["(json_type(", _METADATA, ", ", path_at, ")",
+                   *_wanted(kind, ["json_extract(", _METADATA, ", ", path_at, ")"]),
+                   " or instr(metadata, '\\') and ", *decoded, ")"]
     return Filter(tuple(pieces), tuple(values), tuple(names), f"metadata={dict(metadata)!r}")
+
+
+def _wanted(kind: tuple[str, list[Piece]], stored: list[Piece]) -> list[Piece]:
+    """The test of a JSON type (already written before it) and the stored value."""
+    types, rest = kind
+    return [types, *stored, *rest] if types else list(rest)
 
 
 def _check_metadata_item(key: Any, value: Any) -> None:

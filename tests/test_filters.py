@@ -752,3 +752,21 @@ def test_cli_help_filter_examples_work_as_written(tmp_path):
         result = cli(*words[1:], "-d", path)
         assert result.exit_code == 0, result.output
         assert sorted(json.loads(line)["id"] for line in result.output.splitlines()) == wanted, words
+
+
+def test_metadata_keys_written_with_escapes_match(searched):
+    """A key stored as `"\\u006bind"` is the key kind (SQLite before 3.45 compares `$.kind`
+    with the undecoded text: json_each decides for text holding a backslash)."""
+    stored = {"a000": '{"\\u006bind": "pet", "n": 2}', "a002": '{"k\\u0069nd": "pet", "flag": true}',
+              "b001": '{"kind": "p\\u0065t", "path": "c:\\\\x"}', "b003": '{"path": "c:\\\\x", "kind": "car"}',
+              "b005": '{"\\u006b\\u0069nd": null, "\\"n": 2}'}
+    with searched.conn:
+        for id_, text in stored.items():
+            searched.conn.execute("update embeddings set metadata = ? where id = ?", (text, id_))
+    for _ in range(3):  # after the write: from SQL, then from a new file or cache
+        for wanted in ({"kind": "pet"}, {"kind": None}, {"kind": "car"}, {"flag": True, "kind": "pet"}, {'"n': 2}):
+            got = searched.similar_by_vector(QUERY_LIST, 200, metadata=wanted)
+            assert found(got) == expected(brute_force(
+                searched, QUERY, 200, lambda r: metadata_equal(r["metadata"], wanted))), wanted  # noqa: B023
+    ids = [e.id for e in searched.similar_by_vector(QUERY_LIST, 200, metadata={"kind": "pet"})]
+    assert {"a000", "a002", "b001"} <= set(ids) and "b003" not in ids
