@@ -395,7 +395,8 @@ def similar(collection: str, id: Optional[str], input: Optional[str], content: O
     \b
         embsqlite similar phrases -c "a joyful dog"
         embsqlite similar phrases hound -n 3 --plain
-        embsqlite similar phrases hound --where "json_extract(metadata, '$.legs') = cast(:legs as integer)" --param legs 4
+        embsqlite similar phrases hound --param legs 4 \\
+            --where "json_extract(metadata, '$.legs') = cast(:legs as integer)"
         embsqlite similar phrases hound --metadata-filter '{"kind": "pet"}'
     """
     if id is not None and (content is not None or input is not None):

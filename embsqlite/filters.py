@@ -106,7 +106,7 @@ class Filter:
         they may change without the database changing, or a value cannot be keyed."""
         if not self.same_rows:
             return None
-        keyed = []
+        keyed: list[tuple[str, Any]] = []
         for value in self.values:
             if type(value) in (bytes, bytearray, memoryview):
                 keyed.append(("bytes", bytes(value)))  # the content, never the object's address

@@ -744,7 +744,7 @@ def test_cli_help_filter_examples_work_as_written(tmp_path):
         ("hound", "1,1,0,0", {"kind": "pet", "legs": 4}), ("cat", "1,0,1,0", {"kind": "pet", "legs": 4}),
         ("bird", "1,0,0,1", {"kind": "pet", "legs": 2}), ("car", "1,1,1,0", {"kind": "car", "wheels": 4})])
     phrases.close()
-    help_text = cli("similar", "--help").output
+    help_text = cli("similar", "--help").output.replace("\\\n", " ")  # continued lines joined
     examples = [shlex.split(line.strip()) for line in help_text.splitlines()
                 if line.strip().startswith("embsqlite similar phrases hound --")]
     assert len(examples) == 2
