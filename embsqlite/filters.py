@@ -12,6 +12,17 @@ able to leave them: it is split into tokens the way SQLite's tokenizer splits th
 statement separator, a comment, an unterminated literal or a parenthesis closing one it did
 not open is refused. Its parameters are renumbered (`Filter.render`), so it can never read
 the statement's own parameters, and every value is bound, never written into the SQL.
+
+The rows a filter keeps are reused while the database is unchanged (`Filter.reuse_key`)
+only when nothing else can change them: no subquery (no SELECT, VALUES or WITH word, no
+`IN table`: a view may call random()); every word before "(" a keyword or a
+deterministic built-in function (`_SAME_ROWS_CALLS`: not random(), date('now'),
+CURRENT_TIME, an application's function); no LIKE, GLOB, REGEXP or MATCH (PRAGMA
+case_sensitive_like and application functions change them) and no COLLATE (collations
+are the application's); every parameter None, bool, int, float, str or a buffer (keyed by
+type and content). Any other filter is evaluated for every search. An application that
+redefines a built-in function under its own name between two searches with the same
+filter is not noticed.
 """
 from __future__ import annotations
 
@@ -41,8 +52,8 @@ _TOKEN = re.compile(
 )
 _UNTERMINATED = {"'": "string literal", '"': "quoted identifier", "`": "quoted identifier",
                  "[": "quoted identifier"}
-# Keys that a JSON path can name unquoted on every SQLite: `$.key`. Other keys (escaped in
-# the stored JSON text, which SQLite before 3.45 compares undecoded) go through json_each.
+# Keys that a JSON path can name unquoted on every SQLite (`$.key`, tried first by
+# metadata_rule); every key is also matched decoded, through json_each.
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_INT = 2**63 - 1
 # Stored metadata that is not valid JSON counts as no metadata (json_type would raise).
@@ -52,16 +63,7 @@ _JSON_TYPES = {str: "('text')", int: "('integer', 'real')", float: "('integer', 
 _JSON_CONSTANTS = {None: "null", True: "true", False: "false"}
 
 Piece = Union[str, int]  # SQL text, or the index of a value in Filter.values
-# Reuse of a filter's rows. The rows a filter keeps may be reused (while the database is
-# unchanged, by `reuse_key`) only when they cannot change otherwise, so a filter is reused
-# only if: it holds no subquery (no SELECT, VALUES or WITH word, no `IN table`: a view may
-# call random()); every word before "(" is a keyword or a deterministic built-in function
-# below (not random(), date('now'), CURRENT_TIME, a function of the application); it uses
-# no LIKE, GLOB, REGEXP or MATCH (PRAGMA case_sensitive_like and application functions
-# change them) and no COLLATE (collations are the application's); and every parameter is
-# None, bool, int, float, str or a buffer (keyed by type and content). Anything else is
-# evaluated again for every search. An application that redefines a built-in function
-# under the same name between two searches with the same filter is not noticed.
+# Words before "(" with which a filter's rows may be reused (the rule: the module's docstring)
 _SAME_ROWS_CALLS = frozenset("""
     abs acos acosh and asin asinh atan atan2 atanh between case cast ceil ceiling char
     coalesce cos cosh cosine_similarity degrees else embedding_dimensions
@@ -73,7 +75,7 @@ _SAME_ROWS_CALLS = frozenset("""
     power printf quote radians replace round rtrim sign sin sinh soundex sqrt substr
     substring tan tanh then trim trunc typeof unhex unicode unlikely upper when zeroblob
 """.split())
-# Words that make a filter's rows not reusable wherever they appear (see above)
+# Words that make a filter's rows not reusable wherever they appear (the module's docstring)
 _NEVER_REUSED_WORDS = frozenset("""
     select values with like glob regexp match collate current_date current_time
     current_timestamp
