@@ -385,7 +385,7 @@ def embed_multi(collection: str, input_path: Optional[str], format_: Optional[st
 @click.option("--prefix", default="", help="Only ids that start with this (literally)")
 @click.option("--where", help="Only rows for which this SQL expression is true (id, content, metadata, ...)")
 @click.option("--param", "params", multiple=True, type=(str, str), metavar="NAME VALUE",
-              help="Named :parameters for --where")
+              help="Named :parameters for --where (text, as in sqlite-utils: cast(:n as integer))")
 @click.option("--metadata-filter", help='Only rows whose metadata has these keys and values: a JSON object')
 @click.option("--exact", is_flag=True, help="Scan every row even if the collection has a current index")
 def similar(collection: str, id: Optional[str], input: Optional[str], content: Optional[str],
@@ -397,7 +397,8 @@ def similar(collection: str, id: Optional[str], input: Optional[str], content: O
     \b
         embsqlite similar phrases -c "a joyful dog"
         embsqlite similar phrases hound -n 3 --plain
-        embsqlite similar phrases hound --where "json_extract(metadata, '$.legs') = :legs" --param legs 4
+        embsqlite similar phrases hound --param legs 4 \\
+            --where "json_extract(metadata, '$.legs') = cast(:legs as integer)"
         embsqlite similar phrases hound --metadata-filter '{"kind": "pet"}'
     """
     if id is not None and (content is not None or input is not None):
@@ -409,7 +410,7 @@ def similar(collection: str, id: Optional[str], input: Optional[str], content: O
     search_filter: dict[str, Any] = {"where": where, "where_args": dict(params) if where is not None else None,
                      "metadata": _metadata_filter(metadata_filter)}
     with user_errors(ValueError, TypeError):  # the filter's own checks, before any model call
-        filters.build(**search_filter)
+        filters.build(**search_filter, args_name="--param")
     conn = _open(database, create=False)
     collection_obj = _existing_collection(conn, collection)
     if id is not None:

@@ -615,22 +615,34 @@ class Collection:
         if search_filter is None:
             return self._vectors.search(query, number, low, high, skip_id, facts.token)
         return self._vectors.search(query, number, low, high, skip_id, facts.token,
-                                    rowids=lambda: self._filter_rowids(search_filter, facts))
+                                    rowids=lambda: self._filter_rowids(search_filter, facts, low, high, skip_id))
 
-    def _filter_rowids(self, search_filter: filters.Filter, facts: _Facts) -> array:
-        """The ascending rowids of the rows the filter keeps, reused for the same filter
-        while the change token (read before the search's read transaction began: a commit
-        after that read moves every later token) is the same."""
+    def _filter_rowids(
+        self, search_filter: filters.Filter, facts: _Facts,
+        low: Optional[str] = None, high: Optional[str] = None, skip_id: Optional[str] = None,
+    ) -> array:
+        """The ascending rowids of the rows in the prefix range, but `skip_id`, that the
+        filter keeps (as the SQL path, the filter meets no other row), reused for the same
+        filter and bounds while the change token (read before the search's read
+        transaction began: a commit after that read moves every later token) is the same."""
         key = search_filter.reuse_key()
         if key is not None:
-            key = (key, facts.token)
+            key = (key, low, high, skip_id, facts.token)
             if key in self._filter_rows:
                 self._filter_rows.move_to_end(key)
                 return self._filter_rows[key]
-        where = search_filter.render(lambda i: f"?{i + 2}")
-        statement = filter_sql("?1", where, "rowid", not_indexed=facts.only_collection) + " order by rowid"
+        params: list[Any] = [self.id]
+        bounds: list[Optional[str]] = []
+        for value in (low, high, skip_id):
+            if value is not None:
+                params.append(value)
+            bounds.append(None if value is None else f"?{len(params)}")
+        first = len(params) + 1
+        where = search_filter.render(lambda i: f"?{first + i}")
+        statement = filter_sql("?1", where, "rowid", not_indexed=low is None and facts.only_collection,
+                               low=bounds[0], high=bounds[1], skip_id=bounds[2]) + " order by rowid"
         try:
-            rowids = array("q", (row[0] for row in self.conn.execute(statement, (self.id, *search_filter.values))))
+            rowids = array("q", (row[0] for row in self.conn.execute(statement, (*params, *search_filter.values))))
         except Exception as error:
             if not _is_sql_error(error):
                 raise

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from datasette import hookimpl
-from datasette.utils import tilde_decode, tilde_encode
+from datasette.utils import InvalidSql, tilde_decode, tilde_encode, validate_sql_select
 from datasette.utils.asgi import Forbidden, Response
 from datasette.version import __version__ as datasette_version
 
@@ -292,8 +292,11 @@ async def _search_filter(datasette: Any, request: Any, database: str) -> Optiona
         arguments = {key: request.args.get(key) for key in request.args.keys()}
         try:
             parsed = parse_where(where, arguments, args_name="the URL (name=value)")
+            validate_sql_select(f"select ({where})")  # the SQL editor's rule (PRAGMAs)
         except FilterError as error:
             raise SearchError(one_line(error)) from None
+        except InvalidSql as error:
+            raise SearchError(f"where {describe(where)}: {one_line(error)}") from None
         taken = sorted(str(n) for n in set(parsed.names) if n in PAGE_PARAMETERS or str(n).startswith("metadata_"))
         if taken:
             raise SearchError(f"where {describe(where)}: parameter :{taken[0]} is one of the page's own;"

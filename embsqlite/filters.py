@@ -12,6 +12,17 @@ able to leave them: it is split into tokens the way SQLite's tokenizer splits th
 statement separator, a comment, an unterminated literal or a parenthesis closing one it did
 not open is refused. Its parameters are renumbered (`Filter.render`), so it can never read
 the statement's own parameters, and every value is bound, never written into the SQL.
+
+The rows a filter keeps are reused while the database is unchanged (`Filter.reuse_key`)
+only when nothing else can change them: no subquery (no SELECT, VALUES or WITH word, no
+`IN table`: a view may call random()); every word before "(" a keyword or a
+deterministic built-in function (`_SAME_ROWS_CALLS`: not random(), date('now'),
+CURRENT_TIME, an application's function); no LIKE, GLOB, REGEXP or MATCH (PRAGMA
+case_sensitive_like and application functions change them) and no COLLATE (collations
+are the application's); every parameter None, bool, int, float, str or a buffer (keyed by
+type and content). Any other filter is evaluated for every search. An application that
+redefines a built-in function under its own name between two searches with the same
+filter is not noticed.
 """
 from __future__ import annotations
 
@@ -41,8 +52,8 @@ _TOKEN = re.compile(
 )
 _UNTERMINATED = {"'": "string literal", '"': "quoted identifier", "`": "quoted identifier",
                  "[": "quoted identifier"}
-# Keys that a JSON path can name unquoted on every SQLite: `$.key`. Other keys (escaped in
-# the stored JSON text, which SQLite before 3.45 compares undecoded) go through json_each.
+# Keys that a JSON path can name unquoted on every SQLite (`$.key`, tried first by
+# metadata_rule); every key is also matched decoded, through json_each.
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_INT = 2**63 - 1
 # Stored metadata that is not valid JSON counts as no metadata (json_type would raise).
@@ -52,24 +63,23 @@ _JSON_TYPES = {str: "('text')", int: "('integer', 'real')", float: "('integer', 
 _JSON_CONSTANTS = {None: "null", True: "true", False: "false"}
 
 Piece = Union[str, int]  # SQL text, or the index of a value in Filter.values
-# Words before "(" with which a filter still gives the same rows for the same database
-# state and parameters (functions SQLite marks deterministic, and keywords), so the rows
-# it picked may be reused while the database is unchanged; any other call (random(),
-# date('now'), a function of the application) is evaluated again for every search.
+# Words before "(" with which a filter's rows may be reused (the rule: the module's docstring)
 _SAME_ROWS_CALLS = frozenset("""
-    abs acos acosh and as asin asinh atan atan2 atanh avg between case cast ceil ceiling char
-    coalesce cos cosh cosine_similarity count degrees distinct else embedding_dimensions
-    embedding_from_json embedding_norm embedding_to_json escape except exists exp filter floor
-    format from glob group_concat hex iif ifnull in instr intersect is json json_array
-    json_array_length json_each json_error_position json_extract json_group_array
-    json_group_object json_insert json_object json_patch json_quote json_remove json_replace
-    json_set json_tree json_type json_valid length like likelihood likely ln log log10 log2
-    lower ltrim match max min mod not nullif octet_length on or pi pow power printf quote
-    radians regexp replace round rtrim select sign sin sinh soundex sqrt string_agg substr
-    substring sum tan tanh then total trim trunc typeof unhex unicode union unlikely upper
-    values when where zeroblob
+    abs acos acosh and asin asinh atan atan2 atanh between case cast ceil ceiling char
+    coalesce cos cosh cosine_similarity degrees else embedding_dimensions
+    embedding_from_json embedding_norm embedding_to_json exp floor
+    format hex iif ifnull in instr is json json_array
+    json_array_length json_error_position json_extract json_insert json_object json_patch
+    json_quote json_remove json_replace json_set json_type json_valid length likelihood
+    likely ln log log10 log2 lower ltrim max min mod not nullif octet_length or pi pow
+    power printf quote radians replace round rtrim sign sin sinh soundex sqrt substr
+    substring tan tanh then trim trunc typeof unhex unicode unlikely upper when zeroblob
 """.split())
-_TIME_WORDS = frozenset(("current_date", "current_time", "current_timestamp"))
+# Words that make a filter's rows not reusable wherever they appear (the module's docstring)
+_NEVER_REUSED_WORDS = frozenset("""
+    select values with like glob regexp match collate current_date current_time
+    current_timestamp
+""".split())
 # embsqlite's own SQL functions for its copies of the vectors (embsqlite_sink,
 # embsqlite_sink_append, embsqlite_mark: they write into open matrices and files by
 # handle); the public embsqlite_version and embsqlite_data_version only read
@@ -94,12 +104,21 @@ class Filter:
 
     def reuse_key(self) -> Optional[tuple[Any, ...]]:
         """What identifies the rows this filter keeps in one database state (the SQL and
-        each value with its type: 1, 1.0 and True may select differently); None when
-        they may change without the database changing."""
+        each value's type and content: 1, 1.0 and True may select differently); None when
+        they may change without the database changing, or a value cannot be keyed."""
         if not self.same_rows:
             return None
-        return (self.render(lambda i: f"?{i + 1}"),
-                tuple((type(v).__name__, repr(v)) for v in self.values))
+        keyed: list[tuple[str, Any]] = []
+        for value in self.values:
+            if type(value) in (bytes, bytearray, memoryview):
+                keyed.append(("bytes", bytes(value)))  # the content, never the object's address
+            elif type(value) is float:
+                keyed.append(("float", repr(value)))  # -0.0 is not 0.0 to printf, nan is itself
+            elif value is None or type(value) in (bool, int, str):
+                keyed.append((type(value).__name__, value))
+            else:
+                return None  # a subclass may bind otherwise than it compares: not reused
+        return (self.render(lambda i: f"?{i + 1}"), tuple(keyed))
 
     def render(self, placeholder: Callable[[int], str]) -> str:
         """The expression with each parameter written as `placeholder(index)`."""
@@ -162,7 +181,9 @@ def parse_where(where: str, where_args: Any = None, *, args_name: str = "where_a
         if kind == "other" and text in _UNTERMINATED:
             raise refuse(f"unterminated {_UNTERMINATED[text]} ({text})")
         if kind == "word":
-            same_rows = same_rows and text.lower() not in _TIME_WORDS
+            same_rows = same_rows and text.lower() not in _NEVER_REUSED_WORDS
+            if previous[0] == "word" and previous[1].lower() == "in":  # `x IN table`: a subquery without SELECT
+                same_rows = False
         elif kind == "open":
             if previous[0] == "quoted" or (previous[0] == "word" and previous[1].lower() not in _SAME_ROWS_CALLS):
                 same_rows = False
@@ -193,7 +214,7 @@ def parse_where(where: str, where_args: Any = None, *, args_name: str = "where_a
             if text[0] == "#" or len(text) == 1 or following in ("(", ":"):
                 raise refuse(f"unsupported parameter {text}{following}")
             if where_args is not None and not named:
-                raise refuse(f"parameter {text} is named: pass where_args as a dict")
+                raise refuse(f"parameter {text} is named: pass {args_name} as a dict")
             key = text[1:]
         if key not in slots:
             slots[key] = len(order)
@@ -222,7 +243,7 @@ def _bind(
     else:
         given = list(where_args or ())
         if len(given) != largest:
-            raise refuse(f"the expression has {largest} positional parameter(s) but where_args "
+            raise refuse(f"the expression has {largest} positional parameter(s) but {args_name} "
                          f"has {len(given)} value(s)")
         values = [given[number - 1] for number in order]
         names = (None,) * len(order)
@@ -265,23 +286,37 @@ def metadata_rule(metadata: Mapping[str, Any]) -> Filter:
         _check_metadata_item(key, value)
         if pieces:
             pieces.append(" and ")
-        plain = _PLAIN_KEY.fullmatch(key) is not None
         key_at = len(values)
-        values.append("$." + key if plain else key)
+        values.append(key)
         names.append(f"metadata_key_{number}")
+        kind: tuple[str, list[Piece]]  # the JSON types a value must have, and its test
         if value is None or isinstance(value, bool):
-            wanted: list[Piece] = [f" = '{_JSON_CONSTANTS[value]}'"]
+            kind = "", [f" = '{_JSON_CONSTANTS[value]}'"]
         else:
             values.append(value)
             names.append(f"metadata_value_{number}")
-            stored: list[Piece] = ["json_extract(", _METADATA, ", ", key_at, ")"] if plain else ["atom"]
-            wanted = [f" in {_JSON_TYPES[type(value)]} and ", *stored, " = ", key_at + 1]
-        if plain:
-            pieces += ["json_type(", _METADATA, ", ", key_at, ")", *wanted]
-        else:
-            pieces += [f"exists (select 1 from json_each({_METADATA}) where key = ", key_at,
-                       " and type", *wanted, ")"]
+            kind = f" in {_JSON_TYPES[type(value)]} and ", [" = ", key_at + 1]
+        # any key: decoded by json_each
+        decoded: list[Piece] = [f"exists (select 1 from json_each({_METADATA}) where key = ", key_at,
+                                " and type", *_wanted(kind, ["atom"]), ")"]
+        if _PLAIN_KEY.fullmatch(key) is None:
+            pieces += decoded
+            continue
+        # a plain key: `$.key` (faster), which before SQLite 3.45 misses a key written with
+        # escapes in the stored text, so json_each decides for text holding a backslash
+        path_at = len(values)
+        values.append("$." + key)
+        names.append(f"metadata_path_{number}")
+        pieces += ["(json_type(", _METADATA, ", ", path_at, ")",
+                   *_wanted(kind, ["json_extract(", _METADATA, ", ", path_at, ")"]),
+                   " or instr(metadata, '\\') and ", *decoded, ")"]
     return Filter(tuple(pieces), tuple(values), tuple(names), f"metadata={dict(metadata)!r}")
+
+
+def _wanted(kind: tuple[str, list[Piece]], stored: list[Piece]) -> list[Piece]:
+    """The test of a JSON type (already written before it) and the stored value."""
+    types, rest = kind
+    return [types, *stored, *rest] if types else list(rest)
 
 
 def _check_metadata_item(key: Any, value: Any) -> None:
@@ -305,13 +340,17 @@ def _check_metadata_item(key: Any, value: Any) -> None:
                 raise ValueError(f"metadata key or value {text!r:.60} is not valid UTF-8 text") from None
 
 
-def build(where: Optional[str], where_args: Any, metadata: Optional[Mapping[str, Any]]) -> Optional[Filter]:
-    """The filter a search asked for (`where` AND `metadata`), or None for no filter."""
+def build(
+    where: Optional[str], where_args: Any, metadata: Optional[Mapping[str, Any]],
+    args_name: str = "where_args",
+) -> Optional[Filter]:
+    """The filter a search asked for (`where` AND `metadata`), or None for no filter;
+    `args_name` is what messages call the parameters' values (the CLI: --param)."""
     if where is None and where_args is not None:
-        raise ValueError("where_args was given without a where expression")
+        raise ValueError(f"{args_name} was given without a where expression")
     parts = []
     if where is not None:
-        parts.append(parse_where(where, where_args))
+        parts.append(parse_where(where, where_args, args_name=args_name))
     if metadata is not None:
         parts.append(metadata_rule(metadata))
     if not parts:

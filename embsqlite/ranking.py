@@ -31,10 +31,7 @@ def ranking_sql(
     if rowids is not None:  # looked up by rowid; no index may turn it into a scan
         not_indexed = True
     table, where_sql = _rows(collection, where, not_indexed)
-    if low is not None:
-        where_sql += f" and id >= {low}" + ("" if high is None else f" and id < {high}")
-    if skip_id is not None:
-        where_sql += f" and id != {skip_id}"
+    where_sql += _bounds(low, high, skip_id)
     if rowids is not None:
         where_sql += f" and rowid in (select value from json_each({rowids}))"
     return f"""select e.id, r.score, e.content, e.metadata from (
@@ -61,8 +58,22 @@ def _rows(collection: str, where: Optional[str], not_indexed: bool = False) -> t
     return table, rows if where is None else f"{rows}\n    and ({where})"
 
 
-def filter_sql(collection: str, where: str, columns: str = "rowid", not_indexed: bool = False) -> str:
+def _bounds(low: Optional[str], high: Optional[str], skip_id: Optional[str]) -> str:
+    """The conditions of a prefix range [low, high) and a skipped id."""
+    sql = ""
+    if low is not None:
+        sql += f" and id >= {low}" + ("" if high is None else f" and id < {high}")
+    if skip_id is not None:
+        sql += f" and id != {skip_id}"
+    return sql
+
+
+def filter_sql(
+    collection: str, where: str, columns: str = "rowid", not_indexed: bool = False,
+    low: Optional[str] = None, high: Optional[str] = None, skip_id: Optional[str] = None,
+) -> str:
     """The rows of `collection` that a search filtered by `where` may rank, in no order:
-    the same conditions as `ranking_sql`'s inner query, without the ranking."""
+    the same conditions as `ranking_sql`'s inner query (with its prefix range, so the
+    filter meets the rows the SQL path meets), without the ranking."""
     table, rows = _rows(collection, where, not_indexed)
-    return f"select {columns} from {table} where {rows}"
+    return f"select {columns} from {table} where {rows}{_bounds(low, high, skip_id)}"

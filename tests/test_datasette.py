@@ -566,6 +566,24 @@ async def test_denied_collections_are_not_listed_or_searchable(db_path, tmp_path
     assert result_ids(page)[0] == "dog-1"
 
 
+async def test_where_obeys_the_sql_editors_pragma_rule(db_path):
+    """where= may use only the PRAGMA functions Datasette's SQL editor allows, with its
+    message; the editor itself refuses the same expression."""
+    from datasette.utils import InvalidSql, validate_sql_select
+
+    ds = datasette([db_path])
+    refused = "exists(select 1 from pragma_compile_options)"
+    with pytest.raises(InvalidSql) as editor:
+        validate_sql_select(f"select {refused}")
+    body = (await ds.client.get("/-/embsqlite/search.json?" + urllib.parse.urlencode(
+        {"collection": "phrases", "q": "happy", "where": refused}))).json()
+    assert body["ok"] is False and body["error"].startswith(f"where {refused!r}: {str(editor.value)[:40]}")
+    allowed = "exists(select 1 from pragma_table_info('embeddings'))"
+    body = (await ds.client.get("/-/embsqlite/search.json?" + urllib.parse.urlencode(
+        {"collection": "phrases", "q": "happy", "where": allowed}))).json()
+    assert body["ok"] and len(body["results"]) == len(ITEMS)
+
+
 @pytest.mark.parametrize("config, settings", [
     ({"databases": {"phrases": {"allow_sql": False}}}, None),
     ({"allow_sql": {"id": "root"}}, None),

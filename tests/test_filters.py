@@ -388,7 +388,9 @@ def test_cli_where_and_param(things, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--where", "nosuch = 1"], "Error: filter 'nosuch = 1': no such column: nosuch"),
     (["--where", "1) or (1"], "Error: filter '1) or (1': ')' closes a parenthesis"),
-    (["--where", "id = :x"], "Error: filter 'id = :x': no value for parameter :x"),
+    (["--where", "id = :x"], "Error: filter 'id = :x': no value for parameter :x in --param"),
+    (["--where", "id = ?", "--param", "x", "1"],
+     "Error: filter 'id = ?': parameter ? is positional: use :name parameters, their values from --param"),
     (["--param", "x", "1"], "Error: --param needs --where"),
     (["--metadata-filter", "[1]"], "Error: --metadata-filter must be a JSON object"),
     (["--metadata-filter", "{"], "Error: --metadata-filter is not valid JSON"),
@@ -535,8 +537,9 @@ def test_vector_file_filtered_search_matches_brute_force(things, tmp_path):
             assert found(got) == expected(brute_force(things, QUERY, number, keep, prefix=prefix, skip_id=skip_id))
             assert not any("cosine_similarity" in s or "embsqlite_mark" in s for s in seen), seen
     assert things._vectors.builds == 1 and things._cache.loads == 0
-    # the same filter again: its rows are not read again until the database changes
+    # the same filter and bounds again: its rows are not read again until the database changes
     arguments, keep = CACHE_CASES[2]
+    things.similar_by_vector(query, 1, **arguments)
     seen, got = statements_of(things, lambda: things.similar_by_vector([2.0, 0, 1, 1], 50, **arguments))
     assert not any("order by rowid" in s for s in seen)
     assert found(got) == expected(brute_force(things, vectors.encode([2.0, 0, 1, 1]), 50, keep))
@@ -620,3 +623,150 @@ def test_filters_on_an_apsw_connection(tmp_path, rng):
     with pytest.raises(FilterError, match="no such column"):
         collection.similar_by_vector(QUERY_LIST, 5, where="nosuch")
     conn.close()
+
+
+# Reuse of a filter's rows: only when nothing but the database can change them
+
+
+def test_buffer_parameters_are_keyed_by_content(searched):
+    """A memoryview's repr shows its address, which a later one may get: the rows
+    picked for one buffer are never reused for another with other bytes."""
+    ids = [f"{'ab'[i % 2]}{i:03d}" for i in range(0, 160, 4)]
+    for number, wanted in enumerate(ids * 2):
+        value = [memoryview(bytearray(wanted.encode())), bytearray(wanted.encode()), wanted.encode()][number % 3]
+        got = searched.similar_by_vector(QUERY_LIST, 3, where="id = cast(? as text)", where_args=[value])
+        assert found(got) == expected(brute_force(searched, QUERY, 3, lambda r: r["id"] == wanted))  # noqa: B023
+        del value
+
+
+def test_subqueries_are_evaluated_for_every_search(searched):
+    """A view (or a table named after IN) may call what changes with no write:
+    a filter with a subquery is never reused."""
+    state = {"x": 0}
+    searched.conn.create_function("coin", 0, lambda: state["x"])
+    searched.conn.execute("create temp view coin as select coin() as x")
+    searched.conn.execute("create temp table parity (x integer)")
+    for where in ("rowid % 2 = (select x from coin)", "rowid % 2 in coin", "rowid % 2 in (values (coin()))"):
+        for step in range(6):
+            state["x"] = step % 2
+            with searched.conn:
+                searched.conn.execute("delete from temp.parity")
+                searched.conn.execute("insert into temp.parity values (coin())")
+            for filter_ in (where, where.replace("coin", "parity") if "in coin" in where else where):
+                got = searched.similar_by_vector(QUERY_LIST, 6, where=filter_)
+                assert found(got) == expected(brute_force(
+                    searched, QUERY, 6, lambda r: r["rowid"] % 2 == state["x"])), (filter_, step)
+    assert filters.parse_where("rowid in (select 1)").reuse_key() is None
+    assert filters.parse_where("rowid in parity").reuse_key() is None
+    assert filters.parse_where("abs(rowid) in (1, 2)").reuse_key() is not None
+
+
+def test_like_glob_and_collations_are_evaluated_for_every_search(searched):
+    """PRAGMA case_sensitive_like, and collations and LIKE/GLOB/REGEXP/MATCH functions
+    the application defines, change what these operators keep with no write."""
+    conn = searched.conn
+    for sensitive in (0, 1, 0, 1):
+        conn.execute(f"pragma case_sensitive_like = {sensitive}")
+        got = searched.similar_by_vector(QUERY_LIST, 20, where="id like 'A01%'")
+        assert found(got) == expected(brute_force(
+            searched, QUERY, 20, lambda r: not sensitive and r["id"].startswith("a01")))  # noqa: B023
+    for folding in (True, False, True):
+        def compare(a, b, folding=folding):
+            a, b = (a.lower(), b.lower()) if folding else (a, b)
+            return (a > b) - (a < b)
+        conn.create_collation("mine", compare)
+        got = searched.similar_by_vector(QUERY_LIST, 5, where="id = 'A010' collate mine")
+        assert found(got) == expected(brute_force(
+            searched, QUERY, 5, lambda r: folding and r["id"] == "a010"))  # noqa: B023
+    conn.execute("pragma case_sensitive_like = 0")
+    for where in ("id glob 'a*'", "id regexp 'a'", "id match 'a'", "like('a%', id)", "glob('a*', id)",
+                  "id = 'a' collate nocase"):
+        assert filters.parse_where(where).reuse_key() is None, where
+
+
+def test_a_filter_meets_only_the_rows_the_search_can_return(searched):
+    """Outside the prefix range a row whose metadata makes the filter fail is not
+    evaluated on any path (the vector file's rows are picked with the same range and
+    skipped id as the SQL statement)."""
+    with searched.conn:
+        searched.conn.execute("update embeddings set metadata = 'not json' where id = 'b050'")
+    where = "json_extract(metadata, '$.flag') = 1"
+
+    def keep(r):
+        stored = strict_json(r["metadata"])
+        return isinstance(stored, dict) and stored.get("flag") is True
+
+    stored = searched.conn.execute("select embedding from embeddings where id = 'b103'").fetchone()[0]
+    for _ in range(3):  # after the write: from SQL, then from a new file or cache
+        got = searched.similar_by_vector(QUERY_LIST, 9, prefix="b1", where=where)
+        assert found(got) == expected(brute_force(searched, QUERY, 9, keep, prefix="b1"))
+        got = searched.similar_by_id("b103", 9, prefix="b1", where=where)
+        assert found(got) == expected(brute_force(searched, stored, 9, keep, prefix="b1", skip_id="b103"))
+    with searched.conn:
+        searched.conn.execute("update embeddings set metadata = 'not json' where id = 'b103'")
+
+    def outcome():
+        try:
+            return found(searched.similar_by_id("b103", 9, prefix="b1", where=where))
+        except FilterError as error:
+            return str(error)
+
+    answers = [outcome() for _ in range(3)]
+    file_on, cache_on = vectorfile._enabled, cache.budget_bytes() > 0
+    vectorfile.configure(enabled=False)
+    cache.configure(enabled=False)
+    assert answers == [outcome()] * 3  # the skipped id: what SQL does, every path does
+    vectorfile.configure(enabled=file_on)
+    cache.configure(enabled=cache_on)
+    for _ in range(2):
+        searched.similar_by_vector(QUERY_LIST, 1)  # the path the fixture checks, again
+    with pytest.raises(FilterError, match="malformed JSON"):
+        searched.similar_by_vector(QUERY_LIST, 9, prefix="b", where=where)
+
+
+def test_parameter_messages_name_where_args_for_python(things):
+    """The CLI says --param (above); Python callers read where_args."""
+    with pytest.raises(FilterError, match="no value for parameter :x in where_args"):
+        things.similar_by_vector(QUERY_LIST, 1, where="id = :x", where_args={})
+    with pytest.raises(FilterError, match="pass where_args as a sequence"):
+        things.similar_by_vector(QUERY_LIST, 1, where="id = ?", where_args={"x": 1})
+
+
+def test_cli_help_filter_examples_work_as_written(tmp_path):
+    """`similar --help`'s filter examples, run as printed (values of --param are text,
+    as in sqlite-utils, so the example casts its number)."""
+    import shlex
+
+    path = str(tmp_path / "phrases.db")
+    embsqlite.register_embedding_model(VectorModel())
+    phrases = embsqlite.Collection("phrases", path, model=VectorModel())
+    phrases.embed_multi_with_metadata([
+        ("hound", "1,1,0,0", {"kind": "pet", "legs": 4}), ("cat", "1,0,1,0", {"kind": "pet", "legs": 4}),
+        ("bird", "1,0,0,1", {"kind": "pet", "legs": 2}), ("car", "1,1,1,0", {"kind": "car", "wheels": 4})])
+    phrases.close()
+    help_text = cli("similar", "--help").output.replace("\\\n", " ")  # continued lines joined
+    examples = [shlex.split(line.strip()) for line in help_text.splitlines()
+                if line.strip().startswith("embsqlite similar phrases hound --")]
+    assert len(examples) == 2
+    for words, wanted in zip(examples, (["cat"], ["bird", "cat"])):  # --where legs = 4; kind = pet
+        result = cli(*words[1:], "-d", path)
+        assert result.exit_code == 0, result.output
+        assert sorted(json.loads(line)["id"] for line in result.output.splitlines()) == wanted, words
+
+
+def test_metadata_keys_written_with_escapes_match(searched):
+    """A key stored as `"\\u006bind"` is the key kind (SQLite before 3.45 compares `$.kind`
+    with the undecoded text: json_each decides for text holding a backslash)."""
+    stored = {"a000": '{"\\u006bind": "pet", "n": 2}', "a002": '{"k\\u0069nd": "pet", "flag": true}',
+              "b001": '{"kind": "p\\u0065t", "path": "c:\\\\x"}', "b003": '{"path": "c:\\\\x", "kind": "car"}',
+              "b005": '{"\\u006b\\u0069nd": null, "\\"n": 2}'}
+    with searched.conn:
+        for id_, text in stored.items():
+            searched.conn.execute("update embeddings set metadata = ? where id = ?", (text, id_))
+    for _ in range(3):  # after the write: from SQL, then from a new file or cache
+        for wanted in ({"kind": "pet"}, {"kind": None}, {"kind": "car"}, {"flag": True, "kind": "pet"}, {'"n': 2}):
+            got = searched.similar_by_vector(QUERY_LIST, 200, metadata=wanted)
+            assert found(got) == expected(brute_force(
+                searched, QUERY, 200, lambda r: metadata_equal(r["metadata"], wanted))), wanted  # noqa: B023
+    ids = [e.id for e in searched.similar_by_vector(QUERY_LIST, 200, metadata={"kind": "pet"})]
+    assert {"a000", "a002", "b001"} <= set(ids) and "b003" not in ids
