@@ -55,28 +55,37 @@ _TRACKING_SQL = (
     "select (select count(*) from sqlite_master where type = 'trigger'"
     f" and tbl_name = 'embeddings' and ({' or '.join(['(name = ? and sql = ?)'] * len(TRIGGERS))})),"
     " (select sql from sqlite_master where type = 'table' and name = ?),"
-    " (select schema_version from pragma_schema_version)"
+    " (select schema_version from pragma_schema_version),"
+    ' (select ifnull(max(rowid), 0) from "embeddings")'
 )
 _TOKEN_SQL = f'select token from "{TABLE}" where collection_id = ?'
 
 
 class State(NamedTuple):
-    """What a copy of a collection's vectors records when built, and compares before use."""
+    """What a copy of a collection's vectors records when built, and compares before use.
+    `last_rowid` (the table's largest rowid, one step of its b-tree) tells a logical copy
+    apart: `.dump` or `iterdump()` replayed into a new file reproduces the schema cookie and
+    the tokens but numbers the rows 1, 2, ... again, which changes the largest rowid
+    whenever it changes any rowid (a table already numbered 1..n is copied as it was)."""
 
     schema_version: int
     token: Optional[int]
+    last_rowid: int = 0
 
 
 class ForeignChangesTable(ValueError):
     """A table named `embsqlite_changes` exists and is not ours; it is left untouched."""
 
 
-def _tracking(conn: Any) -> Optional[int]:
-    """The schema cookie when the table and all three triggers are ours, else None."""
-    count, table_sql, schema_version = conn.execute(
+def _tracking(conn: Any) -> Optional[tuple[int, int]]:
+    """(schema cookie, largest rowid of embeddings) when the table and all three triggers
+    are ours, else None."""
+    count, table_sql, schema_version, last_rowid = conn.execute(
         _TRACKING_SQL, [part for item in TRIGGERS.items() for part in item] + [TABLE]
     ).fetchone()
-    return schema_version if count == len(TRIGGERS) and table_sql == TABLE_SQL else None
+    if count == len(TRIGGERS) and table_sql == TABLE_SQL:
+        return int(schema_version), int(last_rowid)
+    return None
 
 
 def tracked(conn: Any) -> bool:
@@ -89,13 +98,13 @@ def state(conn: Any, collection_id: int) -> Optional[State]:
     installed, triggers lost to a table rebuild) or the collection has no token (its rows
     deleted from the table: no write since could be told): then no copy can be trusted.
     Call it inside the read transaction that also reads what the copy is compared with."""
-    schema_version = _tracking(conn)
-    if schema_version is None:
+    tracking = _tracking(conn)
+    if tracking is None:
         return None
     row = conn.execute(_TOKEN_SQL, (collection_id,)).fetchone()
     if row is None or row[0] is None:
         return None
-    return State(schema_version, row[0])
+    return State(tracking[0], row[0], tracking[1])
 
 
 def install(conn: Any) -> bool:

@@ -406,8 +406,7 @@ class Collection:
             self.conn, self.id, self.model, store, self._check_stored_dimensions,
             self._check_still_named, on_commit=progress,
         ) as writer:
-            for batch in ingest.checked_batches(entries, batch_size):
-                writer.write(batch)
+            writer.write_all(ingest.checked_batches(entries, batch_size))
         vectorfile.track(self.conn)
 
     def _write_batch(
@@ -690,10 +689,11 @@ class Collection:
             statement = ranking_sql(
                 "?1", "?2", "?3", rowids="?4", skip_id=None if skip_id is None else "?5"
             )
-            return [
-                Entry(id_, score, content, None if meta is None else json.loads(meta))
-                for id_, score, content, meta in self.conn.execute(statement, params).fetchall()
-            ]
+            ranked = self.conn.execute(statement, params).fetchall()
+        if len(ranked) < number:  # candidates that are not rows of the collection (damage)
+            return None
+        return [Entry(id_, score, content, None if meta is None else json.loads(meta))
+                for id_, score, content, meta in ranked]
 
     def build_index(
         self, *, probes: int = index.PROBES, progress: Optional[Callable[[int], None]] = None

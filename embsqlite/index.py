@@ -119,8 +119,14 @@ def file_for(conn: Any, collection_id: int) -> Optional[str]:
 def read_trailer(path: str) -> Trailer:
     """The trailer of an index file, after checking its framing and head digest; raises
     InvalidIndex naming what is wrong."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as handle:
+    # never block on a FIFO or read a device: only a regular file (a symlink to one is fine)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise InvalidIndex(f"{path} is not a regular file")
+    size = info.st_size
+    with os.fdopen(fd, "rb") as handle:
         if size < _TRAILER_END:
             raise InvalidIndex(f"{path} is too short to be an index ({size} bytes)")
         handle.seek(size - _TRAILER_END)

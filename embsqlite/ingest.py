@@ -345,6 +345,7 @@ class GroupWriter:
         self._began = 0.0  # monotonic time of its BEGIN
         self._pending: list[int] = []  # sizes of the batches written in it
         self._model_seconds = 0.0  # the last model call's duration
+        self._read_seconds = 0.0  # the last read of a batch from the input
         self._bulk = bulk_insert_supported(conn)
         self._cache_size: Optional[int] = None  # the connection's own, to restore
         self._temp_store: Optional[int] = None
@@ -376,6 +377,24 @@ class GroupWriter:
             if (self._temp_store is not None and not in_transaction(self.conn)
                     and not _temp_objects(self.conn)):
                 _tune(self.conn, f"pragma temp_store = {self._temp_store}")
+
+    def write_all(self, batches: Iterator[list[CheckedItem]]) -> None:
+        """Write every batch of `batches`. The next batch is read with the group open only
+        while reading is quick: once a read took a tenth of the group's time or more (an
+        input that waits: a pipe, a network source), or would take the group past its time,
+        the group commits first, so other writers do not wait on our input. (The first wait
+        of an input that was quick until then is not foreseen: the group stays open.)"""
+        while True:
+            age = time.monotonic() - self._began
+            if self._open and (self._read_seconds >= self.seconds / 10
+                               or age + self._read_seconds >= self.seconds):
+                self.commit()
+            start = time.monotonic()
+            batch = next(batches, None)
+            self._read_seconds = time.monotonic() - start
+            if batch is None:
+                return
+            self.write(batch)
 
     def write(self, batch: list[CheckedItem]) -> None:
         """Write one checked batch; commit the group if it is due."""

@@ -55,14 +55,14 @@ from .transaction import in_transaction, read_transaction
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".vectors"
-FORMAT = 2
+FORMAT = 3
 MAGIC = b"embsqlite-vector"  # 16 bytes
 HEADER_BYTES = 4096  # the matrix starts on a page boundary
 _BYTE_ORDER = 0x01020304
 # magic, format, byte order, schema version, token (0/1 present, value), collection id,
 # dimensions, rows, boot id, database device and inode, name length; native order (norms
 # and rowids are native too)
-_HEADER = struct.Struct("=16sIIqIqqIq16sQQI")
+_HEADER = struct.Struct("=16sIIqIqqqIq16sQQI")
 _DURABLE = bytes(16)  # the boot id of a file fsynced before it was renamed into place
 _NAME_MAX = HEADER_BYTES - _HEADER.size
 # The top rows by rowid, in SQLite's order of ids (ties are then kept in it); the unary +
@@ -183,7 +183,8 @@ def _header(key: _Key, name: str, dimensions: int, rows: int) -> bytes:
     encoded = name.encode("utf-8", "surrogatepass")[:_NAME_MAX]
     return _HEADER.pack(
         MAGIC, FORMAT, _BYTE_ORDER, state.schema_version, state.token is not None,
-        state.token or 0, collection_id, dimensions, rows, boot_id(), device, inode, len(encoded),
+        state.token or 0, state.last_rowid, collection_id, dimensions, rows, boot_id(), device,
+        inode, len(encoded),
     ) + encoded
 
 
@@ -240,13 +241,14 @@ def _read(fd: int, identity: tuple[int, int, int, int], want: _Key) -> Optional[
     head = os.pread(fd, _HEADER.size, 0)
     if len(head) != _HEADER.size:
         return None
-    (magic, fmt, order, schema_version, has_token, token, collection_id, dimensions, count, boot,
-     device, inode, _) = _HEADER.unpack(head)
+    (magic, fmt, order, schema_version, has_token, token, last_rowid, collection_id, dimensions,
+     count, boot, device, inode, _) = _HEADER.unpack(head)
     if (magic, fmt, order) != (MAGIC, FORMAT, _BYTE_ORDER) or dimensions <= 0 or count < 0:
         return None
     if boot not in (boot_id(), _DURABLE):
         return None  # written before a reboot and never fsynced
-    key = (changes.State(schema_version, token if has_token else None), collection_id, (device, inode))
+    key = (changes.State(schema_version, token if has_token else None, last_rowid), collection_id,
+           (device, inode))
     if key != want:
         return None
     norms_at, rowids_at, size = _offsets(count, dimensions)

@@ -450,3 +450,46 @@ def test_cli_index_without_faiss_is_one_line(db, monkeypatch):
     done = CliRunner().invoke(cli, ["index", "docs", "-d", str(db)])
     assert done.exit_code == 1
     assert done.output.strip() == "Error: building an index needs faiss: pip install 'embsqlite[index]'"
+
+
+def test_a_database_rebuilt_from_a_dump_never_uses_the_old_index(db, sqlite3_shell, index_calls):
+    """A dump replayed at the same path keeps the schema cookie and the tokens but numbers
+    the rows afresh: the index's rowids would name other rows, so it reads as stale."""
+    docs = open_docs(db)
+    docs.conn.execute("delete from embeddings where rowid % 3 = 0")
+    docs.conn.commit()
+    docs.build_index(probes=8)
+    docs.close()
+    dump = subprocess.run([sqlite3_shell, str(db), ".dump"], check=True, capture_output=True, text=True).stdout
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    subprocess.run([sqlite3_shell, str(db)], input=dump, check=True, text=True)
+    index_calls.clear()
+    check_falls_back(db, index_calls)
+
+
+def test_a_fifo_at_the_index_path_never_blocks_a_search(db):
+    """Run in a child with a time limit: a blocking open would hang it."""
+    path = index.path_for(str(db), 1)
+    os.remove(path)
+    os.mkfifo(path)
+    script = (
+        "import sys, embsqlite\n"
+        "from tests.test_index import Unused, queries\n"
+        "docs = embsqlite.Collection('docs', sys.argv[1], model=Unused(), create=False)\n"
+        "print(len(docs.similar_by_vector(queries(1)[0], 5)), docs.index_status())\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", script, str(db)], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "5" and "invalid" in done.stdout and "regular file" in done.stdout
+
+
+def test_candidates_that_are_not_rows_of_the_collection_give_the_exact_scan(db, monkeypatch):
+    """Damage the digest cannot see (past the first MiB) may turn candidates into other
+    collections' rowids: fewer rows than asked means the exact scan answers."""
+    docs = open_docs(db)
+    monkeypatch.setattr(index, "candidates", lambda *args, **kwargs: [10**9 + i for i in range(200)])
+    query = queries(1)[0]
+    assert pairs(docs.similar_by_vector(query, 10)) == pairs(docs.similar_by_vector(query, 10, exact=True))
+    assert len(docs.similar_by_vector(query, 10)) == 10

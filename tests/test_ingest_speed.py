@@ -458,3 +458,22 @@ def test_sigterm_inside_an_open_group_commits_the_batches_before_it(tmp_path):
     assert [row[0] for row in conn.execute("select id from embeddings order by rowid")] == [
         f"i{i}" for i in range(100)]
     conn.close()
+
+
+def test_an_input_that_waits_is_read_outside_the_group_once_seen_waiting(tmp_path):
+    """Once reading a batch from the input has been slow, the group commits before each
+    read, so a pipe or a network source never holds the write lock while it waits."""
+    collection = embsqlite.Collection("c", tmp_path / "c.db", model_id="hashing")
+    open_while_waiting = []
+
+    def slow_source():
+        for i in range(60):
+            if i and i % 10 == 0:
+                open_while_waiting.append(collection.conn.in_transaction)
+                time.sleep(0.2)  # a tenth of the group's time or more (1 s by default)
+            yield (f"id{i:03d}", f"text {i}")
+
+    collection.embed_multi(slow_source(), batch_size=10)
+    assert collection.count() == 60
+    # the first wait is not foreseen (the group is open); every later one is outside it
+    assert open_while_waiting[1:] == [False] * (len(open_while_waiting) - 1)
