@@ -402,12 +402,13 @@ class Collection:
 
             cluster.embed(self, entries, store, batch_size, dask, on_commit=progress)
             return
-        with self._lock, ingest.GroupWriter(
-            self.conn, self.id, self.model, store, self._check_stored_dimensions,
-            self._check_still_named, on_commit=progress,
-        ) as writer:
-            writer.write_all(ingest.checked_batches(entries, batch_size))
-        vectorfile.track(self.conn)
+        with self._lock:  # a connection shared by threads: their transactions never interleave
+            with ingest.GroupWriter(
+                self.conn, self.id, self.model, store, self._check_stored_dimensions,
+                self._check_still_named, on_commit=progress,
+            ) as writer:
+                writer.write_all(ingest.checked_batches(entries, batch_size))
+            vectorfile.track(self.conn)
 
     def _write_batch(
         self, batch: list[ingest.CheckedItem], store: bool,
