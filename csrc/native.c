@@ -177,6 +177,36 @@ static long long sinkLast = 0;
 static pthread_mutex_t sinkMutex = PTHREAD_MUTEX_INITIALIZER;
 #define SINK_BUFFER (1<<20)
 
+/* The open sink of handle h, or NULL; the caller holds sinkMutex. */
+static Sink *sink_find(long long h){
+  Sink *p;
+  for(p=sinkList; p && p->iHandle!=h; p=p->pNext){}
+  return p;
+}
+
+/*
+** The arguments of embsqlite_sink and embsqlite_sink_append: two integers (a
+** handle, then a row number or rowid) and a row. Sets *pBlob and *nBlob when
+** argument 3 is a BLOB (else 0) and returns its type; on integers of another
+** type reports zErr and returns -1.
+*/
+static int sink_args(sqlite3_context *ctx, sqlite3_value **argv, const char *zErr,
+                     const void **pBlob, int *nBlob){
+  int eType = sqlite3_value_type(argv[2]);
+  if( sqlite3_value_type(argv[0])!=SQLITE_INTEGER
+   || sqlite3_value_type(argv[1])!=SQLITE_INTEGER ){
+    sqlite3_result_error(ctx, zErr, -1);
+    return -1;
+  }
+  *pBlob = 0;
+  *nBlob = 0;
+  if( eType==SQLITE_BLOB ){
+    *pBlob = sqlite3_value_blob(argv[2]);
+    *nBlob = sqlite3_value_bytes(argv[2]);
+  }
+  return eType;
+}
+
 /* Add p to the list of open sinks; its handle. */
 static long long sink_add(Sink *p){
   long long h;
@@ -292,23 +322,19 @@ static long long embsqlite_sink_close(long long h){
 static void sinkAppendFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   long long h = sqlite3_value_int64(argv[0]);
   long long iRowid = sqlite3_value_int64(argv[1]);
-  const unsigned char *pBlob = 0;
-  int nBlob = 0, eType = sqlite3_value_type(argv[2]);
+  const void *pRow;
+  const unsigned char *pBlob;
+  int nBlob, eType;
   const char *zErr = 0;
   Sink *p;
   (void)argc;
-  if( sqlite3_value_type(argv[0])!=SQLITE_INTEGER
-   || sqlite3_value_type(argv[1])!=SQLITE_INTEGER ){
-    sqlite3_result_error(ctx,
-        "embsqlite_sink_append: arguments 1 and 2 must be a sink handle and a rowid", -1);
-    return;
-  }
-  if( eType==SQLITE_BLOB ){
-    pBlob = (const unsigned char*)sqlite3_value_blob(argv[2]);
-    nBlob = sqlite3_value_bytes(argv[2]);
-  }
+  eType = sink_args(ctx, argv,
+      "embsqlite_sink_append: arguments 1 and 2 must be a sink handle and a rowid",
+      &pRow, &nBlob);
+  if( eType<0 ) return;
+  pBlob = (const unsigned char*)pRow;
   pthread_mutex_lock(&sinkMutex);
-  for(p=sinkList; p && p->iHandle!=h; p=p->pNext){}
+  p = sink_find(h);
   if( p==0 || p->fd<0 ){
     zErr = "embsqlite_sink_append: argument 1 is not an open file sink";
   }else if( p->bOver ){
@@ -354,23 +380,17 @@ static void sinkAppendFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 static void sinkFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   long long h = sqlite3_value_int64(argv[0]);
   long long i = sqlite3_value_int64(argv[1]);
-  const void *pBlob = 0;
-  int nBlob = 0, eType = sqlite3_value_type(argv[2]);
+  const void *pBlob;
+  int nBlob, eType;
   const char *zErr = 0;
   Sink *p;
   (void)argc;
-  if( sqlite3_value_type(argv[0])!=SQLITE_INTEGER
-   || sqlite3_value_type(argv[1])!=SQLITE_INTEGER ){
-    sqlite3_result_error(ctx,
-        "embsqlite_sink: arguments 1 and 2 must be a sink handle and a row number", -1);
-    return;
-  }
-  if( eType==SQLITE_BLOB ){
-    pBlob = sqlite3_value_blob(argv[2]);
-    nBlob = sqlite3_value_bytes(argv[2]);
-  }
+  eType = sink_args(ctx, argv,
+      "embsqlite_sink: arguments 1 and 2 must be a sink handle and a row number",
+      &pBlob, &nBlob);
+  if( eType<0 ) return;
   pthread_mutex_lock(&sinkMutex);
-  for(p=sinkList; p && p->iHandle!=h; p=p->pNext){}
+  p = sink_find(h);
   if( p==0 ){
     zErr = "embsqlite_sink: argument 1 is not an open sink";
   }else if( p->fd>=0 ){
