@@ -52,14 +52,24 @@ ffibuilder.cdef(
     long long embsqlite_subset_close(long long h);
     long long embsqlite_marked(const unsigned char *aMark, long long lo, long long hi,
                                long long *aOut);
+    typedef struct SketchRow { double scale; double coded; double lost; double norm; } SketchRow;
+    long long embsqlite_sketch_build(const unsigned char *matrix, const double *aNorm2,
+                                     long long nRow, int nDim, signed char *aCode,
+                                     SketchRow *aRow, int nThread);
+    long long embsqlite_sketch_scan(const signed char *aCode, const SketchRow *aRow,
+                                    const unsigned char *matrix, const double *aNorm2,
+                                    long long nRow, int nDim, const unsigned char *query,
+                                    const long long *aPos, long long lo, long long hi,
+                                    long long skip, int k, int nThread, long long *aOut,
+                                    double *aScore, double *pOut);
     """
 )
 ffibuilder.set_source(
     "embsqlite._native",
-    '#include "embsqlite.c"\n#include "native.c"\n',
+    '#include "embsqlite.c"\n#include "native.c"\n#include "sketch.c"\n',
     include_dirs=[HERE],  # embsqlite.c, native.c and the vendored SQLite headers
     depends=[os.path.join(HERE, "embsqlite.c"), os.path.join(HERE, "native.c"),
-             os.path.join(HERE, "embsqlite_dot.h")],
+             os.path.join(HERE, "sketch.c"), os.path.join(HERE, "embsqlite_dot.h")],
     # Export nothing but PyInit: see EMBSQLITE_EXPORT in embsqlite.c.
     define_macros=[("EMBSQLITE_EXPORT", "")],
     extra_compile_args=["-O3", "-fvisibility=hidden"],

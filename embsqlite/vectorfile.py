@@ -9,7 +9,13 @@ id>.vectors``, instead of reading every row through SQLite's pages: the file is 
 The file holds a header (magic, format, byte order, the `changes.State` it was built
 from, collection id and name, dimensions, rows), then the matrix (one row per non-NULL
 embedding, in rowid order, the stored bytes), each row's squared norm and each row's
-rowid. It is valid only while the database's state reads the same; the state is read in
+rowid, then the sketch (csrc/sketch.c): each row coded in one signed byte a value, and
+32 bytes of scale and error bounds a row. A search reads the sketch (a quarter of the
+matrix's bytes: the only part mapped with all its pages at once) and scores exactly,
+from the float32 rows, only the few rows whose bounds say they may be among the best:
+the answer is the full scan's, to the bit.
+
+The file is valid only while the database's state reads the same; the state is read in
 the read transaction of the search, which also reads the top rows, so a search never
 uses a copy of other rows than those it returns. When the file is missing or stale and
 the directory can be written, the search builds it (one statement reading the table in
@@ -55,9 +61,11 @@ from .transaction import in_transaction, read_transaction
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".vectors"
-FORMAT = 3
+FORMAT = 4
 MAGIC = b"embsqlite-vector"  # 16 bytes
 HEADER_BYTES = 4096  # the matrix starts on a page boundary
+SKETCH_ALIGN = 65536  # the sketch starts at an offset any page size can map from
+SKETCH_ROW_BYTES = 32  # a SketchRow of csrc/sketch.c
 _BYTE_ORDER = 0x01020304
 # magic, format, byte order, schema version, token (0/1 present, value), collection id,
 # dimensions, rows, boot id, database device and inode, name length; native order (norms
@@ -146,15 +154,31 @@ class _Mapped(NamedTuple):
     dimensions: int
     rows: int
     mapping: Optional[mmap.mmap]  # None when the file holds no rows
-    matrix: Any  # cffi pointers into the mapping
+    sketch_mapping: Optional[mmap.mmap]  # the sketch's part, its pages mapped at once
+    matrix: Any  # cffi pointers into the mappings
     norms: Any
     rowids: Any
+    codes: Any
+    sketch: Any
 
 
-def _offsets(rows: int, dimensions: int) -> tuple[int, int, int]:
-    """Byte offsets of the norms and the rowids, and the file's size (as native.c writes)."""
+class _Layout(NamedTuple):
+    """Byte offsets of a file's parts, and its size."""
+
+    norms: int
+    rowids: int
+    codes: int
+    sketch: int
+    size: int
+
+
+def _offsets(rows: int, dimensions: int) -> _Layout:
+    """Where the parts of a file of `rows` rows of `dimensions` values are (the norms and
+    rowids where native.c's file sink writes them, then the sketch)."""
     norms = (HEADER_BYTES + rows * dimensions * 4 + 7) & ~7
-    return norms, norms + 8 * rows, norms + 16 * rows
+    codes = (norms + 16 * rows + SKETCH_ALIGN - 1) // SKETCH_ALIGN * SKETCH_ALIGN
+    sketch = (codes + rows * dimensions + 7) & ~7
+    return _Layout(norms, norms + 8 * rows, codes, sketch, sketch + SKETCH_ROW_BYTES * rows)
 
 
 _boot: Optional[bytes] = None
@@ -251,22 +275,25 @@ def _read(fd: int, identity: tuple[int, int, int, int], want: _Key) -> Optional[
            (device, inode))
     if key != want:
         return None
-    norms_at, rowids_at, size = _offsets(count, dimensions)
-    if identity[2] != size:
+    at = _offsets(count, dimensions)
+    if identity[2] != at.size:
         return None
     if count == 0:
-        return _Mapped(identity, key, dimensions, 0, None, None, None, None)
-    # MAP_POPULATE maps every page at once (in the page cache: no read), which costs a new
-    # process less than a fault per 64 KiB during its first scan (measured: ~2/3 of it)
-    mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
-                        prot=mmap.PROT_READ)
+        return _Mapped(identity, key, dimensions, 0, None, None, None, None, None, None, None)
+    # The float32 rows are read a few at a time (the candidates a sketch lets through, the
+    # rows returned); the sketch whole, at every search: MAP_POPULATE maps its pages at
+    # once (in the page cache: no read), which costs a new process less than a fault per
+    # 64 KiB during its first scan (measured: ~2/3 of it)
+    mapping = mmap.mmap(fd, at.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    sketch_mapping = mmap.mmap(fd, at.size - at.codes, offset=at.codes, prot=mmap.PROT_READ,
+                               flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
     ffi = _native.ffi
-    whole = ffi.from_buffer(mapping)
+    whole = ffi.cast("unsigned char *", ffi.from_buffer(mapping))
+    sketch = ffi.cast("unsigned char *", ffi.from_buffer(sketch_mapping))
     return _Mapped(
-        identity, key, dimensions, count, mapping,
-        ffi.cast("unsigned char *", whole) + HEADER_BYTES,
-        ffi.cast("double *", ffi.cast("unsigned char *", whole) + norms_at),
-        ffi.cast("long long *", ffi.cast("unsigned char *", whole) + rowids_at),
+        identity, key, dimensions, count, mapping, sketch_mapping, whole + HEADER_BYTES,
+        ffi.cast("double *", whole + at.norms), ffi.cast("long long *", whole + at.rowids),
+        ffi.cast("signed char *", sketch), ffi.cast("SketchRow *", sketch + (at.sketch - at.codes)),
     )
 
 
@@ -431,9 +458,10 @@ class VectorFile:
         out_rows = ffi.new("long long[]", k)
         out_scores = ffi.new("double[]", k)
         best_out = ffi.new("double *")
-        found = lib.embsqlite_scan(
-            mapped.matrix, mapped.norms, mapped.rows, mapped.dimensions, query, positions,
-            0, count, skip, k, _threads, out_rows, out_scores, best_out,
+        found = lib.embsqlite_sketch_scan(
+            mapped.codes, mapped.sketch, mapped.matrix, mapped.norms, mapped.rows,
+            mapped.dimensions, query, positions, 0, count, skip, k, _threads, out_rows,
+            out_scores, best_out,
         )
         if found < 0:
             return None  # non-finite data: SQLite raises the proper error
@@ -499,7 +527,7 @@ class VectorFile:
         rows = self.conn.execute(  # an upper bound, from the primary key's index
             "select count(*) from embeddings where collection_id = ?", (self.collection_id,)
         ).fetchone()[0]
-        size = _offsets(rows, row_bytes // 4)[2]
+        size = _offsets(rows, row_bytes // 4).size
         directory = os.path.dirname(path)
         try:
             space = os.statvfs(directory)
@@ -541,8 +569,10 @@ class VectorFile:
                         _late.add((path, want))
                     return None
                 return self._give_up(want)
+            os.ftruncate(fd, _offsets(count, row_bytes // 4).size)
+            if count and not _write_sketch(fd, count, row_bytes // 4):
+                return self._give_up(want)
             os.pwrite(fd, _header(want, self.name, row_bytes // 4, count), 0)
-            os.ftruncate(fd, _offsets(count, row_bytes // 4)[2])
             _match_mode(fd, str(self.database))
             if boot_id() == _DURABLE:
                 os.fsync(fd)
@@ -603,11 +633,33 @@ class VectorFile:
         count = len(rowids)
         norms = ffi.new("double[]", max(count, 1))
         lib.embsqlite_norms(ffi.from_buffer(matrix), count, row_bytes // 4, norms)
-        norms_at = _offsets(count, row_bytes // 4)[0]
+        norms_at = _offsets(count, row_bytes // 4).norms
         os.pwrite(fd, bytes(matrix), HEADER_BYTES)
         os.pwrite(fd, bytes(ffi.buffer(norms, 8 * count)), norms_at)
         os.pwrite(fd, struct.pack(f"={count}q", *rowids), norms_at + 8 * count)
         return count
+
+
+def _write_sketch(fd: int, rows: int, dimensions: int) -> bool:
+    """Write the sketch of the file `fd` (sized, its matrix and norms written) in place;
+    False when out of memory. Raises OSError when the disk has no room for it."""
+    from . import _native
+
+    ffi, lib = _native.ffi, _native.lib
+    at = _offsets(rows, dimensions)
+    if hasattr(os, "posix_fallocate"):  # blocks for the pages written through the mapping
+        os.posix_fallocate(fd, at.codes, at.size - at.codes)  # (a full disk: OSError, not SIGBUS)
+    with mmap.mmap(fd, at.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE) as mapping:
+        buffer = ffi.from_buffer(mapping)
+        try:
+            whole = ffi.cast("unsigned char *", buffer)
+            done = lib.embsqlite_sketch_build(
+                whole + HEADER_BYTES, ffi.cast("double *", whole + at.norms), rows, dimensions,
+                ffi.cast("signed char *", whole + at.codes), ffi.cast("SketchRow *", whole + at.sketch),
+                _threads)
+        finally:
+            ffi.release(buffer)  # before the mapping closes
+    return done >= 0
 
 
 _HOST = f"{zlib.crc32(socket.gethostname().encode('utf-8', 'replace')):08x}"

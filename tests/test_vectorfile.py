@@ -670,7 +670,7 @@ def test_a_stale_or_foreign_file_is_never_mapped(tmp_path, monkeypatch):
     file_of(collection).unlink()
     with open(file_of(collection), "wb") as f:
         f.write(header)
-        f.truncate(vectorfile._offsets(rows, dims)[2])  # the size the header implies, sparse
+        f.truncate(vectorfile._offsets(rows, dims).size)  # the size the header implies, sparse
     mapped_sizes: list[int] = []
     real = mmap.mmap
 
@@ -680,7 +680,8 @@ def test_a_stale_or_foreign_file_is_never_mapped(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mmap, "mmap", spy)
     assert answer(collection, query) == sql_answer(collection, query)
-    assert mapped_sizes == [os.path.getsize(file_of(collection))] and mapped_sizes[0] < 2**20
+    # only the rebuilt file (under 1 MiB) is mapped: to write its sketch, then to search
+    assert mapped_sizes and max(mapped_sizes) == os.path.getsize(file_of(collection)) < 2**20
 
 
 def test_a_commit_to_another_table_does_not_rebuild_the_file(tmp_path):
