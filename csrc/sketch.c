@@ -51,10 +51,50 @@ struct SketchRow {
 #define SKETCH_CANDIDATES 65536
 
 /* The int8 dot product of two coded vectors (exact: no rounding). */
-EMBSQLITE_HOT static int dot_i8(const signed char *a, const signed char *b, int n){
+static int dot_i8(const signed char *a, const signed char *b, int n){
   int s = 0, i;
   for(i=0; i<n; i++) s += (int)a[i]*(int)b[i];
   return s;
+}
+
+/*
+** dot_i8() with AVX2's multiply-add of 16-bit pairs, which compilers do not
+** find in the loop above (they widen to 32 bits first: half the speed), for
+** CPUs that have it (checked at run time). Integer sums: the same result.
+*/
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(EMBSQLITE_NO_MULTIVERSION)
+#include <immintrin.h>
+#define SKETCH_AVX2 1
+__attribute__((target("avx2")))
+static int dot_i8_avx2(const signed char *a, const signed char *b, int n){
+  __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+  __m128i h;
+  int i = 0, s;
+  for(; i+32<=n; i+=32){
+    __m256i a0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(a+i)));
+    __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(b+i)));
+    __m256i a1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(a+i+16)));
+    __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(b+i+16)));
+    s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(a0, b0));
+    s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(a1, b1));
+  }
+  s0 = _mm256_add_epi32(s0, s1);
+  h = _mm_add_epi32(_mm256_castsi256_si128(s0), _mm256_extracti128_si256(s0, 1));
+  h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+  h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+  s = _mm_cvtsi128_si32(h);
+  for(; i<n; i++) s += (int)a[i]*(int)b[i];
+  return s;
+}
+#endif
+
+/* The dot_i8 this CPU runs best. */
+typedef int (*DotI8)(const signed char*, const signed char*, int);
+static DotI8 dot_i8_best(void){
+#ifdef SKETCH_AVX2
+  if( __builtin_cpu_supports("avx2") ) return dot_i8_avx2;
+#endif
+  return dot_i8;
 }
 
 /*
@@ -74,7 +114,7 @@ EMBSQLITE_HOT static double sketch_code(
   }
   if( z!=0.0 ) m = NAN;
   if( isnan(m) || m==0.0 ){         /* not finite, or a zero vector */
-    memset(aCode, 0, (size_t)n);
+    if( n>0 ) memset(aCode, 0, (size_t)n);
     *pCoded = 0.0;
     *pLost = 0.0;
     return m==0.0 ? 0.0 : NAN;
@@ -178,6 +218,7 @@ struct Candidate {
 typedef struct SketchQuery SketchQuery;
 struct SketchQuery {
   signed char *aCode;
+  DotI8 xDot;         /* dot_i8_best() */
   double scale;       /* t */
   double lost;        /* |f| */
   double norm;        /* |q| */
@@ -253,8 +294,8 @@ static void *sketch_part(void *pArg){
     r = &s->aRow[i];
     if( r->scale>0.0 ){
       double denom = q->norm*r->norm;
-      double dot = r->scale*q->scale*dot_i8(s->aCode + (size_t)i*s->nDim,
-                                            q->aCode, s->nDim);
+      double dot = r->scale*q->scale*q->xDot(s->aCode + (size_t)i*s->nDim,
+                                             q->aCode, s->nDim);
       double err = q->lost*r->coded + q->norm*r->lost;
       lower = (dot-err)/denom - SKETCH_SLACK;
       upper = (dot+err)/denom + SKETCH_SLACK;
@@ -291,6 +332,7 @@ static int sketch_query(SketchQuery *p, const QueryVec *v, int nDim){
   for(j=0; j<nDim; j++) a[j] = v->v[j];
   p->scale = sketch_code(a, nDim, p->aCode, &coded, &p->lost);
   p->norm = sqrt(v->norm2);
+  p->xDot = dot_i8_best();
   free(a);
   return p->scale>0.0 && p->norm>0.0 && p->norm<=DBL_MAX ? 0 : 1;
 }

@@ -1,6 +1,7 @@
 /*
-** native_check.c: drives csrc/native.c (the C half of the Python module: the
-** matrix sink, the subset marks and the top-k scans of the vector cache) with random and
+** native_check.c: drives csrc/native.c and csrc/sketch.c (the C half of the Python
+** module: the matrix sink, the subset marks, the top-k scans of the vector cache and the
+** vector file's sketch) with random and
 ** malformed input, outside Python, so that AddressSanitizer, UBSan and
 ** valgrind can watch it (tests/test_native_safety.py builds and runs it).
 **
@@ -11,6 +12,7 @@
 */
 #include "../csrc/embsqlite.c"
 #include "../csrc/native.c"
+#include "../csrc/sketch.c"
 
 /* In this file's own code, call the real SQLite, not the extension's table. */
 #undef sqlite3_auto_extension
@@ -434,6 +436,59 @@ static void check_data_version(void){
   CHECK( sqlite3_close(db)==SQLITE_OK );
 }
 
+/*
+** The sketch scan against the full scan, on matrices of spread values, ties
+** and zero rows (variant 0), rows scaled from subnormal to near FLT_MAX (1),
+** a NaN row (2): the same rows, the same score bits, the same answer to
+** "does a row left out tie with the k-th", the same errors.
+*/
+static void check_sketch(int nRow, int nDim, int variant){
+  unsigned char *m = malloc((size_t)nRow*nDim*4 + 1);
+  unsigned char *q = malloc((size_t)nDim*4 + 1);
+  double *aNorm2 = malloc(sizeof(double)*(nRow>0?nRow:1));
+  signed char *aCode = malloc((size_t)nRow*nDim + 1);
+  SketchRow *aSk = malloc(sizeof(SketchRow)*(nRow>0?nRow:1));
+  long long *aPos = malloc(sizeof(long long)*(nRow>0?nRow:1));
+  long long *aRow1 = malloc(sizeof(long long)*(nRow+1));
+  long long *aRow2 = malloc(sizeof(long long)*(nRow+1));
+  double *aScore1 = malloc(sizeof(double)*(nRow+1));
+  double *aScore2 = malloc(sizeof(double)*(nRow+1));
+  long long i, j, nPos = 0, nBad;
+  int round;
+  for(i=0; i<nRow; i++){
+    int e = variant==1 ? (int)(rnd()%270) - 145 : 0;
+    for(j=0; j<nDim; j++){
+      store_f32(m+4*((size_t)i*nDim+j), ldexpf(rnd_float(), e));
+    }
+    if( rnd()%2 ) aPos[nPos++] = i;
+  }
+  if( variant==2 && nRow>0 ) store_f32(m + 4*(size_t)(rnd()%nRow)*nDim, NAN);
+  embsqlite_norms(m, nRow, nDim, aNorm2);
+  nBad = embsqlite_sketch_build(m, aNorm2, nRow, nDim, aCode, aSk, 1 + (int)(rnd()%3));
+  CHECK( nBad==(variant==2 && nRow>0 && nDim>0) );
+  for(round=0; round<12; round++){
+    int useList = round%2, k = 1 + (int)(rnd()%12), nThread = 1 + (int)(rnd()%3);
+    long long nScan = useList ? nPos : nRow, n1, n2;
+    long long skip = nScan && rnd()%2 ? (long long)(rnd()%nRow) : -1;
+    double best1, best2;
+    if( nRow>0 && round%3==0 ){
+      memcpy(q, m + (size_t)(rnd()%nRow)*nDim*4, (size_t)nDim*4);   /* a stored row */
+    }else{
+      int e = variant==1 ? (int)(rnd()%270) - 145 : 0;
+      for(j=0; j<nDim; j++) store_f32(q+4*j, round==4 ? 0.0f : ldexpf(rnd_float(), e));
+    }
+    n1 = embsqlite_scan(m, aNorm2, nRow, nDim, q, useList ? aPos : 0, 0, nScan, skip,
+                        k, nThread, aRow1, aScore1, &best1);
+    n2 = embsqlite_sketch_scan(aCode, aSk, m, aNorm2, nRow, nDim, q, useList ? aPos : 0,
+                               0, nScan, skip, k, nThread, aRow2, aScore2, &best2);
+    CHECK( n1==n2 );
+    for(i=0; i<n1; i++) CHECK( aRow1[i]==aRow2[i] && aScore1[i]==aScore2[i] );
+    if( n1>0 ) CHECK( (best1==aScore1[n1-1])==(best2==aScore2[n1-1]) );
+  }
+  free(m); free(q); free(aNorm2); free(aCode); free(aSk); free(aPos);
+  free(aRow1); free(aRow2); free(aScore1); free(aScore2);
+}
+
 int main(void){
   static const int aDim[] = {1, 2, 3, 7, 15, 16, 17, 33, 384};
   unsigned int i;
@@ -451,6 +506,13 @@ int main(void){
       check_topk(nRow, aDim[i], (int)(rnd()%4));
     }
   }
+  for(i=0; i<sizeof(aDim)/sizeof(aDim[0]); i++){
+    for(nRow=0; nRow<=60; nRow+=(nRow<5 ? 1 : 11)){
+      check_sketch(nRow, aDim[i], (int)(rnd()%3));
+    }
+  }
+  check_sketch(40000, 16, 0);   /* more than one thread */
+  check_sketch(40000, 16, 1);
   printf("native checks passed: %d\n", nCheck);
   return 0;
 }
