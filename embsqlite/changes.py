@@ -9,10 +9,11 @@ it was and a committed one changes it. The triggers are plain SQL that any SQLit
 runs (no function of ours, `INSERT OR REPLACE`, which every SQLite version parses); llm
 ignores them and the table.
 
-A copy records the `State` it was built from and is valid only while the state reads the
-same: the three triggers exist with exactly our SQL (a table rebuilt by sqlite-utils'
+A copy records the `State` it was built from and is valid only while `unchanged` says so:
+the three triggers exist with exactly our SQL (a table rebuilt by sqlite-utils'
 `transform`, as llm's migrations do to older files, loses them), the schema cookie is the
-same (any DDL anywhere; VACUUM, which may renumber rowids) and the token is the same.
+same (any DDL anywhere; VACUUM, which may renumber rowids), the token is the same, and the
+row that had the table's largest rowid is still there (a renumbering copy moves it).
 `install` gives every collection a fresh random token, so a copy made for one database is
 never valid for another that happens to share its schema cookie.
 
@@ -21,6 +22,7 @@ every later write to `embeddings` fail in every client, because the triggers sti
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any, NamedTuple, Optional
 
 from .transaction import transaction
@@ -58,23 +60,36 @@ _TRACKING_SQL = (
     " (select schema_version from pragma_schema_version),"
     ' (select ifnull(max(rowid), 0) from "embeddings")'
 )
+_ROW_SQL = 'select collection_id, id from "embeddings" where rowid = ?'
 _TOKEN_SQL = f'select token from "{TABLE}" where collection_id = ?'
 
 
 class State(NamedTuple):
-    """What a copy of a collection's vectors records when built, and compares before use.
-    `last_rowid` (the table's largest rowid, one step of its b-tree) tells a logical copy
-    apart: `.dump` or `iterdump()` replayed into a new file reproduces the schema cookie and
-    the tokens but numbers the rows 1, 2, ... again, which changes the largest rowid
-    whenever it changes any rowid (a table already numbered 1..n is copied as it was)."""
+    """What a copy of a collection's vectors records when built; `unchanged` compares it
+    with the state read before a use. `last_rowid` (the table's largest rowid, one step of
+    its b-tree) and `last_row` (a hash of that row's collection id and id) tell a logical
+    copy apart: `.dump` or `iterdump()` replayed into a new file reproduces the schema
+    cookie and the tokens but numbers the rows 1, 2, ... again, in rowid order, and so
+    moves the row at `last_rowid` whenever it moves any row of the collection (all of which
+    had rowids up to it)."""
 
     schema_version: int
     token: Optional[int]
     last_rowid: int = 0
+    last_row: int = 0
 
 
 class ForeignChangesTable(ValueError):
     """A table named `embsqlite_changes` exists and is not ours; it is left untouched."""
+
+
+def _row_key(conn: Any, rowid: int) -> int:
+    """A hash of the collection id and id of the row of `embeddings` at `rowid` (0: none)."""
+    row = conn.execute(_ROW_SQL, (rowid,)).fetchone()
+    if row is None:
+        return 0
+    digest = hashlib.blake2b(repr(tuple(row)).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True) or 1
 
 
 def _tracking(conn: Any) -> Optional[tuple[int, int]]:
@@ -104,7 +119,19 @@ def state(conn: Any, collection_id: int) -> Optional[State]:
     row = conn.execute(_TOKEN_SQL, (collection_id,)).fetchone()
     if row is None or row[0] is None:
         return None
-    return State(tracking[0], row[0], tracking[1])
+    return State(tracking[0], row[0], tracking[1], _row_key(conn, tracking[1]))
+
+
+def unchanged(conn: Any, recorded: State, now: State) -> bool:
+    """Whether a copy built at `recorded` still holds the collection whose state reads
+    `now` (read in this read transaction): the same schema cookie and token, and the row
+    at the recorded largest rowid still the row it was. Rows added to other collections
+    since (at larger rowids) leave it valid; a renumbering copy moves that row."""
+    if recorded[:2] != now[:2]:
+        return False
+    if recorded[2:] == now[2:]:
+        return True
+    return _row_key(conn, recorded.last_rowid) == recorded.last_row
 
 
 def install(conn: Any) -> bool:

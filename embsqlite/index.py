@@ -215,7 +215,8 @@ def status(conn: Any, collection_id: int) -> str:
         return f"invalid: {error}"
     with read_transaction(conn):
         now = changes.state(conn, collection_id)
-    return "current" if now == trailer.state and trailer.collection_id == collection_id else "stale"
+        current = now is not None and changes.unchanged(conn, trailer.state, now)
+    return "current" if current and trailer.collection_id == collection_id else "stale"
 
 
 # Searching
@@ -240,7 +241,8 @@ def candidates(conn: Any, collection_id: int, query: bytes, pool: int) -> Option
     trailer = loaded.trailer
     if trailer.collection_id != collection_id or len(query) != 4 * trailer.dimensions:
         return None
-    if changes.state(conn, collection_id) != trailer.state:
+    now = changes.state(conn, collection_id)
+    if now is None or not changes.unchanged(conn, trailer.state, now):
         return None
     import numpy as np
 

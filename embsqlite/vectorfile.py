@@ -67,10 +67,10 @@ HEADER_BYTES = 4096  # the matrix starts on a page boundary
 SKETCH_ALIGN = 65536  # the sketch starts at an offset any page size can map from
 SKETCH_ROW_BYTES = 32  # a SketchRow of csrc/sketch.c
 _BYTE_ORDER = 0x01020304
-# magic, format, byte order, schema version, token (0/1 present, value), collection id,
-# dimensions, rows, boot id, database device and inode, name length; native order (norms
-# and rowids are native too)
-_HEADER = struct.Struct("=16sIIqIqqqIq16sQQI")
+# magic, format, byte order, schema version, token (0/1 present, value), largest rowid and
+# its row's hash (changes.State), collection id, dimensions, rows, boot id, database
+# device and inode, name length; native order (norms and rowids are native too)
+_HEADER = struct.Struct("=16sIIqIqqqqIq16sQQI")
 _DURABLE = bytes(16)  # the boot id of a file fsynced before it was renamed into place
 _NAME_MAX = HEADER_BYTES - _HEADER.size
 # The top rows by rowid, in SQLite's order of ids (ties are then kept in it); the unary +
@@ -207,8 +207,8 @@ def _header(key: _Key, name: str, dimensions: int, rows: int) -> bytes:
     encoded = name.encode("utf-8", "surrogatepass")[:_NAME_MAX]
     return _HEADER.pack(
         MAGIC, FORMAT, _BYTE_ORDER, state.schema_version, state.token is not None,
-        state.token or 0, state.last_rowid, collection_id, dimensions, rows, boot_id(), device,
-        inode, len(encoded),
+        state.token or 0, state.last_rowid, state.last_row, collection_id, dimensions, rows,
+        boot_id(), device, inode, len(encoded),
     ) + encoded
 
 
@@ -223,11 +223,11 @@ def _database_identity(database: Optional[str]) -> Optional[tuple[int, int]]:
     return info.st_dev, info.st_ino
 
 
-def _open(path: str, want: _Key) -> Optional[_Mapped]:
-    """The file at `path` mapped when it is a regular vector file recording `want` (its
-    header is read and compared before anything is mapped), reusing this process's mapping
-    while the file is the same (device, inode, size, mtime); None otherwise. A FIFO, a
-    directory, a symlink or any error reads as no usable file."""
+def _open(path: str, fits: Callable[[_Key], bool]) -> Optional[_Mapped]:
+    """The file at `path` mapped when it is a regular vector file recording a key that
+    `fits` (its header is read and checked before anything is mapped), reusing this
+    process's mapping while the file is the same (device, inode, size, mtime); None
+    otherwise. A FIFO, a directory, a symlink or any error reads as no usable file."""
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     mapped: Optional[_Mapped] = None
     try:
@@ -242,8 +242,8 @@ def _open(path: str, want: _Key) -> Optional[_Mapped]:
                 with _lock:
                     known = _mapped.get(path)
                 if known is not None and known.identity == identity:
-                    return known if known.key == want else None
-                mapped = _read(fd, identity, want)
+                    return known if fits(known.key) else None
+                mapped = _read(fd, identity, fits)
         except (OSError, ValueError) as error:
             logger.debug("vector file %s not used: %s", path, error)
             mapped = None
@@ -257,23 +257,24 @@ def _open(path: str, want: _Key) -> Optional[_Mapped]:
     return mapped
 
 
-def _read(fd: int, identity: tuple[int, int, int, int], want: _Key) -> Optional[_Mapped]:
-    """Map the open file `fd` if its header records `want` and its size is the one the
-    header implies (checked before mapping: a stale or foreign file is never mapped)."""
+def _read(fd: int, identity: tuple[int, int, int, int], fits: Callable[[_Key], bool]) -> Optional[_Mapped]:
+    """Map the open file `fd` if its header records a key that `fits` and its size is the
+    one the header implies (checked before mapping: a stale or foreign file is never
+    mapped)."""
     from . import _native
 
     head = os.pread(fd, _HEADER.size, 0)
     if len(head) != _HEADER.size:
         return None
-    (magic, fmt, order, schema_version, has_token, token, last_rowid, collection_id, dimensions,
-     count, boot, device, inode, _) = _HEADER.unpack(head)
+    (magic, fmt, order, schema_version, has_token, token, last_rowid, last_row, collection_id,
+     dimensions, count, boot, device, inode, _) = _HEADER.unpack(head)
     if (magic, fmt, order) != (MAGIC, FORMAT, _BYTE_ORDER) or dimensions <= 0 or count < 0:
         return None
     if boot not in (boot_id(), _DURABLE):
         return None  # written before a reboot and never fsynced
-    key = (changes.State(schema_version, token if has_token else None, last_rowid), collection_id,
-           (device, inode))
-    if key != want:
+    key = (changes.State(schema_version, token if has_token else None, last_rowid, last_row),
+           collection_id, (device, inode))
+    if not fits(key):
         return None
     at = _offsets(count, dimensions)
     if identity[2] != at.size:
@@ -349,7 +350,7 @@ class VectorFile:
             if want is None or self._shadowed():
                 return None
             state = want[0]
-            mapped = _open(self.path, want)
+            mapped = _open(self.path, self._fits(want))
             if mapped is None:
                 with _lock:
                     given_up = (self.path, want) in _failed or (
@@ -378,6 +379,14 @@ class VectorFile:
                 _drop(self.path, mapped)
                 return None
 
+    def _fits(self, want: _Key) -> Callable[[_Key], bool]:
+        """Whether a file recording a key holds the collection now that its key reads
+        `want` (inside the read transaction): the same collection and database file, and
+        `changes.unchanged` (rows added to other collections since leave it valid)."""
+        def fits(key: _Key) -> bool:
+            return key[1:] == want[1:] and changes.unchanged(self.conn, key[0], want[0])
+        return fits
+
     def _key(self) -> Optional[_Key]:
         """What the file must record now (inside the read transaction); None when the
         database keeps no tokens for the collection or its file cannot be told."""
@@ -396,7 +405,7 @@ class VectorFile:
             want = self._key()
             if want is None:
                 return None
-            mapped = _open(self.path, want)
+            mapped = _open(self.path, self._fits(want))
             if mapped is None:
                 mapped = self._build(want)
         return None if mapped is None else self.path
@@ -586,7 +595,7 @@ class VectorFile:
             os.close(fd)
             if temporary is not None:
                 _unlink(temporary)
-        return _open(path, want)
+        return _open(path, self._fits(want))
 
     def _give_up(self, want: _Key) -> Optional[_Mapped]:
         """Remember (process-wide) that this file cannot be built at `want`; None."""

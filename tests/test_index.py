@@ -493,3 +493,18 @@ def test_candidates_that_are_not_rows_of_the_collection_give_the_exact_scan(db, 
     query = queries(1)[0]
     assert pairs(docs.similar_by_vector(query, 10)) == pairs(docs.similar_by_vector(query, 10, exact=True))
     assert len(docs.similar_by_vector(query, 10)) == 10
+
+
+def test_rows_added_to_another_collection_keep_the_index_current(db, index_calls):
+    """Another collection's inserts (by embsqlite or llm) do not touch this one: the index
+    stays in use, and every score is still SQL's."""
+    theirs = llm.Collection("notes", sqlite_utils.Database(db), model=LlmUnused())
+    theirs.embed("from-llm", "a bird", store=True)
+    docs = open_docs(db)
+    assert docs.index_status() == "current"
+    query = queries(1)[0]
+    found = docs.similar_by_vector(query, 10)
+    assert [entry.score.hex() for entry in found] == [sql_score(docs.conn, entry.id, query).hex() for entry in found]
+    assert index_calls and all(answer is not None for answer in index_calls)
+    docs.embed("new", "a new item")  # this collection's write still makes it stale
+    assert docs.index_status() == "stale"

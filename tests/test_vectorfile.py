@@ -5,7 +5,6 @@ import os
 import shutil
 import sqlite3
 import stat
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -332,7 +331,7 @@ def test_llm_upgrading_an_older_database_with_our_additions(tmp_path, stop_befor
 DIM = 4
 WRITES = ["insert", "update", "delete", "null", "our batch", "other connection", "sqlite3 shell",
           "llm subprocess", "blob write", "rollback", "vacuum", "drop triggers", "reinstall",
-          "rename swap", "crash"]
+          "rename swap", "crash", "other collection"]
 
 LLM_SCRIPT = r"""
 import sys, llm, sqlite_utils
@@ -380,6 +379,16 @@ def random_write(collection, path, kind, rng, serial):
     elif kind == "llm subprocess":
         subprocess.run([sys.executable, "-c", LLM_SCRIPT, str(path), f"l{serial:03d}", text],
                        check=True, timeout=120)
+    elif kind == "other collection":  # rows of another collection, added and deleted
+        other = embsqlite.Collection("z", path, model=VectorModel())
+        other.embed_multi([(f"z{serial:03d}{i}", text) for i in range(int(rng.integers(1, 4)))])
+        zs = [row[0] for row in conn.execute(
+            "select id from embeddings where collection_id = ?", (other.id,))]
+        if rng.integers(2):
+            other.conn.execute("delete from embeddings where collection_id = ? and id = ?",
+                               (other.id, zs[int(rng.integers(len(zs)))]))
+            other.conn.commit()
+        other.close()
     elif kind == "blob write":
         row = conn.execute("select rowid from embeddings where id = ? and embedding is not null",
                            (some,)).fetchone()
@@ -664,9 +673,11 @@ def test_a_stale_or_foreign_file_is_never_mapped(tmp_path, monkeypatch):
     answer(collection, query)
     header = bytearray(file_of(collection).read_bytes()[:vectorfile.HEADER_BYTES])
     rows, dims = 2**24, 8
-    token = struct.unpack_from("=q", header, 36)[0]
-    struct.pack_into("=q", header, 36, token ^ 1)  # another state
-    struct.pack_into("=q", header, 56, rows)
+    fields = list(vectorfile._HEADER.unpack_from(header))
+    assert fields[5] != 0 and fields[9:11] == [dims, 20]  # token; dimensions, rows
+    fields[5] ^= 1  # another state
+    fields[10] = rows
+    vectorfile._HEADER.pack_into(header, 0, *fields)
     file_of(collection).unlink()
     with open(file_of(collection), "wb") as f:
         f.write(header)
@@ -868,3 +879,64 @@ def test_a_dump_at_a_reused_inode_never_uses_the_old_file(tmp_path, monkeypatch)
         " order by s desc, id limit 3", (embsqlite.encode(query),)).fetchall()
     assert [(e.id, e.score) for e in got] == expected
     assert answer(rebuilt, query, 5) == before
+
+
+def test_rows_added_to_another_collection_keep_the_file(tmp_path):
+    """Another collection's inserts (by embsqlite, raw SQL or llm) take rowids after the
+    file's rows: the file stays valid, no rebuild, answers as SQL."""
+    path = tmp_path / "a.db"
+    collection, data = filled(path, rows=60, dim=4)
+    query = data[7].tolist()
+    assert answer(collection, query) == sql_answer(collection, query)
+    inode = os.stat(file_of(collection)).st_ino
+    other = embsqlite.Collection("d", path, model=VectorModel())
+    other.embed_multi([(f"x{i}", "1,2,3,4") for i in range(5)])
+    other.conn.execute("insert into embeddings (collection_id, id, embedding) values (?, 'raw', ?)",
+                       (other.id, embsqlite.encode([4, 3, 2, 1])))
+    other.conn.commit()
+    fresh = embsqlite.Collection("c", path, model=VectorModel())
+    assert answer(fresh, query) == sql_answer(fresh, query)
+    assert answer(fresh, query, 3, prefix="b") == sql_answer(fresh, query, 3, prefix="b")
+    assert fresh._vectors.builds == 0 and os.stat(file_of(fresh)).st_ino == inode
+    # a write to this collection still makes it stale
+    collection.conn.execute("update embeddings set embedding = ? where collection_id = ? and id = 'a0000'",
+                            (embsqlite.encode(data[7] * 2), collection.id))
+    collection.conn.commit()
+    assert answer(fresh, query) == sql_answer(fresh, query)
+    assert answer(fresh, query)[0][0] in ("a0000", "b0007") and fresh._vectors.builds == 1
+
+
+def test_a_dump_after_another_collection_changed_never_uses_the_old_file(tmp_path, monkeypatch):
+    """The file stays valid through other collections' inserts, so the table's largest
+    rowid moves past the one it recorded; a dump that renumbers the collection's rows
+    (another collection's row deleted just before its last row) must still invalidate it,
+    even at the same inode, where the check of returned rows cannot: a prefix search would
+    silently miss the renumbered last row."""
+    monkeypatch.setattr(vectorfile, "_database_identity", lambda database: (1, 1))
+    path = tmp_path / "a.db"
+    gen = np.random.default_rng(8)
+    data = gen.standard_normal((20, 4)).astype(np.float32)
+    text = [",".join(map(str, row)) for row in data]
+    other = embsqlite.Collection("d", path, model=VectorModel())
+    collection = embsqlite.Collection("c", path, model=VectorModel())
+    other.embed_multi([(f"x{i}", "1,0,1,0") for i in range(10)])  # rowids 1..10
+    collection.embed_multi([(f"b{i:04d}", text[i]) for i in range(19)])  # 11..29
+    other.embed("gap", "0,1,0,1")  # 30
+    collection.embed("b0019", text[19])  # 31: the collection's last row
+    query = data[19].tolist()
+    want = sql_answer(collection, query, 3, prefix="b")
+    assert want[0][0] == "b0019" and answer(collection, query, 3, prefix="b") == want
+    other.embed_multi([(f"y{i}", "0,0,1,1") for i in range(5)])  # 32..36: the file stays valid
+    assert answer(collection, query, 3, prefix="b") == want and collection._vectors.builds == 1
+    other.conn.execute("delete from embeddings where collection_id = ? and id = 'gap'", (other.id,))
+    other.conn.commit()
+    dump = subprocess.run(["sqlite3", str(path), ".dump"], check=True, capture_output=True, text=True).stdout
+    collection.close()
+    other.close()
+    for name in ("a.db", "a.db-wal", "a.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    subprocess.run(["sqlite3", str(path)], input=dump, check=True, text=True)
+    rebuilt = embsqlite.Collection("c", path, model=VectorModel())
+    assert rebuilt.conn.execute("select rowid from embeddings where id = 'b0019'").fetchone()[0] == 30
+    assert answer(rebuilt, query, 3, prefix="b") == sql_answer(rebuilt, query, 3, prefix="b") == want
+    assert rebuilt._vectors.builds == 1  # the old file was not used
