@@ -299,6 +299,10 @@ static void *sketch_part(void *pArg){
       double err = q->lost*r->coded + q->norm*r->lost;
       lower = (dot-err)/denom - SKETCH_SLACK;
       upper = (dot+err)/denom + SKETCH_SLACK;
+      if( !(lower<=upper) ){          /* NaN, or a file edited in place: no sketch */
+        lower = -INFINITY;
+        upper = INFINITY;
+      }
     }else if( r->scale==0.0 ){
       lower = upper = 0.0;             /* a zero row: cosine_of() gives 0.0 */
     }else{

@@ -47,14 +47,16 @@ order by r.score desc, r.id"""
 
 def _rows(collection: str, where: Optional[str], not_indexed: bool = False) -> tuple[str, str]:
     """The table and the conditions of the rows a search may rank: the collection's, with
-    an embedding, kept by `where`. With `not_indexed` (the only collection in the file)
+    an embedding and an id, kept by `where`. With `not_indexed` (the only collection in the file)
     the collection's primary-key index is not used: reading the table in order beats
     walking the index and fetching each row (~7% at 100,000 rows). With a filter that is
     said by `+collection_id` rather than NOT INDEXED, so an index on the filter's own
     expression (say `json_extract(metadata, '$.kind')`) can still pick the rows."""
     table = "embeddings not indexed" if not_indexed and where is None else "embeddings"
     column = "+collection_id" if not_indexed and where is not None else "collection_id"
-    rows = f"{column} = {collection}\n    and embedding is not null"
+    # a row without an id cannot be returned (the outer join is on id): never ranked, so
+    # it takes no place of the top `number`, as every copy of the vectors leaves it out
+    rows = f"{column} = {collection}\n    and embedding is not null\n    and id is not null"
     return table, rows if where is None else f"{rows}\n    and ({where})"
 
 

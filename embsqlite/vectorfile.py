@@ -579,7 +579,12 @@ class VectorFile:
                     return None
                 return self._give_up(want)
             os.ftruncate(fd, _offsets(count, row_bytes // 4).size)
-            if count and not _write_sketch(fd, count, row_bytes // 4):
+            written = _write_sketch(fd, count, row_bytes // 4, deadline) if count else True
+            if written is None:
+                with _lock:
+                    _late.add((path, want))
+                return None
+            if not written:
                 return self._give_up(want)
             os.pwrite(fd, _header(want, self.name, row_bytes // 4, count), 0)
             _match_mode(fd, str(self.database))
@@ -649,26 +654,39 @@ class VectorFile:
         return count
 
 
-def _write_sketch(fd: int, rows: int, dimensions: int) -> bool:
-    """Write the sketch of the file `fd` (sized, its matrix and norms written) in place;
-    False when out of memory. Raises OSError when the disk has no room for it."""
+SKETCH_CHUNK_BYTES = 32 * 2**20  # codes computed and written per step of a build
+
+
+def _write_sketch(fd: int, rows: int, dimensions: int, deadline: Optional[float] = None) -> Optional[bool]:
+    """Write the sketch of the file `fd` (sized, its matrix and norms written) with pwrite,
+    a chunk of rows at a time (a full disk is an OSError, never a fault in a mapping);
+    True when written, False when out of memory, None when `deadline` (time.monotonic())
+    passed before a chunk."""
     from . import _native
 
     ffi, lib = _native.ffi, _native.lib
     at = _offsets(rows, dimensions)
-    if hasattr(os, "posix_fallocate"):  # blocks for the pages written through the mapping
-        os.posix_fallocate(fd, at.codes, at.size - at.codes)  # (a full disk: OSError, not SIGBUS)
-    with mmap.mmap(fd, at.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE) as mapping:
-        buffer = ffi.from_buffer(mapping)
+    step = max(1, SKETCH_CHUNK_BYTES // dimensions)
+    codes = ffi.new("signed char[]", min(step, rows) * dimensions)
+    sketch = ffi.new("SketchRow[]", min(step, rows))
+    with mmap.mmap(fd, at.codes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as mapping:
+        buffer = ffi.from_buffer(mapping)  # the matrix and norms, read only
         try:
             whole = ffi.cast("unsigned char *", buffer)
-            done = lib.embsqlite_sketch_build(
-                whole + HEADER_BYTES, ffi.cast("double *", whole + at.norms), rows, dimensions,
-                ffi.cast("signed char *", whole + at.codes), ffi.cast("SketchRow *", whole + at.sketch),
-                _threads)
+            matrix, norms = whole + HEADER_BYTES, ffi.cast("double *", whole + at.norms)
+            for low in range(0, rows, step):
+                if deadline is not None and time.monotonic() > deadline:
+                    return None
+                count = min(step, rows - low)
+                if lib.embsqlite_sketch_build(matrix + low * dimensions * 4, norms + low, count,
+                                              dimensions, codes, sketch, _threads) < 0:
+                    return False
+                os.pwrite(fd, ffi.buffer(codes, count * dimensions), at.codes + low * dimensions)
+                os.pwrite(fd, ffi.buffer(sketch, count * SKETCH_ROW_BYTES),
+                          at.sketch + low * SKETCH_ROW_BYTES)
         finally:
             ffi.release(buffer)  # before the mapping closes
-    return done >= 0
+    return True
 
 
 _HOST = f"{zlib.crc32(socket.gethostname().encode('utf-8', 'replace')):08x}"

@@ -124,3 +124,18 @@ def test_more_candidates_than_it_keeps_falls_back_to_the_full_scan():
     query = data[0] * 2
     assert matrix.scan(query, 3) == matrix.scan(query, 3, sketch=False)
     assert matrix.scan(query, 3)[1] == [0, 1, 2]
+
+
+def test_bounds_that_cannot_hold_make_the_row_a_candidate():
+    """A sketch edited in place (not written by embsqlite): a NaN or an inverted interval
+    never enters the k-th best lower bound; such rows are scored exactly, so the answer
+    is never short and, with every bound of that kind, is the full scan's."""
+    gen = np.random.default_rng(7)
+    matrix = Matrix(gen.standard_normal((3000, 32)).astype(np.float32))
+    query = gen.standard_normal(32).astype(np.float32)
+    want = matrix.scan(query, 20, sketch=False)
+    matrix.sketch[::2, 2] = -1.0  # a negative loss: lower above upper
+    matrix.sketch[1::2, 1] = np.nan  # NaN bounds
+    assert matrix.scan(query, 20) == want
+    matrix.sketch[:, 1] = np.nan
+    assert matrix.scan(query, 3000 // 4) == matrix.scan(query, 3000 // 4, sketch=False)

@@ -1,12 +1,15 @@
 """The vector file beside the database: the same answers as SQL, never stale, never required."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
 import stat
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import llm
@@ -603,6 +606,21 @@ def test_rows_with_a_null_id_are_left_out_as_sql_leaves_them_out(tmp_path):
     got = answer(collection, query, 40)
     assert got == sql_answer(collection, query, 40) and len(got) == 29
     assert collection._vectors.builds == 1
+    # the row without an id is the best match: it takes no place of the top k either way
+    for number in (1, 3):
+        got = answer(collection, query, number, skip_id="a0000")
+        assert got == sql_answer(collection, query, number, skip_id="a0000") and len(got) == number
+    for where in ("1", "id != 'zzz'"):
+        found = collection.similar_by_vector(query, 2, where=where)
+        vectorfile.configure(enabled=False)
+        assert [(e.id, e.score) for e in collection.similar_by_vector(query, 2, where=where)] == [
+            (e.id, e.score) for e in found] and len(found) == 2
+        vectorfile.configure(enabled=True)
+    # a NaN in the row without an id: no path ranks it, so none raises
+    collection.conn.execute("update embeddings set embedding = ? where id is null",
+                            (struct.pack("<2f", float("nan"), 1.0) * 4,))
+    collection.conn.commit()
+    assert answer(collection, query, 2) == sql_answer(collection, query, 2)
 
 
 def test_deleted_tokens_read_as_untracked(tmp_path):
@@ -940,3 +958,43 @@ def test_a_dump_after_another_collection_changed_never_uses_the_old_file(tmp_pat
     assert rebuilt.conn.execute("select rowid from embeddings where id = 'b0019'").fetchone()[0] == 30
     assert answer(rebuilt, query, 3, prefix="b") == sql_answer(rebuilt, query, 3, prefix="b") == want
     assert rebuilt._vectors.builds == 1  # the old file was not used
+
+
+def test_the_sketch_is_written_in_chunks_and_stops_at_the_deadline(tmp_path, monkeypatch):
+    """A build with a deadline (Datasette's time limit) checks it between chunks of the
+    sketch too, not only while copying rows; without one, every chunk is written and the
+    file is the one a single chunk writes."""
+    collection, data = filled(tmp_path / "a.db", rows=200, dim=8)
+    answer(collection, data[1].tolist())
+    path = file_of(collection)
+    whole = path.read_bytes()
+    at = vectorfile._offsets(200, 8)
+    monkeypatch.setattr(vectorfile, "SKETCH_CHUNK_BYTES", 8 * 7)  # 7 rows a chunk
+    copy = tmp_path / "copy"
+    copy.write_bytes(whole[:at.codes] + bytes(at.size - at.codes))
+    fd = os.open(copy, os.O_RDWR)
+    try:
+        assert vectorfile._write_sketch(fd, 200, 8, deadline=time.monotonic() - 1) is None
+        assert copy.read_bytes()[at.codes:] == bytes(at.size - at.codes)  # nothing written
+        assert vectorfile._write_sketch(fd, 200, 8, deadline=time.monotonic() + 60) is True
+    finally:
+        os.close(fd)
+    assert copy.read_bytes() == whole
+
+
+def test_a_disk_full_while_writing_the_sketch_falls_back_to_sql(tmp_path, monkeypatch):
+    """The sketch is written with pwrite: a full disk is an OSError (the search answers
+    from SQL, no temporary file stays), never a SIGBUS in a mapping."""
+    collection, data = filled(tmp_path / "a.db", rows=50)
+    real = os.pwrite
+
+    def full(fd, data, offset):
+        if offset >= vectorfile._offsets(50, 8).codes:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(vectorfile.os, "pwrite", full)
+    query = data[4].tolist()
+    assert answer(collection, query) == sql_answer(collection, query)
+    assert not file_of(collection).exists() and collection._vectors.builds == 0
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
