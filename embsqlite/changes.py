@@ -5,9 +5,10 @@ database, an index) must never be used after anyone changed the collection: our 
 the sqlite3 shell, another process. Three AFTER triggers on `embeddings` (insert, update,
 delete) set the collection's row of the table `embsqlite_changes` to a new `random()` token,
 inside the writer's own transaction, so a rolled-back or crashed write leaves the token as
-it was and a committed one changes it. The triggers are plain SQL that any SQLite client
-runs (no function of ours, `INSERT OR REPLACE`, which every SQLite version parses); llm
-ignores them and the table.
+it was and a committed one changes it, whatever the writing statement's conflict rule
+(`OR IGNORE`, an upsert). The triggers are plain SQL that any SQLite client runs (no
+function of ours, an UPDATE and an INSERT ... WHERE NOT EXISTS, which every SQLite version
+parses); llm ignores them and the table.
 
 A copy records the `State` it was built from and is valid only while `unchanged` says so:
 the three triggers exist with exactly our SQL (a table rebuilt by sqlite-utils'
@@ -37,9 +38,15 @@ TABLE_SQL = f"""CREATE TABLE "{TABLE}" (
 
 
 def _bump(row: str) -> str:
+    """A new token for the collection of `row`. Two statements that no conflict can stop:
+    a statement inside a trigger runs under the writing statement's conflict rule (an
+    `INSERT OR IGNORE` would make an `INSERT OR REPLACE` here ignore the row it should
+    replace, an upsert would make it fail), and neither can conflict under any rule."""
+    key = f'ifnull({row}."collection_id", \'\')'
     return (
-        f'INSERT OR REPLACE INTO "{TABLE}" ("collection_id", "token")'
-        f' VALUES (ifnull({row}."collection_id", \'\'), random());'
+        f'UPDATE "{TABLE}" SET "token" = random() WHERE "collection_id" = {key};\n'
+        f'  INSERT INTO "{TABLE}" ("collection_id", "token") SELECT {key}, random()'
+        f' WHERE NOT EXISTS (SELECT 1 FROM "{TABLE}" WHERE "collection_id" = {key});'
     )
 
 
@@ -57,21 +64,21 @@ _TRACKING_SQL = (
     "select (select count(*) from sqlite_master where type = 'trigger'"
     f" and tbl_name = 'embeddings' and ({' or '.join(['(name = ? and sql = ?)'] * len(TRIGGERS))})),"
     " (select sql from sqlite_master where type = 'table' and name = ?),"
-    " (select schema_version from pragma_schema_version),"
-    ' (select ifnull(max(rowid), 0) from "embeddings")'
+    " (select schema_version from pragma_schema_version)"
 )
 _ROW_SQL = 'select collection_id, id from "embeddings" where rowid = ?'
 _TOKEN_SQL = f'select token from "{TABLE}" where collection_id = ?'
 
 
 class State(NamedTuple):
-    """What a copy of a collection's vectors records when built; `unchanged` compares it
-    with the state read before a use. `last_rowid` (the table's largest rowid, one step of
-    its b-tree) and `last_row` (a hash of that row's collection id and id) tell a logical
-    copy apart: `.dump` or `iterdump()` replayed into a new file reproduces the schema
-    cookie and the tokens but numbers the rows 1, 2, ... again, in rowid order, and so
-    moves the row at `last_rowid` whenever it moves any row of the collection (all of which
-    had rowids up to it)."""
+    """A collection's state: `state` reads the schema cookie and the token; a copy of the
+    collection's vectors records, with `recorded`, also the largest rowid of the rows it
+    copied and a hash of that row's collection id and id, and `unchanged` compares. The
+    row tells a logical copy apart: `.dump` or `iterdump()` replayed into a new file
+    reproduces the schema cookie and the tokens but numbers the rows 1, 2, ... again, in
+    rowid order, so a copied row moves only if a row below it went, and then the last
+    copied row moves too, and the row now at its rowid is another collection's or one
+    the copy left out (another id)."""
 
     schema_version: int
     token: Optional[int]
@@ -92,14 +99,13 @@ def _row_key(conn: Any, rowid: int) -> int:
     return int.from_bytes(digest, "little", signed=True) or 1
 
 
-def _tracking(conn: Any) -> Optional[tuple[int, int]]:
-    """(schema cookie, largest rowid of embeddings) when the table and all three triggers
-    are ours, else None."""
-    count, table_sql, schema_version, last_rowid = conn.execute(
+def _tracking(conn: Any) -> Optional[int]:
+    """The schema cookie when the table and all three triggers are ours, else None."""
+    count, table_sql, schema_version = conn.execute(
         _TRACKING_SQL, [part for item in TRIGGERS.items() for part in item] + [TABLE]
     ).fetchone()
     if count == len(TRIGGERS) and table_sql == TABLE_SQL:
-        return int(schema_version), int(last_rowid)
+        return int(schema_version)
     return None
 
 
@@ -119,19 +125,20 @@ def state(conn: Any, collection_id: int) -> Optional[State]:
     row = conn.execute(_TOKEN_SQL, (collection_id,)).fetchone()
     if row is None or row[0] is None:
         return None
-    return State(tracking[0], row[0], tracking[1], _row_key(conn, tracking[1]))
+    return State(tracking, row[0])
+
+
+def recorded(conn: Any, now: State, last_rowid: int) -> State:
+    """What a copy records: the state `now` (read in the read transaction that read the
+    rows) and its largest copied rowid (0 when it copied none) with that row's hash."""
+    return now._replace(last_rowid=last_rowid, last_row=_row_key(conn, last_rowid))
 
 
 def unchanged(conn: Any, recorded: State, now: State) -> bool:
-    """Whether a copy built at `recorded` still holds the collection whose state reads
-    `now` (read in this read transaction): the same schema cookie and token, and the row
-    at the recorded largest rowid still the row it was. Rows added to other collections
-    since (at larger rowids) leave it valid; a renumbering copy moves that row."""
-    if recorded[:2] != now[:2]:
-        return False
-    if recorded[2:] == now[2:]:
-        return True
-    return _row_key(conn, recorded.last_rowid) == recorded.last_row
+    """Whether a copy that recorded `recorded` still holds the collection whose state
+    reads `now` (in this read transaction): the same schema cookie and token, and its last
+    copied row still at its rowid. Other collections' writes leave it valid."""
+    return recorded[:2] == now[:2] and _row_key(conn, recorded.last_rowid) == recorded.last_row
 
 
 def install(conn: Any) -> bool:

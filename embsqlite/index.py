@@ -304,14 +304,16 @@ def build(
         )
         index.cp.spherical = True
         index.train(_sample(conn, collection_id, dimensions, min(count, lists * TRAIN_PER_LIST)))
-        added = 0
+        added = last = 0
         for rowids, matrix in _chunks(conn, collection_id, dimensions):
             index.add_with_ids(matrix, rowids)
             added += len(rowids)
+            last = max(last, int(rowids.max()))
             if progress is not None:
                 progress(len(rowids))
         if added != count:
             raise IndexBuildError(f"the collection changed while it was read ({count} rows, then {added})")
+        state = changes.recorded(conn, state, last)
     handle, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     os.close(handle)
     try:
@@ -355,7 +357,7 @@ def _shape(conn: Any, collection_id: int) -> tuple[int, int]:
     """(dimensions, rows with a vector); one dimension for all, else IndexBuildError."""
     shortest, longest, count = conn.execute(  # one pass, no temporary b-tree
         "select min(length(embedding)), max(length(embedding)), count(*) from embeddings"
-        " where collection_id = ? and embedding is not null",
+        " where collection_id = ? and embedding is not null and id is not null",
         (collection_id,),
     ).fetchone()
     if not count:
@@ -383,7 +385,7 @@ def _sample(conn: Any, collection_id: int, dimensions: int, size: int) -> Any:
 
     rowids = np.fromiter(
         (row[0] for row in conn.execute(
-            "select rowid from embeddings where collection_id = ? and embedding is not null",
+            "select rowid from embeddings where collection_id = ? and embedding is not null and id is not null",
             (collection_id,),
         )),
         dtype=np.int64,
@@ -407,7 +409,7 @@ def _chunks(conn: Any, collection_id: int, dimensions: int) -> Iterator[tuple[An
     import numpy as np
 
     cursor = conn.execute(
-        "select rowid, embedding from embeddings where collection_id = ? and embedding is not null",
+        "select rowid, embedding from embeddings where collection_id = ? and embedding is not null and id is not null",
         (collection_id,),
     )
     while True:

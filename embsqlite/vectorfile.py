@@ -586,7 +586,11 @@ class VectorFile:
                 return None
             if not written:
                 return self._give_up(want)
-            os.pwrite(fd, _header(want, self.name, row_bytes // 4, count), 0)
+            at = _offsets(count, row_bytes // 4)
+            last = struct.unpack("=q", os.pread(fd, 8, at.rowids + 8 * (count - 1)))[0] \
+                if count else 0
+            key = (changes.recorded(self.conn, want[0], last), *want[1:])
+            os.pwrite(fd, _header(key, self.name, row_bytes // 4, count), 0)
             _match_mode(fd, str(self.database))
             if boot_id() == _DURABLE:
                 os.fsync(fd)

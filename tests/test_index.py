@@ -337,7 +337,9 @@ def test_the_index_file_has_the_databases_permissions(tmp_path):
 def test_the_trailer_records_the_state_read_with_the_vectors(db):
     docs = open_docs(db)
     trailer = index.read_trailer(index.path_for(str(db), docs.id))
-    assert trailer.state == changes.state(docs.conn, docs.id)
+    last = docs.conn.execute("select max(rowid) from embeddings where collection_id = ?", (docs.id,)).fetchone()[0]
+    assert trailer.state == changes.recorded(docs.conn, changes.state(docs.conn, docs.id), last)
+    assert changes.unchanged(docs.conn, trailer.state, changes.state(docs.conn, docs.id))
     assert (trailer.dimensions, trailer.count, trailer.collection_id) == (DIM, ROWS, docs.id)
 
 
@@ -508,3 +510,40 @@ def test_rows_added_to_another_collection_keep_the_index_current(db, index_calls
     assert index_calls and all(answer is not None for answer in index_calls)
     docs.embed("new", "a new item")  # this collection's write still makes it stale
     assert docs.index_status() == "stale"
+
+
+def test_a_dump_after_another_collection_rewrote_its_rows_makes_the_index_stale(tmp_path, sqlite3_shell):
+    """The index records its own last row: another collection deleting a row below the
+    collection's and re-adding its own last row (llm's re-embedding) stays harmless until a
+    dump renumbers the rows, and then the index reads as stale (it records no database
+    identity, so this is its only defence)."""
+    from embsqlite import vectorfile
+    from tests.conftest import VectorModel
+
+    vectorfile.configure(enabled=False)  # the index alone
+    try:
+        path = tmp_path / "a.db"
+        other = embsqlite.Collection("d", path, model=VectorModel())
+        docs = embsqlite.Collection("c", path, model=VectorModel())
+        other.embed("g", "1,0,0,0")  # rowid 1
+        docs.embed_multi([(f"a{i}", f"{i + 1},1,0,{i}") for i in range(40)])  # 2..41
+        other.embed("x", "0,0,1,1")  # 42
+        docs.build_index()
+        other.conn.execute("delete from embeddings where collection_id = ? and id = 'g'", (other.id,))
+        other.conn.commit()
+        other.embed("z", "0,1,1,0")
+        other.embed("x", "0,0,2,1")  # a new rowid; the dump puts x back at 42
+        assert docs.index_status() == "current"
+        docs.close()
+        other.close()
+        dump = subprocess.run([sqlite3_shell, str(path), ".dump"], check=True, capture_output=True, text=True).stdout
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        subprocess.run([sqlite3_shell, str(path)], input=dump, check=True, text=True)
+        again = embsqlite.Collection("c", path, model=VectorModel())
+        assert again.conn.execute("select id from embeddings where rowid = 42").fetchone()[0] == "x"
+        assert again.index_status() == "stale"
+        query = [1.0, 1.0, 0.0, 0.0]
+        assert pairs(again.similar_by_vector(query, 3)) == pairs(again.similar_by_vector(query, 3, exact=True))
+    finally:
+        vectorfile.configure(enabled=True)

@@ -998,3 +998,33 @@ def test_a_disk_full_while_writing_the_sketch_falls_back_to_sql(tmp_path, monkey
     assert answer(collection, query) == sql_answer(collection, query)
     assert not file_of(collection).exists() and collection._vectors.builds == 0
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_another_collections_row_put_back_by_a_dump_never_vouches_for_the_file(tmp_path, monkeypatch):
+    """The file records its own last row, not the table's: another collection's rows can
+    be deleted and re-added freely (as llm's re-embedding does), so one of them landing
+    again at a recorded rowid after a renumbering dump must prove nothing."""
+    monkeypatch.setattr(vectorfile, "_database_identity", lambda database: (1, 1))
+    path = tmp_path / "a.db"
+    other = embsqlite.Collection("d", path, model=VectorModel())
+    collection = embsqlite.Collection("c", path, model=VectorModel())
+    other.embed("g", "1,0,0,0")  # rowid 1
+    collection.embed_multi([(f"a{i}", f"{i + 1},1,0,{i}") for i in range(5)])  # 2..6
+    other.embed("x", "0,0,1,1")  # 7: the table's last row when the file is built
+    query = [5.0, 1.0, 0.0, 4.0]
+    want = sql_answer(collection, query, 3, prefix="a0")
+    assert answer(collection, query, 3, prefix="a0") == want and collection._vectors.builds == 1
+    other.conn.execute("delete from embeddings where collection_id = ? and id = 'g'", (other.id,))
+    other.conn.commit()
+    other.embed("z", "0,1,1,0")  # 8
+    other.embed("x", "0,0,2,1")  # re-embedded: rowid 9; a dump puts it back at 7
+    dump = subprocess.run(["sqlite3", str(path), ".dump"], check=True, capture_output=True, text=True).stdout
+    collection.close()
+    other.close()
+    for name in ("a.db", "a.db-wal", "a.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    subprocess.run(["sqlite3", str(path)], input=dump, check=True, text=True)
+    rebuilt = embsqlite.Collection("c", path, model=VectorModel())
+    assert rebuilt.conn.execute("select id from embeddings where rowid = 7").fetchone()[0] == "x"
+    assert answer(rebuilt, query, 3, prefix="a0") == sql_answer(rebuilt, query, 3, prefix="a0") == want
+    assert rebuilt._vectors.builds == 1
