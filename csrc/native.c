@@ -695,6 +695,30 @@ static void *scan_part(void *pArg){
 #define SCAN_ROWS_PER_THREAD 16384
 #define SCAN_MAX_THREADS 16
 
+/* How many shares n rows make for up to nThread threads (1 to SCAN_MAX_THREADS). */
+static int scan_shares(int nThread, long long n){
+  int nPart = nThread<1 ? 1 : nThread>SCAN_MAX_THREADS ? SCAN_MAX_THREADS : nThread;
+  if( n/SCAN_ROWS_PER_THREAD<nPart ) nPart = (int)(n/SCAN_ROWS_PER_THREAD);
+  return nPart<1 ? 1 : nPart;
+}
+
+/*
+** Run xShare on each of the nPart shares in aShare (structs of nSize bytes):
+** one thread each, share 0 on the calling thread, and any share whose thread
+** could not be started after it, on the calling thread too.
+*/
+static void run_shares(void *(*xShare)(void*), void *aShare, size_t nSize, int nPart){
+  pthread_t aThread[SCAN_MAX_THREADS];
+  int i, nStarted = 1;
+  for(i=1; i<nPart; i++){
+    if( pthread_create(&aThread[i], 0, xShare, (char*)aShare + nSize*i)!=0 ) break;
+    nStarted++;
+  }
+  xShare(aShare);
+  for(i=nStarted; i<nPart; i++) xShare((char*)aShare + nSize*i);
+  for(i=1; i<nStarted; i++) pthread_join(aThread[i], 0);
+}
+
 /*
 ** Score the rows lo..hi-1 of the row-major matrix of nRow embeddings of nDim
 ** float32 values (or, when aPos is not NULL, the rows whose numbers are
@@ -715,17 +739,14 @@ static long long embsqlite_scan(
 ){
   QueryVec *q;
   ScanPart aPart[SCAN_MAX_THREADS];
-  pthread_t aThread[SCAN_MAX_THREADS];
   Hit *aAll;
   long long nAll = 0, n = hi-lo;
-  int nPart, i, nStarted = 1, rc = 0;
+  int nPart, i, rc = 0;
   double best_out = -INFINITY;
   if( pOut ) *pOut = -INFINITY;
   if( lo<0 || lo>hi || (aPos==0 && hi>nRow) || nDim<0 || k<0 ) return -2;
   if( k==0 || lo==hi ) return 0;
-  nPart = nThread<1 ? 1 : nThread>SCAN_MAX_THREADS ? SCAN_MAX_THREADS : nThread;
-  if( n/SCAN_ROWS_PER_THREAD<nPart ) nPart = (int)(n/SCAN_ROWS_PER_THREAD);
-  if( nPart<1 ) nPart = 1;
+  nPart = scan_shares(nThread, n);
   q = queryvec_malloc(query, nDim);
   aAll = (Hit*)malloc(sizeof(Hit)*(size_t)k*(size_t)nPart);
   if( q==0 || aAll==0 ){ free(q); free(aAll); return -1; }
@@ -737,13 +758,7 @@ static long long embsqlite_scan(
     s->hi = lo + n*(i+1)/nPart;
     s->aHeap = aAll + (size_t)k*i;
   }
-  for(i=1; i<nPart; i++){
-    if( pthread_create(&aThread[i], 0, scan_part, &aPart[i])!=0 ) break;
-    nStarted++;
-  }
-  scan_part(&aPart[0]);
-  for(i=nStarted; i<nPart; i++) scan_part(&aPart[i]);  /* threads not started */
-  for(i=1; i<nStarted; i++) pthread_join(aThread[i], 0);
+  run_shares(scan_part, aPart, sizeof(aPart[0]), nPart);
   for(i=0; i<nPart; i++){
     if( aPart[i].rc ) rc = aPart[i].rc;
     if( aPart[i].best_out>best_out ) best_out = aPart[i].best_out;

@@ -180,12 +180,8 @@ static long long embsqlite_sketch_build(
   signed char *aCode, SketchRow *aRow, int nThread
 ){
   SketchBuild aPart[SCAN_MAX_THREADS];
-  pthread_t aThread[SCAN_MAX_THREADS];
   long long nBad = 0;
-  int nPart, i, nStarted = 1;
-  nPart = nThread<1 ? 1 : nThread>SCAN_MAX_THREADS ? SCAN_MAX_THREADS : nThread;
-  if( nRow/SCAN_ROWS_PER_THREAD<nPart ) nPart = (int)(nRow/SCAN_ROWS_PER_THREAD);
-  if( nPart<1 ) nPart = 1;
+  int nPart = scan_shares(nThread, nRow), i;
   for(i=0; i<nPart; i++){
     SketchBuild *b = &aPart[i];
     b->matrix = matrix; b->aNorm2 = aNorm2; b->nDim = nDim;
@@ -193,13 +189,7 @@ static long long embsqlite_sketch_build(
     b->lo = nRow*i/nPart;
     b->hi = nRow*(i+1)/nPart;
   }
-  for(i=1; i<nPart; i++){
-    if( pthread_create(&aThread[i], 0, sketch_build_part, &aPart[i])!=0 ) break;
-    nStarted++;
-  }
-  sketch_build_part(&aPart[0]);
-  for(i=nStarted; i<nPart; i++) sketch_build_part(&aPart[i]);
-  for(i=1; i<nStarted; i++) pthread_join(aThread[i], 0);
+  run_shares(sketch_build_part, aPart, sizeof(aPart[0]), nPart);
   for(i=0; i<nPart; i++){
     if( aPart[i].nBad<0 ) return -1;
     nBad += aPart[i].nBad;
@@ -356,13 +346,12 @@ static long long embsqlite_sketch_scan(
 ){
   SketchQuery sq;
   SketchPart aPart[SCAN_MAX_THREADS];
-  pthread_t aThread[SCAN_MAX_THREADS];
   QueryVec *q = 0;
   double *aLow = 0, *aBar = 0, bar = -INFINITY, best_out = -INFINITY;
   Candidate *aCand = 0;
   Hit *aHeap = 0;
   long long n = hi-lo;
-  int nPart, i, nStarted = 1, nHeap = 0, nLow = 0, rc = 0;
+  int nPart, i, nHeap = 0, nLow = 0, rc = 0;
   if( pOut ) *pOut = -INFINITY;
   if( lo<0 || lo>hi || (aPos==0 && hi>nRow) || nDim<0 || k<0 ) return -2;
   if( k==0 || lo==hi ) return 0;
@@ -380,9 +369,7 @@ static long long embsqlite_sketch_scan(
     return embsqlite_scan(matrix, aNorm2, nRow, nDim, query, aPos, lo, hi, skip,
                           k, nThread, aOut, aScore, pOut);
   }
-  nPart = nThread<1 ? 1 : nThread>SCAN_MAX_THREADS ? SCAN_MAX_THREADS : nThread;
-  if( n/SCAN_ROWS_PER_THREAD<nPart ) nPart = (int)(n/SCAN_ROWS_PER_THREAD);
-  if( nPart<1 ) nPart = 1;
+  nPart = scan_shares(nThread, n);
   aLow = (double*)malloc(sizeof(double)*(size_t)k*(size_t)nPart);
   aCand = (Candidate*)malloc(sizeof(Candidate)*SKETCH_CANDIDATES*(size_t)nPart);
   aBar = (double*)malloc(sizeof(double)*(size_t)k);
@@ -397,13 +384,7 @@ static long long embsqlite_sketch_scan(
     s->aLow = aLow + (size_t)k*i;
     s->aCand = aCand + (size_t)SKETCH_CANDIDATES*i;
   }
-  for(i=1; i<nPart; i++){
-    if( pthread_create(&aThread[i], 0, sketch_part, &aPart[i])!=0 ) break;
-    nStarted++;
-  }
-  sketch_part(&aPart[0]);
-  for(i=nStarted; i<nPart; i++) sketch_part(&aPart[i]);
-  for(i=1; i<nStarted; i++) pthread_join(aThread[i], 0);
+  run_shares(sketch_part, aPart, sizeof(aPart[0]), nPart);
   for(i=0; i<nPart; i++) if( aPart[i].rc ) rc = aPart[i].rc;
   if( rc==1 ){
     rc = (int)embsqlite_scan(matrix, aNorm2, nRow, nDim, query, aPos, lo, hi,

@@ -66,6 +66,18 @@ def file_of(collection):
     return Path(collection._vectors.path)
 
 
+def replay_dump(path, *open_collections):
+    """Re-create the database at `path` from its `.dump` (the sqlite3 shell), as a user
+    restoring a backup would: the schema cookie and the tokens come back, rowids are
+    numbered afresh. The collections given are closed first."""
+    dump = subprocess.run(["sqlite3", str(path), ".dump"], check=True, capture_output=True, text=True).stdout
+    for collection in open_collections:
+        collection.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    subprocess.run(["sqlite3", str(path)], input=dump, check=True, text=True)
+
+
 def test_the_first_search_builds_the_file_and_answers_as_sql(tmp_path):
     collection, data = filled(tmp_path / "a.db")
     query = data[3].tolist()
@@ -883,11 +895,7 @@ def test_a_dump_at_a_reused_inode_never_uses_the_old_file(tmp_path, monkeypatch)
     before = answer(collection, query, 5)
     for prefix in ("a001", "b001", "b"):
         answer(collection, query, 3, prefix=prefix)
-    dump = subprocess.run(["sqlite3", str(path), ".dump"], check=True, capture_output=True, text=True).stdout
-    collection.close()
-    for name in ("a.db", "a.db-wal", "a.db-shm"):
-        (tmp_path / name).unlink(missing_ok=True)
-    subprocess.run(["sqlite3", str(path)], input=dump, check=True, text=True)
+    replay_dump(path, collection)
     rebuilt = embsqlite.Collection("c", path, model=VectorModel())
     for prefix in ("b", "b001", "a", None):
         assert answer(rebuilt, query, 3, prefix=prefix) == sql_answer(rebuilt, query, 3, prefix=prefix)
@@ -948,12 +956,7 @@ def test_a_dump_after_another_collection_changed_never_uses_the_old_file(tmp_pat
     assert answer(collection, query, 3, prefix="b") == want and collection._vectors.builds == 1
     other.conn.execute("delete from embeddings where collection_id = ? and id = 'gap'", (other.id,))
     other.conn.commit()
-    dump = subprocess.run(["sqlite3", str(path), ".dump"], check=True, capture_output=True, text=True).stdout
-    collection.close()
-    other.close()
-    for name in ("a.db", "a.db-wal", "a.db-shm"):
-        (tmp_path / name).unlink(missing_ok=True)
-    subprocess.run(["sqlite3", str(path)], input=dump, check=True, text=True)
+    replay_dump(path, collection, other)
     rebuilt = embsqlite.Collection("c", path, model=VectorModel())
     assert rebuilt.conn.execute("select rowid from embeddings where id = 'b0019'").fetchone()[0] == 30
     assert answer(rebuilt, query, 3, prefix="b") == sql_answer(rebuilt, query, 3, prefix="b") == want
@@ -1018,12 +1021,7 @@ def test_another_collections_row_put_back_by_a_dump_never_vouches_for_the_file(t
     other.conn.commit()
     other.embed("z", "0,1,1,0")  # 8
     other.embed("x", "0,0,2,1")  # re-embedded: rowid 9; a dump puts it back at 7
-    dump = subprocess.run(["sqlite3", str(path), ".dump"], check=True, capture_output=True, text=True).stdout
-    collection.close()
-    other.close()
-    for name in ("a.db", "a.db-wal", "a.db-shm"):
-        (tmp_path / name).unlink(missing_ok=True)
-    subprocess.run(["sqlite3", str(path)], input=dump, check=True, text=True)
+    replay_dump(path, collection, other)
     rebuilt = embsqlite.Collection("c", path, model=VectorModel())
     assert rebuilt.conn.execute("select id from embeddings where rowid = 7").fetchone()[0] == "x"
     assert answer(rebuilt, query, 3, prefix="a0") == sql_answer(rebuilt, query, 3, prefix="a0") == want
