@@ -12,11 +12,13 @@ parses); llm ignores them and the table.
 
 A copy records the `State` it was built from and is valid only while `unchanged` says so:
 the three triggers exist with exactly our SQL (a table rebuilt by sqlite-utils'
-`transform`, as llm's migrations do to older files, loses them), the schema cookie is the
-same (any DDL anywhere; VACUUM, which may renumber rowids), the token is the same, and the
-row that had the table's largest rowid is still there (a renumbering copy moves it).
-`install` gives every collection a fresh random token, so a copy made for one database is
-never valid for another that happens to share its schema cookie.
+`transform`, as llm's migrations do to older files, loses them), `embeddings` is defined
+as it was (DDL elsewhere does not matter), the token is the same, and the first and the
+last row the copy holds are still at their rowids (a copy of the database that numbers
+rows afresh, as `.dump` or a VACUUM that cannot keep rowids does, moves one of them
+whenever it moves any row between). `install` gives every collection a fresh random token,
+so a copy made for one database is never valid for another that happens to share its
+schema.
 
 `forget` drops the triggers and the table together. Dropping only the table would make
 every later write to `embeddings` fail in every client, because the triggers still name it.
@@ -59,53 +61,62 @@ TRIGGERS = {
     f"BEGIN\n  {_bump('old')}\nEND",
 }
 
-# The triggers exactly ours, the table ours, the schema cookie: one statement.
+# The triggers exactly ours, the table ours, the definition of `embeddings`: one statement.
 _TRACKING_SQL = (
     "select (select count(*) from sqlite_master where type = 'trigger'"
     f" and tbl_name = 'embeddings' and ({' or '.join(['(name = ? and sql = ?)'] * len(TRIGGERS))})),"
     " (select sql from sqlite_master where type = 'table' and name = ?),"
-    " (select schema_version from pragma_schema_version)"
+    " (select sql from sqlite_master where type = 'table' and name = 'embeddings')"
 )
 _ROW_SQL = 'select collection_id, id from "embeddings" where rowid = ?'
 _TOKEN_SQL = f'select token from "{TABLE}" where collection_id = ?'
 
 
 class State(NamedTuple):
-    """A collection's state: `state` reads the schema cookie and the token; a copy of the
-    collection's vectors records, with `recorded`, also the largest rowid of the rows it
-    copied and a hash of that row's collection id and id, and `unchanged` compares. The
-    row tells a logical copy apart: `.dump` or `iterdump()` replayed into a new file
-    reproduces the schema cookie and the tokens but numbers the rows 1, 2, ... again, in
-    rowid order, so a copied row moves only if a row below it went, and then the last
-    copied row moves too, and the row now at its rowid is another collection's or one
-    the copy left out (another id)."""
+    """A collection's state: `state` reads the schema (a hash of the definition of
+    `embeddings`) and the token; a copy of the
+    collection's vectors records, with `recorded`, also the smallest and the largest rowid
+    of the rows it copied, each with a hash of that row's collection id and id, and
+    `unchanged` compares. Those two rows tell a logical copy apart: `.dump` or
+    `iterdump()` replayed into a new file reproduces the schema and the tokens but
+    numbers the rows 1, 2, ... again, in rowid order (order kept, no gaps), so when the
+    first and the last copied row are both still at their rowids, the rows between them
+    fill the same rowids as before: none moved. (The last row alone would not do: a row
+    at rowid 0 or below and a gap above it move the rows between and cancel out at it.)"""
 
-    schema_version: int
+    schema: int  # a hash of the definition of `embeddings`
     token: Optional[int]
     last_rowid: int = 0
     last_row: int = 0
+    first_rowid: int = 0
+    first_row: int = 0
 
 
 class ForeignChangesTable(ValueError):
     """A table named `embsqlite_changes` exists and is not ours; it is left untouched."""
 
 
-def _row_key(conn: Any, rowid: int) -> int:
-    """A hash of the collection id and id of the row of `embeddings` at `rowid` (0: none)."""
-    row = conn.execute(_ROW_SQL, (rowid,)).fetchone()
-    if row is None:
-        return 0
-    digest = hashlib.blake2b(repr(tuple(row)).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+def _hash(value: Any) -> int:
+    """A 64-bit hash of a value's repr, never 0 (0 stands for nothing)."""
+    digest = hashlib.blake2b(repr(value).encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True) or 1
 
 
+def _row_key(conn: Any, rowid: int) -> int:
+    """A hash of the collection id and id of the row of `embeddings` at `rowid` (0: none)."""
+    row = conn.execute(_ROW_SQL, (rowid,)).fetchone()
+    return 0 if row is None else _hash(tuple(row))
+
+
 def _tracking(conn: Any) -> Optional[int]:
-    """The schema cookie when the table and all three triggers are ours, else None."""
-    count, table_sql, schema_version = conn.execute(
+    """A hash of the definition of `embeddings` when the table and all three triggers are
+    ours, else None. (Not the schema cookie: other tables' DDL, such as the table that
+    sqlite-utils creates and drops to test for upserts, would make every copy stale.)"""
+    count, table_sql, embeddings_sql = conn.execute(
         _TRACKING_SQL, [part for item in TRIGGERS.items() for part in item] + [TABLE]
     ).fetchone()
     if count == len(TRIGGERS) and table_sql == TABLE_SQL:
-        return int(schema_version)
+        return _hash(embeddings_sql)
     return None
 
 
@@ -128,17 +139,21 @@ def state(conn: Any, collection_id: int) -> Optional[State]:
     return State(tracking, row[0])
 
 
-def recorded(conn: Any, now: State, last_rowid: int) -> State:
+def recorded(conn: Any, now: State, first_rowid: int, last_rowid: int) -> State:
     """What a copy records: the state `now` (read in the read transaction that read the
-    rows) and its largest copied rowid (0 when it copied none) with that row's hash."""
-    return now._replace(last_rowid=last_rowid, last_row=_row_key(conn, last_rowid))
+    rows), its smallest and largest copied rowid (0 when it copied none) and those rows'
+    hashes."""
+    return now._replace(last_rowid=last_rowid, last_row=_row_key(conn, last_rowid),
+                        first_rowid=first_rowid, first_row=_row_key(conn, first_rowid))
 
 
 def unchanged(conn: Any, recorded: State, now: State) -> bool:
     """Whether a copy that recorded `recorded` still holds the collection whose state
-    reads `now` (in this read transaction): the same schema cookie and token, and its last
-    copied row still at its rowid. Other collections' writes leave it valid."""
-    return recorded[:2] == now[:2] and _row_key(conn, recorded.last_rowid) == recorded.last_row
+    reads `now` (in this read transaction): the same schema and token, and its
+    first and last copied rows still at their rowids. Other collections' writes leave it
+    valid."""
+    return (recorded[:2] == now[:2] and _row_key(conn, recorded.last_rowid) == recorded.last_row
+            and _row_key(conn, recorded.first_rowid) == recorded.first_row)
 
 
 def install(conn: Any) -> bool:

@@ -304,16 +304,17 @@ def build(
         )
         index.cp.spherical = True
         index.train(_sample(conn, collection_id, dimensions, min(count, lists * TRAIN_PER_LIST)))
-        added = last = 0
+        added, first, last = 0, 0, 0
         for rowids, matrix in _chunks(conn, collection_id, dimensions):
             index.add_with_ids(matrix, rowids)
             added += len(rowids)
-            last = max(last, int(rowids.max()))
+            low, high = int(rowids.min()), int(rowids.max())
+            first, last = (low, high) if added == len(rowids) else (min(first, low), max(last, high))
             if progress is not None:
                 progress(len(rowids))
         if added != count:
             raise IndexBuildError(f"the collection changed while it was read ({count} rows, then {added})")
-        state = changes.recorded(conn, state, last)
+        state = changes.recorded(conn, state, first, last)
     handle, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     os.close(handle)
     try:

@@ -67,10 +67,11 @@ HEADER_BYTES = 4096  # the matrix starts on a page boundary
 SKETCH_ALIGN = 65536  # the sketch starts at an offset any page size can map from
 SKETCH_ROW_BYTES = 32  # a SketchRow of csrc/sketch.c
 _BYTE_ORDER = 0x01020304
-# magic, format, byte order, schema version, token (0/1 present, value), largest rowid and
-# its row's hash (changes.State), collection id, dimensions, rows, boot id, database
-# device and inode, name length; native order (norms and rowids are native too)
-_HEADER = struct.Struct("=16sIIqIqqqqIq16sQQI")
+# magic, format, byte order, schema (hash), token (0/1 present, value), the largest and
+# the smallest copied rowid with their rows' hashes (changes.State), collection id,
+# dimensions, rows, boot id, database device and inode, name length; native order (norms
+# and rowids are native too)
+_HEADER = struct.Struct("=16sIIqIqqqqqqIq16sQQI")
 _DURABLE = bytes(16)  # the boot id of a file fsynced before it was renamed into place
 _NAME_MAX = HEADER_BYTES - _HEADER.size
 # The top rows by rowid, in SQLite's order of ids (ties are then kept in it); the unary +
@@ -206,8 +207,9 @@ def _header(key: _Key, name: str, dimensions: int, rows: int) -> bytes:
     state, collection_id, (device, inode) = key
     encoded = name.encode("utf-8", "surrogatepass")[:_NAME_MAX]
     return _HEADER.pack(
-        MAGIC, FORMAT, _BYTE_ORDER, state.schema_version, state.token is not None,
-        state.token or 0, state.last_rowid, state.last_row, collection_id, dimensions, rows,
+        MAGIC, FORMAT, _BYTE_ORDER, state.schema, state.token is not None,
+        state.token or 0, state.last_rowid, state.last_row, state.first_rowid, state.first_row,
+        collection_id, dimensions, rows,
         boot_id(), device, inode, len(encoded),
     ) + encoded
 
@@ -266,14 +268,14 @@ def _read(fd: int, identity: tuple[int, int, int, int], fits: Callable[[_Key], b
     head = os.pread(fd, _HEADER.size, 0)
     if len(head) != _HEADER.size:
         return None
-    (magic, fmt, order, schema_version, has_token, token, last_rowid, last_row, collection_id,
-     dimensions, count, boot, device, inode, _) = _HEADER.unpack(head)
+    (magic, fmt, order, schema, has_token, token, last_rowid, last_row, first_rowid,
+     first_row, collection_id, dimensions, count, boot, device, inode, _) = _HEADER.unpack(head)
     if (magic, fmt, order) != (MAGIC, FORMAT, _BYTE_ORDER) or dimensions <= 0 or count < 0:
         return None
     if boot not in (boot_id(), _DURABLE):
         return None  # written before a reboot and never fsynced
-    key = (changes.State(schema_version, token if has_token else None, last_rowid, last_row),
-           collection_id, (device, inode))
+    key = (changes.State(schema, token if has_token else None, last_rowid, last_row,
+                         first_rowid, first_row), collection_id, (device, inode))
     if not fits(key):
         return None
     at = _offsets(count, dimensions)
@@ -587,9 +589,9 @@ class VectorFile:
             if not written:
                 return self._give_up(want)
             at = _offsets(count, row_bytes // 4)
-            last = struct.unpack("=q", os.pread(fd, 8, at.rowids + 8 * (count - 1)))[0] \
-                if count else 0
-            key = (changes.recorded(self.conn, want[0], last), *want[1:])
+            first, last = (struct.unpack("=q", os.pread(fd, 8, at.rowids + 8 * i))[0]
+                           for i in (0, count - 1)) if count else (0, 0)
+            key = (changes.recorded(self.conn, want[0], first, last), *want[1:])
             os.pwrite(fd, _header(key, self.name, row_bytes // 4, count), 0)
             _match_mode(fd, str(self.database))
             if boot_id() == _DURABLE:

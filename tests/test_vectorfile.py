@@ -704,9 +704,9 @@ def test_a_stale_or_foreign_file_is_never_mapped(tmp_path, monkeypatch):
     header = bytearray(file_of(collection).read_bytes()[:vectorfile.HEADER_BYTES])
     rows, dims = 2**24, 8
     fields = list(vectorfile._HEADER.unpack_from(header))
-    assert fields[5] != 0 and fields[9:11] == [dims, 20]  # token; dimensions, rows
+    assert fields[5] != 0 and fields[11:13] == [dims, 20]  # token; dimensions, rows
     fields[5] ^= 1  # another state
-    fields[10] = rows
+    fields[12] = rows
     vectorfile._HEADER.pack_into(header, 0, *fields)
     file_of(collection).unlink()
     with open(file_of(collection), "wb") as f:
@@ -1026,3 +1026,38 @@ def test_another_collections_row_put_back_by_a_dump_never_vouches_for_the_file(t
     assert rebuilt.conn.execute("select id from embeddings where rowid = 7").fetchone()[0] == "x"
     assert answer(rebuilt, query, 3, prefix="a0") == sql_answer(rebuilt, query, 3, prefix="a0") == want
     assert rebuilt._vectors.builds == 1
+
+
+@pytest.mark.parametrize("copy", ["vector file", "index"])
+def test_a_dump_that_moves_only_the_rows_between_the_first_and_the_last_is_seen(tmp_path, monkeypatch, copy):
+    """A row at rowid 0 moves up to 1 in a dump, a gap above it moves the rows after it
+    down: the rows between shift while the last row keeps its rowid. The first copied
+    row moved, so the copy reads as changed."""
+    monkeypatch.setattr(vectorfile, "_database_identity", lambda database: (1, 1))
+    path = tmp_path / "a.db"
+    docs = embsqlite.Collection("c", path, model=VectorModel())
+    docs.embed_multi([(f"a{i:02d}", f"{i + 1},1,0,{i % 7}") for i in range(40)])  # 1..40
+    docs.conn.execute("insert into embeddings (rowid, collection_id, id, embedding) values (0, ?, 'z', ?)",
+                      (docs.id, embsqlite.encode([0.0, 0.0, 1.0, 5.0])))
+    docs.conn.execute("delete from embeddings where collection_id = ? and id = 'a10'", (docs.id,))
+    docs.conn.commit()
+    if copy == "index":
+        docs.build_index()
+    else:
+        docs.build_vector_file()
+    replay_dump(path, docs)
+    again = embsqlite.Collection("c", path, model=VectorModel())
+    assert again.conn.execute("select rowid from embeddings where id = 'a09'").fetchone()[0] == 11  # was 10
+    assert again.conn.execute("select rowid from embeddings where id = 'a39'").fetchone()[0] == 40  # kept
+    query = [10.0, 1.0, 0.0, 2.0]  # a09's own vector
+    if copy == "index":
+        assert again.index_status() == "stale"
+        vectorfile.configure(enabled=False)
+        try:
+            assert [e.id for e in again.similar_by_vector(query, 3)] == [e.id for e in again.similar_by_vector(
+                query, 3, exact=True)]
+        finally:
+            vectorfile.configure(enabled=True)
+    else:
+        assert answer(again, query, 3, prefix="a09") == sql_answer(again, query, 3, prefix="a09")
+        assert again._vectors.builds == 1
