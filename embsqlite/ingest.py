@@ -133,10 +133,13 @@ def write_rows(
     store: bool,
     check_dimensions: Callable[[int], None],
     bulk: Optional[bool] = None,
+    pending: Optional[PendingInserts] = None,
 ) -> None:
     """The writes of a planned batch, inside the caller's transaction (which must hold
     the write lock since the plan was made or checked); `bulk`: whether the connection
-    runs BULK_INSERT_SQL (None: ask it)."""
+    runs BULK_INSERT_SQL (None: ask it). With `pending`, a batch that only inserts hands
+    its rows to it, to be written later with those of other batches (the caller makes sure
+    the batch shares nothing with them: `PendingInserts.overlaps`, `dimensions`)."""
     _check_fresh(plan, fresh)
     lengths = {len(blob) // 4 for blob in fresh}
     if len(lengths) > 1:  # vectors made in several places (a cluster) must agree
@@ -153,6 +156,13 @@ def write_rows(
             text = value if store and isinstance(value, str) else None
             blob = value if store and isinstance(value, bytes) else None
             updates.append((meta is not None, meta, store, text, blob, now, collection_id, id_))
+    if pending is not None and not updates:
+        pending.add(inserts)
+        return
+    if pending is not None:  # (overlaps: a batch that updates rows finds none pending)
+        if pending.rows:
+            raise RuntimeError("write_rows: a batch that updates rows would pass pending inserts")
+        pending.clear()
     if inserts:
         if bulk is None:
             bulk = bulk_insert_supported(conn)
@@ -165,6 +175,114 @@ def write_rows(
             "where collection_id = ?7 and id = ?8",
             updates,
         )
+
+
+# One row to insert: (id, value, metadata JSON, content hash, embedding).
+InsertRow = tuple[str, Value, Optional[str], bytes, bytes]
+
+# Inside a group, the inserts of consecutive batches are written by one statement once
+# they hold this many rows or bytes (vectors and stored content), or before the group
+# commits: each statement and savepoint copies every page it changes that the group
+# changed before (the random content_hash index), so fewer, longer statements copy less.
+# The bytes bound keeps memory flat with large stored content.
+WRITE_ROWS = int(settings.env_number("EMBSQLITE_WRITE_ROWS", 2_000, minimum=1, integer=True))
+WRITE_BYTES = 16 * 2**20
+
+
+class PendingInserts:
+    """The planned inserts of the last batches of an open group, not yet written, kept
+    per batch (in order) so that a failing write leaves the batches before the failing
+    one written, as one statement per batch would. A batch is planned against the
+    database only while it shares no id and no content hash with them (`overlaps`)."""
+
+    def __init__(self, collection_id: int, store: bool, bulk: bool) -> None:
+        self.collection_id, self.store, self.bulk = collection_id, store, bulk
+        self.batches: list[list[InsertRow]] = []
+        self.ids: set[str] = set()
+        self.hashes: set[bytes] = set()
+        self.rows = self.bytes = 0
+        self.dimensions: Optional[int] = None  # of the pending vectors
+        self.unwritten = 0  # after a failed flush: how many of its batches were not written
+
+    def add(self, rows: list[InsertRow]) -> None:
+        """Keep one batch's inserts (possibly none: the batch still counts as one)."""
+        self.batches.append(rows)
+        for id_, value, _, digest, embedding in rows:
+            self.ids.add(id_)
+            self.hashes.add(digest)
+            self.bytes += len(embedding) + (len(value) if self.store else 0)
+            self.dimensions = len(embedding) // 4
+        self.rows += len(rows)
+
+    def full(self) -> bool:
+        return self.rows >= WRITE_ROWS or self.bytes >= WRITE_BYTES
+
+    def overlaps(self, plan: Plan) -> bool:
+        """Whether `plan`, made against the database while rows are pending, may differ
+        from one made after they are written: it shares an id or a content hash with them,
+        or found stored content (a row that a pending insert may replace)."""
+        if not self.rows:
+            return False
+        return bool(plan.known) or any(
+            id_ in self.ids or digest in self.hashes
+            for id_, (_, _, digest) in plan.items.items()
+        )
+
+    def flush(self, conn: Any) -> None:
+        """Write the pending rows in one statement, in a savepoint. If it fails, the
+        batches are written one statement each until the failing one, whose error is
+        raised with `unwritten` set (an interrupt writes none of them)."""
+        batches = self.batches
+        self.clear()
+        rows = [row for part in batches for row in part]
+        if not rows:
+            return
+        now = int(time.time())
+        try:
+            self._write(conn, rows, now)
+            return
+        except Exception:
+            if len(batches) == 1 or not in_transaction(conn):
+                self.unwritten = len(batches)
+                raise
+        except BaseException:
+            self.unwritten = len(batches)
+            raise
+        for done, part in enumerate(batches):  # one statement was refused: find the batch
+            try:
+                self._write(conn, part, now)
+            except BaseException:
+                self.unwritten = len(batches) - done
+                raise
+
+    def drop_after(self, count: int) -> None:
+        """Forget the batches handed over after the first `count` (those of a batch
+        rolled back after it handed its rows over)."""
+        if len(self.batches) > count:
+            kept = self.batches[:count]
+            self.clear()
+            for rows in kept:
+                self.add(rows)
+
+    def clear(self) -> None:
+        """Forget the pending rows."""
+        self.batches, self.ids, self.hashes = [], set(), set()
+        self.rows = self.bytes = 0
+        self.dimensions = None
+
+    def _write(self, conn: Any, rows: list[InsertRow], now: int) -> None:
+        """Insert `rows` in a savepoint, rolled back on any error."""
+        if not rows:
+            return
+        conn.execute("SAVEPOINT embsqlite_rows")
+        try:
+            _insert(conn, self.collection_id, rows, self.store, now, self.bulk)
+        except BaseException:
+            if in_transaction(conn):
+                conn.execute("ROLLBACK TO SAVEPOINT embsqlite_rows")
+                conn.execute("RELEASE SAVEPOINT embsqlite_rows")
+            raise
+        conn.execute("RELEASE SAVEPOINT embsqlite_rows")
 
 
 INSERT_SQL = (
@@ -197,7 +315,7 @@ def bulk_insert_supported(conn: Any) -> bool:
 
 
 def _insert(
-    conn: Any, collection_id: int, rows: list[tuple[str, Value, Optional[str], bytes, bytes]],
+    conn: Any, collection_id: int, rows: list[InsertRow],
     store: bool, now: int, bulk: bool,
 ) -> None:
     """Insert (id, value, metadata, hash, embedding) rows: one BULK_INSERT_SQL statement,
@@ -347,6 +465,7 @@ class GroupWriter:
         self._model_seconds = 0.0  # the last model call's duration
         self._read_seconds = 0.0  # the last read of a batch from the input
         self._bulk = bulk_insert_supported(conn)
+        self._inserts = PendingInserts(collection_id, store, self._bulk)  # batches' rows not yet written
         self._cache_size: Optional[int] = None  # the connection's own, to restore
         self._temp_store: Optional[int] = None
 
@@ -411,6 +530,18 @@ class GroupWriter:
         self._pending.append(len(batch))
         if sum(self._pending) >= self.max_rows or time.monotonic() - self._began >= self.seconds:
             self.commit()
+        elif self._inserts.full():
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the pending inserts; on an error, the batches not written are not
+        reported as committed."""
+        try:
+            self._inserts.flush(self.conn)
+        except BaseException:
+            if self._inserts.unwritten:
+                del self._pending[-self._inserts.unwritten:]
+            raise
 
     def commit(self) -> None:
         """Commit the open group and report its batches (the group stays marked open
@@ -418,7 +549,14 @@ class GroupWriter:
         on exit)."""
         if not in_transaction(self.conn):  # SQLite rolled it back itself (an I/O error)
             self._open, self._pending = False, []
+            self._inserts.clear()
             return
+        try:
+            self._flush()  # an error: the batches before the failing one are committed
+        finally:
+            self._commit_written()
+
+    def _commit_written(self) -> None:
         try:
             self.conn.execute("COMMIT")
         except BaseException:
@@ -452,8 +590,9 @@ class GroupWriter:
             try:
                 _check_plan(self.conn, self.collection_id, plan, self.check_collection)
                 write_rows(self.conn, self.collection_id, plan, fresh, self.store,
-                           self.check_dimensions, self._bulk)
+                           self.check_dimensions, self._bulk, self._inserts)
             except BaseException as error:
+                self._inserts.clear()
                 if in_transaction(self.conn):
                     self.conn.execute("ROLLBACK")
                 if isinstance(error, PlanChanged):
@@ -465,28 +604,46 @@ class GroupWriter:
         raise _stale(self.collection_id)
 
     def _write_in_group(self, batch: list[CheckedItem]) -> None:
-        """Plan, embed and write inside the open group, in a savepoint."""
+        """Plan, embed and write inside the open group, in a savepoint. A batch whose plan
+        or vectors depend on pending inserts (`PendingInserts.overlaps`, other dimensions)
+        has them written first, outside its savepoint, and is planned again."""
         conn = self.conn
-        conn.execute("SAVEPOINT embsqlite_batch")
-        in_savepoint = True
-        try:
-            plan = plan_batch(conn, self.collection_id, batch)
-            late = time.monotonic() - self._began + self._model_seconds > self.seconds
-            if plan.to_embed and late:
-                conn.execute("RELEASE SAVEPOINT embsqlite_batch")  # nothing written yet
-                in_savepoint = False
-                self.commit()  # the model runs outside the write lock
-                self._begin_group(batch, plan)
-                return
-            fresh = self._embed(plan, {})
-            write_rows(conn, self.collection_id, plan, fresh, self.store, self.check_dimensions,
-                       self._bulk)
-        except BaseException:
-            if in_savepoint and self._open and in_transaction(conn):
-                conn.execute("ROLLBACK TO SAVEPOINT embsqlite_batch")
-                conn.execute("RELEASE SAVEPOINT embsqlite_batch")
-            raise
-        conn.execute("RELEASE SAVEPOINT embsqlite_batch")
+        embedded: dict[bytes, bytes] = {}
+        held = len(self._inserts.batches)
+        while True:
+            conn.execute("SAVEPOINT embsqlite_batch")
+            in_savepoint = True
+            try:
+                plan = plan_batch(conn, self.collection_id, batch)
+                if self._inserts.overlaps(plan):
+                    conn.execute("RELEASE SAVEPOINT embsqlite_batch")  # nothing written yet
+                    in_savepoint = False
+                    self._flush()
+                    continue
+                late = time.monotonic() - self._began + self._model_seconds > self.seconds
+                if plan.to_embed and late:
+                    conn.execute("RELEASE SAVEPOINT embsqlite_batch")  # nothing written yet
+                    in_savepoint = False
+                    self.commit()  # the model runs outside the write lock
+                    self._begin_group(batch, plan)
+                    return
+                fresh = self._embed(plan, embedded)
+                if fresh and self._inserts.dimensions not in (None, len(fresh[0]) // 4):
+                    conn.execute("RELEASE SAVEPOINT embsqlite_batch")  # nothing written yet
+                    in_savepoint = False
+                    self._flush()  # so the dimension check sees the pending vectors
+                    continue
+                held = len(self._inserts.batches)
+                write_rows(conn, self.collection_id, plan, fresh, self.store,
+                           self.check_dimensions, self._bulk, self._inserts)
+            except BaseException:
+                self._inserts.drop_after(held)  # an interrupt after the batch was handed over
+                if in_savepoint and self._open and in_transaction(conn):
+                    conn.execute("ROLLBACK TO SAVEPOINT embsqlite_batch")
+                    conn.execute("RELEASE SAVEPOINT embsqlite_batch")
+                raise
+            conn.execute("RELEASE SAVEPOINT embsqlite_batch")
+            return
 
 
 def _stale(collection_id: int) -> StaleBatchError:
