@@ -302,6 +302,15 @@ BULK_INSERT_SQL = (
     "substr(?4, 16 * r.key + 1, 16), "
     "r.value ->> 2, ?5 from json_each(?6) r"
 )
+# The common case, rows without metadata or stored content whose vectors have one
+# length ?3: ?6 is a JSON array of the ids alone (no JSON built per row in Python, none
+# read back per row by SQLite), the other parameters as in BULK_INSERT_SQL.
+BULK_IDS_SQL = (
+    "insert or replace into embeddings (collection_id, id, embedding, content, "
+    "content_blob, content_hash, metadata, updated) "
+    "select ?1, r.value, substr(?2, ?3 * r.key + 1, ?3), NULL, NULL, "
+    "substr(?4, 16 * r.key + 1, 16), NULL, ?5 from json_each(?6) r"
+)
 BULK_SQLITE = (3, 38, 0)  # the ->> operator
 
 
@@ -318,9 +327,19 @@ def _insert(
     conn: Any, collection_id: int, rows: list[InsertRow],
     store: bool, now: int, bulk: bool,
 ) -> None:
-    """Insert (id, value, metadata, hash, embedding) rows: one BULK_INSERT_SQL statement,
-    or executemany where SQLite is older, a text holds NUL (SQLite's JSON ends a string
-    there) or a stored vector copied is empty."""
+    """Insert (id, value, metadata, hash, embedding) rows: one BULK_IDS_SQL or
+    BULK_INSERT_SQL statement, or executemany where SQLite is older, a text holds NUL
+    (SQLite's JSON ends a string there) or a stored vector copied is empty."""
+    if bulk and not store and all(row[2] is None for row in rows):
+        ids, _, _, digests, vectors_ = zip(*rows)
+        size = len(vectors_[0])
+        if size and all(len(vector) == size for vector in vectors_):
+            ids_json = json.dumps(ids, ensure_ascii=False)
+            if "\\u0000" not in ids_json:
+                conn.execute(BULK_IDS_SQL, (
+                    collection_id, b"".join(vectors_), size, b"".join(digests), now, ids_json,
+                ))
+                return
     if bulk:
         spec: list[list[Any]] = []
         embeddings: list[bytes] = []

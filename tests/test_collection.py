@@ -305,7 +305,7 @@ def test_one_hash_query_per_batch_using_the_hash_index_and_one_transaction_per_g
     assert [s for s in trace if s.upper() == "COMMIT"] == ["COMMIT"]
     inserts = [s for s in recorder.statements if s[0].startswith("insert or replace")]
     # the group's batches that insert (the first holds only stored items) in one statement
-    assert [sql for sql, _ in inserts] == [ingest.BULK_INSERT_SQL]
+    assert [sql for sql, _ in inserts] == [ingest.BULK_IDS_SQL]
     assert counting_model.items[-15:] == [f"item {i}" for i in range(10, 25)]
     sql, params = hash_queries[0]
     plan = " ".join(str(r[-1]) for r in conn.execute("explain query plan " + sql, params))
