@@ -207,11 +207,13 @@ class PendingInserts:
     def add(self, rows: list[InsertRow]) -> None:
         """Keep one batch's inserts (possibly none: the batch still counts as one)."""
         self.batches.append(rows)
-        for id_, value, _, digest, embedding in rows:
-            self.ids.add(id_)
-            self.hashes.add(digest)
-            self.bytes += len(embedding) + (len(value) if self.store else 0)
-            self.dimensions = len(embedding) // 4
+        if not rows:
+            return
+        ids, values, _, digests, embeddings = zip(*rows)
+        self.ids.update(ids)
+        self.hashes.update(digests)
+        self.bytes += sum(map(len, embeddings)) + (sum(map(len, values)) if self.store else 0)
+        self.dimensions = len(embeddings[0]) // 4
         self.rows += len(rows)
 
     def full(self) -> bool:
