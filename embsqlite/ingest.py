@@ -151,7 +151,7 @@ def write_rows(
     inserts, updates = [], []
     for id_, (value, meta, digest) in plan.items.items():
         if id_ not in plan.unchanged:
-            inserts.append((id_, value, meta, digest, blobs[digest]))
+            inserts.append((id_, value if store else None, meta, digest, blobs[digest]))
         elif meta is not None or store:
             text = value if store and isinstance(value, str) else None
             blob = value if store and isinstance(value, bytes) else None
@@ -177,14 +177,15 @@ def write_rows(
         )
 
 
-# One row to insert: (id, value, metadata JSON, content hash, embedding).
-InsertRow = tuple[str, Value, Optional[str], bytes, bytes]
+# One row to insert: (id, value if stored else None, metadata JSON, content hash, embedding).
+InsertRow = tuple[str, Optional[Value], Optional[str], bytes, bytes]
 
 # Inside a group, the inserts of consecutive batches are written by one statement once
-# they hold this many rows or bytes (vectors and stored content), or before the group
+# they hold this many rows or bytes (vectors, stored content, metadata), or before the group
 # commits: each statement and savepoint copies every page it changes that the group
 # changed before (the random content_hash index), so fewer, longer statements copy less.
-# The bytes bound keeps memory flat with large stored content.
+# The bytes bound keeps memory flat with large content or metadata (content that is
+# not stored is not kept).
 WRITE_ROWS = int(settings.env_number("EMBSQLITE_WRITE_ROWS", 2_000, minimum=1, integer=True))
 WRITE_BYTES = 16 * 2**20
 
@@ -209,10 +210,12 @@ class PendingInserts:
         self.batches.append(rows)
         if not rows:
             return
-        ids, values, _, digests, embeddings = zip(*rows)
+        ids, values, metas, digests, embeddings = zip(*rows)
         self.ids.update(ids)
         self.hashes.update(digests)
-        self.bytes += sum(map(len, embeddings)) + (sum(map(len, values)) if self.store else 0)
+        self.bytes += sum(map(len, embeddings)) + sum(len(v) for v in values if v is not None)
+        if any(meta is not None for meta in metas):
+            self.bytes += sum(len(meta) for meta in metas if meta is not None)
         self.dimensions = len(embeddings[0]) // 4
         self.rows += len(rows)
 

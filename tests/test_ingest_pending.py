@@ -148,6 +148,19 @@ def test_pending_rows_are_bounded_by_rows_and_bytes(tmp_path, monkeypatch):
     Collection("more", conn, model=CountingModel()).embed_multi(
         ((f"s{i:03d}", f"{i:04d}" * 1000) for i in range(20)), store=True, batch_size=2)
     assert sizes == [8, 8, 4]  # 4 batches of 2 rows of 4,000 bytes and a 256-byte vector
+    sizes.clear()
+    kept: list[list] = []
+    original_add = ingest.PendingInserts.add
+    monkeypatch.setattr(ingest.PendingInserts, "add",
+                        lambda self, rows: (kept.append(rows), original_add(self, rows))[1])
+    Collection("unstored", conn, model=CountingModel()).embed_multi(
+        ((f"u{i:03d}", f"{i:04d}" * 1000) for i in range(20)), batch_size=2)
+    assert sizes == [20]  # content that is not stored is neither counted nor kept
+    assert all(row[1] is None for rows in kept for row in rows)
+    sizes.clear()
+    Collection("meta", conn, model=CountingModel()).embed_multi_with_metadata(
+        ((f"m{i:03d}", f"meta {i}", {"k": "v" * 4000}) for i in range(20)), batch_size=2)
+    assert sizes == [8, 8, 4]  # metadata counts
     conn.close()
 
 
