@@ -579,9 +579,14 @@ class GroupWriter:
             self._inserts.clear()
             return
         try:
-            self._flush()  # an error: the batches before the failing one are committed
-        finally:
-            self._commit_written()
+            self._flush()
+        except BaseException:
+            if in_transaction(self.conn):
+                self._commit_written()  # the batches before the failing one
+            else:  # SQLite rolled the transaction back itself
+                self._open, self._pending = False, []
+            raise
+        self._commit_written()
 
     def _commit_written(self) -> None:
         try:

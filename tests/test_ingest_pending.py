@@ -187,3 +187,23 @@ def test_the_ids_only_statement_stores_exactly_what_executemany_stores(tmp_path,
     assert statements["executemany"] == [ingest.INSERT_SQL] * 2
     bulk, many = _rows(tmp_path / "bulk.db"), _rows(tmp_path / "executemany.db")
     assert bulk == many and len(bulk) == len(entries) + 1
+
+
+def test_a_write_that_rolls_the_group_back_raises_its_own_error_and_reports_nothing_of_it(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(ingest, "GROUP_SECONDS", 600.0)
+    monkeypatch.setattr(ingest, "GROUP_ROWS", 30)
+    path = tmp_path / "rollback.db"
+    collection = Collection("docs", str(path), model=CountingModel())
+    collection.conn.execute(
+        "create trigger undo after insert on embeddings when new.id = 'k055' "
+        "begin select raise(rollback, 'rolled back at k055'); end")
+    reports: list[int] = []
+    with pytest.raises(sqlite3.IntegrityError, match="rolled back at k055"):
+        collection.embed_multi_with_metadata(
+            ((f"k{i:03d}", f"text {i}", None) for i in range(100)), batch_size=10,
+            progress=reports.append)
+    assert not collection.conn.in_transaction
+    assert [row[2] for row in _rows(path)] == [f"k{i:03d}" for i in range(30)]  # the first group
+    assert reports == [10] * 3
