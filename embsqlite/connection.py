@@ -9,9 +9,18 @@ from .transaction import in_transaction
 
 # Busy timeout set on connections that have none (milliseconds).
 BUSY_TIMEOUT_MS = 5000
-# On connections embsqlite opens to WAL files: checkpoint every this many pages, and
-# truncate the WAL back to this many bytes after a checkpoint.
+# On connections embsqlite opens to WAL files: checkpoint every this many pages (of
+# 4 KiB; as many bytes of WAL whatever the page size), and truncate the WAL back to this
+# many bytes after a checkpoint.
 WAL_AUTOCHECKPOINT_PAGES = 10_000
+WAL_AUTOCHECKPOINT_BYTES = WAL_AUTOCHECKPOINT_PAGES * 4096
+# Page size of a database file embsqlite creates. A row holds its vector (1 KiB at 256
+# dimensions): 16 KiB pages hold 14 such rows, 4 KiB pages 3 with a quarter left empty,
+# and a commit writes a quarter as many WAL frames: about 25% more rows per CPU second
+# ingested at 200,000 rows (at 1,000,000 only with ingest.WRITE_ROWS at 5,000: each
+# statement journals the larger index pages it changes), a 20% smaller file, a faster
+# scan of the table. Files made by others keep theirs.
+NEW_FILE_PAGE_SIZE = 16_384
 WAL_SIZE_LIMIT = 64 * 2**20
 # Memory-mapped reads on file connections we open (SQLite caps it at its own maximum).
 MMAP_BYTES = int(settings.env_number("EMBSQLITE_MMAP_MB", 0) * 2**20)
@@ -25,7 +34,8 @@ def _is_file_database(conn: Any) -> bool:
 
 
 def prepare_connection(conn: Any, owned: bool = False) -> None:
-    """Give `conn` a busy timeout if it has none, and WAL mode if it is a new file.
+    """Give `conn` a busy timeout if it has none, and WAL mode and NEW_FILE_PAGE_SIZE
+    pages if it is a new file.
 
     On a connection we opened ourselves (`owned`) to a WAL database, synchronous=NORMAL:
     a commit survives a crash of the process (not necessarily of the machine) without an
@@ -40,10 +50,16 @@ def prepare_connection(conn: Any, owned: bool = False) -> None:
     if in_transaction(conn) or not _is_file_database(conn):
         return
     if conn.execute("select count(*) from sqlite_master").fetchone()[0] == 0:
+        conn.execute(f"pragma page_size = {NEW_FILE_PAGE_SIZE}")  # no effect once written
         conn.execute("pragma journal_mode = wal").fetchall()
     if owned and conn.execute("pragma journal_mode").fetchone()[0] == "wal":
         conn.execute("pragma synchronous = normal")
-        conn.execute(f"pragma wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"pragma wal_autocheckpoint = {wal_autocheckpoint_pages(conn)}")
         conn.execute(f"pragma journal_size_limit = {WAL_SIZE_LIMIT}").fetchall()
     if owned and MMAP_BYTES:
         conn.execute(f"pragma mmap_size = {MMAP_BYTES}").fetchall()
+
+
+def wal_autocheckpoint_pages(conn: Any) -> int:
+    """The WAL checkpoint interval in `conn`'s pages: WAL_AUTOCHECKPOINT_BYTES of WAL."""
+    return max(1, WAL_AUTOCHECKPOINT_BYTES // conn.execute("pragma page_size").fetchone()[0])

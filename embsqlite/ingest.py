@@ -133,10 +133,13 @@ def write_rows(
     store: bool,
     check_dimensions: Callable[[int], None],
     bulk: Optional[bool] = None,
+    pending: Optional[PendingInserts] = None,
 ) -> None:
     """The writes of a planned batch, inside the caller's transaction (which must hold
     the write lock since the plan was made or checked); `bulk`: whether the connection
-    runs BULK_INSERT_SQL (None: ask it)."""
+    runs BULK_INSERT_SQL (None: ask it). With `pending`, a batch that only inserts hands
+    its rows to it, to be written later with those of other batches (the caller makes sure
+    the batch shares nothing with them: `PendingInserts.overlaps`, `dimensions`)."""
     _check_fresh(plan, fresh)
     lengths = {len(blob) // 4 for blob in fresh}
     if len(lengths) > 1:  # vectors made in several places (a cluster) must agree
@@ -148,11 +151,18 @@ def write_rows(
     inserts, updates = [], []
     for id_, (value, meta, digest) in plan.items.items():
         if id_ not in plan.unchanged:
-            inserts.append((id_, value, meta, digest, blobs[digest]))
+            inserts.append((id_, value if store else None, meta, digest, blobs[digest]))
         elif meta is not None or store:
             text = value if store and isinstance(value, str) else None
             blob = value if store and isinstance(value, bytes) else None
             updates.append((meta is not None, meta, store, text, blob, now, collection_id, id_))
+    if pending is not None and not updates:
+        pending.add(inserts)
+        return
+    if pending is not None:  # (overlaps: a batch that updates rows finds none pending)
+        if pending.rows:
+            raise RuntimeError("write_rows: a batch that updates rows would pass pending inserts")
+        pending.clear()
     if inserts:
         if bulk is None:
             bulk = bulk_insert_supported(conn)
@@ -165,6 +175,122 @@ def write_rows(
             "where collection_id = ?7 and id = ?8",
             updates,
         )
+
+
+# One row to insert: (id, value if stored else None, metadata JSON, content hash, embedding).
+InsertRow = tuple[str, Optional[Value], Optional[str], bytes, bytes]
+
+# Inside a group, the inserts of consecutive batches are written by one statement once
+# they hold this many rows or bytes (vectors, stored content, metadata), or before the group
+# commits. A statement copies into its journal (in memory: temp_store) each page of the
+# file it changes, once: the random content_hash index gives about one leaf per row until
+# the statement has touched them all, so longer statements copy fewer pages per row (at
+# 1,000,000 rows, 16 KiB pages: 5,000 rows per statement ~20% more rows per CPU second
+# than 2,000, 10,000 ~8% more again). The journal, at most WRITE_ROWS pages, is the
+# memory this costs. The bytes bound keeps memory flat with large content or metadata
+# (content that is not stored is not kept).
+WRITE_ROWS = int(settings.env_number("EMBSQLITE_WRITE_ROWS", 5_000, minimum=1, integer=True))
+WRITE_BYTES = 16 * 2**20
+
+
+class PendingInserts:
+    """The planned inserts of the last batches of an open group, not yet written, kept
+    per batch (in order) so that a failing write leaves the batches before the failing
+    one written, as one statement per batch would. A batch is planned against the
+    database only while it shares no id and no content hash with them (`overlaps`)."""
+
+    def __init__(self, collection_id: int, store: bool, bulk: bool) -> None:
+        self.collection_id, self.store, self.bulk = collection_id, store, bulk
+        self.batches: list[list[InsertRow]] = []
+        self.ids: set[str] = set()
+        self.hashes: set[bytes] = set()
+        self.rows = self.bytes = 0
+        self.dimensions: Optional[int] = None  # of the pending vectors
+        self.unwritten = 0  # after a failed flush: how many of its batches were not written
+
+    def add(self, rows: list[InsertRow]) -> None:
+        """Keep one batch's inserts (possibly none: the batch still counts as one)."""
+        self.batches.append(rows)
+        if not rows:
+            return
+        ids, values, metas, digests, embeddings = zip(*rows)
+        self.ids.update(ids)
+        self.hashes.update(digests)
+        self.bytes += sum(map(len, embeddings)) + sum(len(v) for v in values if v is not None)
+        if any(meta is not None for meta in metas):
+            self.bytes += sum(len(meta) for meta in metas if meta is not None)
+        self.dimensions = len(embeddings[0]) // 4
+        self.rows += len(rows)
+
+    def full(self) -> bool:
+        return self.rows >= WRITE_ROWS or self.bytes >= WRITE_BYTES
+
+    def overlaps(self, plan: Plan) -> bool:
+        """Whether `plan`, made against the database while rows are pending, may differ
+        from one made after they are written: it shares an id or a content hash with them,
+        or found stored content (a row that a pending insert may replace)."""
+        if not self.rows:
+            return False
+        return bool(plan.known) or any(
+            id_ in self.ids or digest in self.hashes
+            for id_, (_, _, digest) in plan.items.items()
+        )
+
+    def flush(self, conn: Any) -> None:
+        """Write the pending rows in one statement, in a savepoint. If it fails, the
+        batches are written one statement each until the failing one, whose error is
+        raised with `unwritten` set (an interrupt writes none of them)."""
+        batches = self.batches
+        self.clear()
+        rows = [row for part in batches for row in part]
+        if not rows:
+            return
+        now = int(time.time())
+        try:
+            self._write(conn, rows, now)
+            return
+        except Exception:
+            if len(batches) == 1 or not in_transaction(conn):
+                self.unwritten = len(batches)
+                raise
+        except BaseException:
+            self.unwritten = len(batches)
+            raise
+        for done, part in enumerate(batches):  # one statement was refused: find the batch
+            try:
+                self._write(conn, part, now)
+            except BaseException:
+                self.unwritten = len(batches) - done
+                raise
+
+    def drop_after(self, count: int) -> None:
+        """Forget the batches handed over after the first `count` (those of a batch
+        rolled back after it handed its rows over)."""
+        if len(self.batches) > count:
+            kept = self.batches[:count]
+            self.clear()
+            for rows in kept:
+                self.add(rows)
+
+    def clear(self) -> None:
+        """Forget the pending rows."""
+        self.batches, self.ids, self.hashes = [], set(), set()
+        self.rows = self.bytes = 0
+        self.dimensions = None
+
+    def _write(self, conn: Any, rows: list[InsertRow], now: int) -> None:
+        """Insert `rows` in a savepoint, rolled back on any error."""
+        if not rows:
+            return
+        conn.execute("SAVEPOINT embsqlite_rows")
+        try:
+            _insert(conn, self.collection_id, rows, self.store, now, self.bulk)
+        except BaseException:
+            if in_transaction(conn):
+                conn.execute("ROLLBACK TO SAVEPOINT embsqlite_rows")
+                conn.execute("RELEASE SAVEPOINT embsqlite_rows")
+            raise
+        conn.execute("RELEASE SAVEPOINT embsqlite_rows")
 
 
 INSERT_SQL = (
@@ -184,6 +310,15 @@ BULK_INSERT_SQL = (
     "substr(?4, 16 * r.key + 1, 16), "
     "r.value ->> 2, ?5 from json_each(?6) r"
 )
+# The common case, rows without metadata or stored content whose vectors have one
+# length ?3: ?6 is a JSON array of the ids alone (no JSON built per row in Python, none
+# read back per row by SQLite), the other parameters as in BULK_INSERT_SQL.
+BULK_IDS_SQL = (
+    "insert or replace into embeddings (collection_id, id, embedding, content, "
+    "content_blob, content_hash, metadata, updated) "
+    "select ?1, r.value, substr(?2, ?3 * r.key + 1, ?3), NULL, NULL, "
+    "substr(?4, 16 * r.key + 1, 16), NULL, ?5 from json_each(?6) r"
+)
 BULK_SQLITE = (3, 38, 0)  # the ->> operator
 
 
@@ -197,12 +332,22 @@ def bulk_insert_supported(conn: Any) -> bool:
 
 
 def _insert(
-    conn: Any, collection_id: int, rows: list[tuple[str, Value, Optional[str], bytes, bytes]],
+    conn: Any, collection_id: int, rows: list[InsertRow],
     store: bool, now: int, bulk: bool,
 ) -> None:
-    """Insert (id, value, metadata, hash, embedding) rows: one BULK_INSERT_SQL statement,
-    or executemany where SQLite is older, a text holds NUL (SQLite's JSON ends a string
-    there) or a stored vector copied is empty."""
+    """Insert (id, value, metadata, hash, embedding) rows: one BULK_IDS_SQL or
+    BULK_INSERT_SQL statement, or executemany where SQLite is older, a text holds NUL
+    (SQLite's JSON ends a string there) or a stored vector copied is empty."""
+    if bulk and not store and all(row[2] is None for row in rows):
+        ids, _, _, digests, vectors_ = zip(*rows)
+        size = len(vectors_[0])
+        if size and all(len(vector) == size for vector in vectors_):
+            ids_json = json.dumps(ids, ensure_ascii=False)
+            if "\\u0000" not in ids_json:
+                conn.execute(BULK_IDS_SQL, (
+                    collection_id, b"".join(vectors_), size, b"".join(digests), now, ids_json,
+                ))
+                return
     if bulk:
         spec: list[list[Any]] = []
         embeddings: list[bytes] = []
@@ -347,6 +492,7 @@ class GroupWriter:
         self._model_seconds = 0.0  # the last model call's duration
         self._read_seconds = 0.0  # the last read of a batch from the input
         self._bulk = bulk_insert_supported(conn)
+        self._inserts = PendingInserts(collection_id, store, self._bulk)  # batches' rows not yet written
         self._cache_size: Optional[int] = None  # the connection's own, to restore
         self._temp_store: Optional[int] = None
 
@@ -411,6 +557,18 @@ class GroupWriter:
         self._pending.append(len(batch))
         if sum(self._pending) >= self.max_rows or time.monotonic() - self._began >= self.seconds:
             self.commit()
+        elif self._inserts.full():
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the pending inserts; on an error, the batches not written are not
+        reported as committed."""
+        try:
+            self._inserts.flush(self.conn)
+        except BaseException:
+            if self._inserts.unwritten:
+                del self._pending[-self._inserts.unwritten:]
+            raise
 
     def commit(self) -> None:
         """Commit the open group and report its batches (the group stays marked open
@@ -418,7 +576,19 @@ class GroupWriter:
         on exit)."""
         if not in_transaction(self.conn):  # SQLite rolled it back itself (an I/O error)
             self._open, self._pending = False, []
+            self._inserts.clear()
             return
+        try:
+            self._flush()
+        except BaseException:
+            if in_transaction(self.conn):
+                self._commit_written()  # the batches before the failing one
+            else:  # SQLite rolled the transaction back itself
+                self._open, self._pending = False, []
+            raise
+        self._commit_written()
+
+    def _commit_written(self) -> None:
         try:
             self.conn.execute("COMMIT")
         except BaseException:
@@ -452,8 +622,9 @@ class GroupWriter:
             try:
                 _check_plan(self.conn, self.collection_id, plan, self.check_collection)
                 write_rows(self.conn, self.collection_id, plan, fresh, self.store,
-                           self.check_dimensions, self._bulk)
+                           self.check_dimensions, self._bulk, self._inserts)
             except BaseException as error:
+                self._inserts.clear()
                 if in_transaction(self.conn):
                     self.conn.execute("ROLLBACK")
                 if isinstance(error, PlanChanged):
@@ -465,28 +636,46 @@ class GroupWriter:
         raise _stale(self.collection_id)
 
     def _write_in_group(self, batch: list[CheckedItem]) -> None:
-        """Plan, embed and write inside the open group, in a savepoint."""
+        """Plan, embed and write inside the open group, in a savepoint. A batch whose plan
+        or vectors depend on pending inserts (`PendingInserts.overlaps`, other dimensions)
+        has them written first, outside its savepoint, and is planned again."""
         conn = self.conn
-        conn.execute("SAVEPOINT embsqlite_batch")
-        in_savepoint = True
-        try:
-            plan = plan_batch(conn, self.collection_id, batch)
-            late = time.monotonic() - self._began + self._model_seconds > self.seconds
-            if plan.to_embed and late:
-                conn.execute("RELEASE SAVEPOINT embsqlite_batch")  # nothing written yet
-                in_savepoint = False
-                self.commit()  # the model runs outside the write lock
-                self._begin_group(batch, plan)
-                return
-            fresh = self._embed(plan, {})
-            write_rows(conn, self.collection_id, plan, fresh, self.store, self.check_dimensions,
-                       self._bulk)
-        except BaseException:
-            if in_savepoint and self._open and in_transaction(conn):
-                conn.execute("ROLLBACK TO SAVEPOINT embsqlite_batch")
-                conn.execute("RELEASE SAVEPOINT embsqlite_batch")
-            raise
-        conn.execute("RELEASE SAVEPOINT embsqlite_batch")
+        embedded: dict[bytes, bytes] = {}
+        held = len(self._inserts.batches)
+        while True:
+            conn.execute("SAVEPOINT embsqlite_batch")
+            in_savepoint = True
+            try:
+                plan = plan_batch(conn, self.collection_id, batch)
+                if self._inserts.overlaps(plan):
+                    conn.execute("RELEASE SAVEPOINT embsqlite_batch")  # nothing written yet
+                    in_savepoint = False
+                    self._flush()
+                    continue
+                late = time.monotonic() - self._began + self._model_seconds > self.seconds
+                if plan.to_embed and late:
+                    conn.execute("RELEASE SAVEPOINT embsqlite_batch")  # nothing written yet
+                    in_savepoint = False
+                    self.commit()  # the model runs outside the write lock
+                    self._begin_group(batch, plan)
+                    return
+                fresh = self._embed(plan, embedded)
+                if fresh and self._inserts.dimensions not in (None, len(fresh[0]) // 4):
+                    conn.execute("RELEASE SAVEPOINT embsqlite_batch")  # nothing written yet
+                    in_savepoint = False
+                    self._flush()  # so the dimension check sees the pending vectors
+                    continue
+                held = len(self._inserts.batches)
+                write_rows(conn, self.collection_id, plan, fresh, self.store,
+                           self.check_dimensions, self._bulk, self._inserts)
+            except BaseException:
+                self._inserts.drop_after(held)  # an interrupt after the batch was handed over
+                if in_savepoint and self._open and in_transaction(conn):
+                    conn.execute("ROLLBACK TO SAVEPOINT embsqlite_batch")
+                    conn.execute("RELEASE SAVEPOINT embsqlite_batch")
+                raise
+            conn.execute("RELEASE SAVEPOINT embsqlite_batch")
+            return
 
 
 def _stale(collection_id: int) -> StaleBatchError:

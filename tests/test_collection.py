@@ -299,11 +299,13 @@ def test_one_hash_query_per_batch_using_the_hash_index_and_one_transaction_per_g
     # write transaction; the other four are planned inside it, once each
     assert len(hash_queries) == 6
     assert [s for s in trace if s.upper().startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
-    assert [s for s in trace if s.upper().startswith("SAVEPOINT")] == ["SAVEPOINT embsqlite_batch"] * 4
+    # a savepoint per batch planned inside the group, one for the rows written together
+    assert [s for s in trace if s.upper().startswith("SAVEPOINT")] == (
+        ["SAVEPOINT embsqlite_batch"] * 4 + ["SAVEPOINT embsqlite_rows"])
     assert [s for s in trace if s.upper() == "COMMIT"] == ["COMMIT"]
     inserts = [s for s in recorder.statements if s[0].startswith("insert or replace")]
-    # one statement per batch that inserts (the first batch holds only stored items)
-    assert [sql for sql, _ in inserts] == [ingest.BULK_INSERT_SQL] * 4
+    # the group's batches that insert (the first holds only stored items) in one statement
+    assert [sql for sql, _ in inserts] == [ingest.BULK_IDS_SQL]
     assert counting_model.items[-15:] == [f"item {i}" for i in range(10, 25)]
     sql, params = hash_queries[0]
     plan = " ".join(str(r[-1]) for r in conn.execute("explain query plan " + sql, params))
@@ -704,7 +706,7 @@ def test_new_file_database_uses_wal_and_a_busy_timeout(tmp_path, counting_model)
     # a connection embsqlite opened: no fsync per batch, fewer checkpoints
     assert collection.conn.execute("pragma synchronous").fetchone()[0] == 1  # NORMAL
     assert collection.conn.execute("pragma wal_autocheckpoint").fetchone()[0] == (
-        connection.WAL_AUTOCHECKPOINT_PAGES
+        connection.WAL_AUTOCHECKPOINT_BYTES // connection.NEW_FILE_PAGE_SIZE
     )
     other = sqlite3.connect(tmp_path / "c.db")
     assert other.execute("pragma journal_mode").fetchone()[0] == "wal"  # persistent
@@ -714,6 +716,27 @@ def test_new_file_database_uses_wal_and_a_busy_timeout(tmp_path, counting_model)
     legacy.commit()
     Collection("docs", legacy, model=counting_model)
     assert legacy.execute("pragma journal_mode").fetchone()[0] == "delete"
+
+
+def test_a_new_file_gets_large_pages_and_an_existing_file_keeps_its_own(tmp_path, counting_model):
+    collection = make(tmp_path, counting_model)
+    collection.embed_multi([("a", "one"), ("b", "two")])
+    collection.close()
+    other = sqlite3.connect(tmp_path / "c.db")  # any SQLite client reads the file
+    assert other.execute("pragma page_size").fetchone()[0] == connection.NEW_FILE_PAGE_SIZE
+    assert other.execute("select count(*) from embeddings").fetchone()[0] == 2
+    other.close()
+    made = sqlite3.connect(tmp_path / "made.db")  # a WAL file someone else made: 4 KiB pages
+    made.execute("pragma journal_mode = wal")
+    made.execute("create table t (x)")
+    made.commit()
+    made.close()
+    collection = Collection("docs", str(tmp_path / "made.db"), model=counting_model)
+    assert collection.conn.execute("pragma page_size").fetchone()[0] == 4096
+    # its WAL is checkpointed after as many bytes as a new file's
+    assert collection.conn.execute("pragma wal_autocheckpoint").fetchone()[0] == (
+        connection.WAL_AUTOCHECKPOINT_BYTES // 4096
+    )
 
 
 def test_schema_is_exactly_the_schema_module(tmp_path, counting_model):

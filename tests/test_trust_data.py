@@ -621,7 +621,8 @@ def test_the_cli_writes_through_a_tuned_connection(tmp_path, monkeypatch, comman
     path = tmp_path / "app.db"
     ok("embed", "docs", "a", "-c", "first", "-m", "hashing", "-d", str(path))
     ok(*command, "-d", str(path), input="id,t\nc,text\n")
-    expected = (1, connection.WAL_AUTOCHECKPOINT_PAGES, connection.WAL_SIZE_LIMIT, "wal")
+    checkpoint = connection.WAL_AUTOCHECKPOINT_BYTES // connection.NEW_FILE_PAGE_SIZE
+    expected = (1, checkpoint, connection.WAL_SIZE_LIMIT, "wal")
     assert seen == [expected, expected]
 
 
