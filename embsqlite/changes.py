@@ -61,15 +61,17 @@ TRIGGERS = {
     f"BEGIN\n  {_bump('old')}\nEND",
 }
 
-# The triggers exactly ours, the table ours, the definition of `embeddings`: one statement.
+# The triggers exactly ours, the table ours, the definition of `embeddings`, and no
+# temporary table hiding either table from this connection: one statement.
 _TRACKING_SQL = (
-    "select (select count(*) from sqlite_master where type = 'trigger'"
+    "select (select count(*) from main.sqlite_master where type = 'trigger'"
     f" and tbl_name = 'embeddings' and ({' or '.join(['(name = ? and sql = ?)'] * len(TRIGGERS))})),"
-    " (select sql from sqlite_master where type = 'table' and name = ?),"
-    " (select sql from sqlite_master where type = 'table' and name = 'embeddings')"
+    " (select sql from main.sqlite_master where type = 'table' and name = ?),"
+    " (select sql from main.sqlite_master where type = 'table' and name = 'embeddings'),"
+    " (select count(*) from temp.sqlite_master where name in ('embeddings', ?))"
 )
-_ROW_SQL = 'select collection_id, id from "embeddings" where rowid = ?'
-_TOKEN_SQL = f'select token from "{TABLE}" where collection_id = ?'
+_ROW_SQL = 'select collection_id, id from main."embeddings" where rowid = ?'
+_TOKEN_SQL = f'select token from main."{TABLE}" where collection_id = ?'
 
 
 class State(NamedTuple):
@@ -108,30 +110,31 @@ def _row_key(conn: Any, rowid: int) -> int:
     return 0 if row is None else _hash(tuple(row))
 
 
-def _tracking(conn: Any) -> Optional[int]:
+def _tracking(conn: Any) -> tuple[Optional[int], bool]:
     """A hash of the definition of `embeddings` when the table and all three triggers are
-    ours, else None. (Not the schema cookie: other tables' DDL, such as the table that
+    ours (else None), and whether a temporary table of either name hides them from this
+    connection (its searches would read that). (Not the schema cookie: other tables' DDL, such as the table that
     sqlite-utils creates and drops to test for upserts, would make every copy stale.)"""
-    count, table_sql, embeddings_sql = conn.execute(
-        _TRACKING_SQL, [part for item in TRIGGERS.items() for part in item] + [TABLE]
+    count, table_sql, embeddings_sql, shadows = conn.execute(
+        _TRACKING_SQL, [part for item in TRIGGERS.items() for part in item] + [TABLE, TABLE]
     ).fetchone()
-    if count == len(TRIGGERS) and table_sql == TABLE_SQL:
-        return _hash(embeddings_sql)
-    return None
+    ours = count == len(TRIGGERS) and table_sql == TABLE_SQL
+    return (_hash(embeddings_sql) if ours else None), bool(shadows)
 
 
 def tracked(conn: Any) -> bool:
     """Whether this database keeps change tokens now (the table and all three triggers)."""
-    return _tracking(conn) is not None
+    return _tracking(conn)[0] is not None
 
 
 def state(conn: Any, collection_id: int) -> Optional[State]:
     """The collection's state now, or None when the database does not keep tokens (never
     installed, triggers lost to a table rebuild) or the collection has no token (its rows
-    deleted from the table: no write since could be told): then no copy can be trusted.
-    Call it inside the read transaction that also reads what the copy is compared with."""
-    tracking = _tracking(conn)
-    if tracking is None:
+    deleted from the table: no write since could be told), or a temporary table hides
+    `embeddings` or the tokens from this connection: then no copy can be trusted. Call it
+    inside the read transaction that also reads what the copy is compared with."""
+    tracking, shadowed = _tracking(conn)
+    if tracking is None or shadowed:
         return None
     row = conn.execute(_TOKEN_SQL, (collection_id,)).fetchone()
     if row is None or row[0] is None:
@@ -158,9 +161,11 @@ def unchanged(conn: Any, recorded: State, now: State) -> bool:
 
 def install(conn: Any) -> bool:
     """Create the table and triggers where missing (in one transaction; a no-op, with no
-    write, when all are there). Returns whether anything was created. Raises
-    ForeignChangesTable when a table of our name is not ours."""
-    if tracked(conn):
+    write, when all are there, or when a temporary table of this connection hides
+    `embeddings` or ours: the triggers would go on it). Returns whether anything was
+    created. Raises ForeignChangesTable when a table of our name is not ours."""
+    ours, shadowed = _tracking(conn)
+    if ours is not None or shadowed:
         return False
     with transaction(conn):
         table_sql = conn.execute(
@@ -189,8 +194,8 @@ def install(conn: Any) -> bool:
             "select count(*) from sqlite_master where type = 'table' and name = 'collections'"
         ).fetchone()[0]:
             conn.execute(
-                f'INSERT OR REPLACE INTO "{TABLE}" ("collection_id", "token") '
-                "SELECT id, random() FROM collections"
+                f'INSERT OR REPLACE INTO main."{TABLE}" ("collection_id", "token") '
+                "SELECT id, random() FROM main.collections"
             )
     return True
 
@@ -199,9 +204,9 @@ def forget(conn: Any) -> None:
     """Drop the triggers and the table (together): the database is llm's alone again."""
     with transaction(conn):
         for name in TRIGGERS:
-            conn.execute(f'DROP TRIGGER IF EXISTS "{name}"')
+            conn.execute(f'DROP TRIGGER IF EXISTS main."{name}"')
         row = conn.execute(
-            "select sql from sqlite_master where type = 'table' and name = ?", (TABLE,)
+            "select sql from main.sqlite_master where type = 'table' and name = ?", (TABLE,)
         ).fetchone()
         if row is not None and row[0] == TABLE_SQL:
-            conn.execute(f'DROP TABLE "{TABLE}"')
+            conn.execute(f'DROP TABLE main."{TABLE}"')

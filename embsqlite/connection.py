@@ -17,8 +17,8 @@ WAL_AUTOCHECKPOINT_BYTES = WAL_AUTOCHECKPOINT_PAGES * 4096
 # Page size of a database file embsqlite creates. A row holds its vector (1 KiB at 256
 # dimensions): 16 KiB pages hold 14 such rows, 4 KiB pages 3 with a quarter left empty,
 # and a commit writes a quarter as many WAL frames: about 25% more rows per CPU second
-# ingested at 200,000 rows (at 1,000,000 only with ingest.WRITE_ROWS at 5,000: each
-# statement journals the larger index pages it changes), a 20% smaller file, a faster
+# ingested at 200,000 rows (at 1,000,000 it was measured only with ingest.WRITE_ROWS at
+# 5,000: each statement journals the larger index pages it changes), a 20% smaller file, a faster
 # scan of the table. Files made by others keep theirs.
 NEW_FILE_PAGE_SIZE = 16_384
 WAL_SIZE_LIMIT = 64 * 2**20

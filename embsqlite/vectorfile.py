@@ -349,7 +349,7 @@ class VectorFile:
             return None
         with read_transaction(self.conn):
             want = self._key()
-            if want is None or self._shadowed():
+            if want is None:
                 return None
             state = want[0]
             mapped = _open(self.path, self._fits(want))
@@ -416,12 +416,6 @@ class VectorFile:
         """Delete the collection's vector file, if any, and this process's mapping of it."""
         if self.path is not None:
             _drop(self.path)
-
-    def _shadowed(self) -> bool:
-        """Whether `embeddings` names another table than main's (a temp table)."""
-        return bool(self.conn.execute(
-            "select count(*) from temp.sqlite_master where name = 'embeddings'"
-        ).fetchone()[0])
 
     def _rank(
         self, mapped: _Mapped, query: bytes, number: int, low: Optional[str], high: Optional[str],

@@ -252,3 +252,25 @@ def test_triggers_of_an_older_version_read_as_untracked_until_installed_again(db
     assert changes.install(conn)
     after = changes.state(conn, a)
     assert after is not None and after.token != before.token
+
+
+@pytest.mark.parametrize("table", ["embsqlite_changes", "embeddings"])
+def test_a_temporary_table_hiding_ours_leaves_no_state_and_is_never_written(db, table):
+    """A temporary table of this connection named like `embeddings` or the tokens' table
+    would be read instead of main's: no copy is trusted, and install and forget leave the
+    temporary table alone."""
+    path, conn = db
+    a = _ids(conn)["a"]
+    assert changes.state(conn, a) is not None
+    conn.execute(f'create temp table "{table}" (collection_id, token)')
+    conn.execute(f'insert into temp."{table}" values (?, 1)', (a,))
+    assert changes.state(conn, a) is None
+    assert changes.tracked(conn) and not changes.install(conn)
+    assert conn.execute(f'select * from temp."{table}"').fetchall() == [(a, 1)]
+    changes.forget(conn)
+    assert conn.execute(f'select * from temp."{table}"').fetchall() == [(a, 1)]
+    assert not changes.tracked(conn)
+    assert conn.execute("select count(*) from main.sqlite_master where name = 'embsqlite_changes'").fetchone()[0] == 0
+    assert not changes.install(conn)  # the triggers would go on the temporary table
+    conn.execute(f'drop table temp."{table}"')
+    assert changes.install(conn) and changes.state(conn, a) is not None

@@ -559,3 +559,16 @@ def test_a_dump_after_another_collection_rewrote_its_rows_makes_the_index_stale(
         assert pairs(again.similar_by_vector(query, 3)) == pairs(again.similar_by_vector(query, 3, exact=True))
     finally:
         vectorfile.configure(enabled=True)
+
+
+def test_a_temporary_embeddings_table_keeps_the_index_out(db, index_calls):
+    """A temporary `embeddings` of the searching connection is what SQL ranks; the index
+    holds main's rowids, so it must not answer (its rows would be scored from the other
+    table)."""
+    docs = open_docs(db)
+    docs.conn.execute("create temp table embeddings as select * from main.embeddings")
+    docs.conn.execute("update temp.embeddings set embedding = (select embedding from temp.embeddings"
+                      " where id = 'doc00002') where id = 'doc00001'")
+    query = queries(1)[0]
+    assert pairs(docs.similar_by_vector(query, 10)) == pairs(docs.similar_by_vector(query, 10, exact=True))
+    assert index_calls and all(answer is None for answer in index_calls)
