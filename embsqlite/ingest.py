@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 from . import rows, schema, settings, vectors
 from .model import EmbeddingModel, Value
-from .transaction import in_transaction, transaction
+from .transaction import in_transaction, savepoint, transaction
 
 # One checked item: (id, value, metadata as JSON text).
 CheckedItem = tuple[str, Value, Optional[str]]
@@ -283,15 +283,8 @@ class PendingInserts:
         """Insert `rows` in a savepoint, rolled back on any error."""
         if not rows:
             return
-        conn.execute("SAVEPOINT embsqlite_rows")
-        try:
+        with savepoint(conn, "embsqlite_rows"):
             _insert(conn, self.collection_id, rows, self.store, now, self.bulk)
-        except BaseException:
-            if in_transaction(conn):
-                conn.execute("ROLLBACK TO SAVEPOINT embsqlite_rows")
-                conn.execute("RELEASE SAVEPOINT embsqlite_rows")
-            raise
-        conn.execute("RELEASE SAVEPOINT embsqlite_rows")
 
 
 INSERT_SQL = (

@@ -16,21 +16,29 @@ def in_transaction(conn: Any) -> bool:
 
 
 @contextmanager
+def savepoint(conn: Any, name: str = "embsqlite") -> Iterator[None]:
+    """A savepoint of the transaction `conn` holds: released at the end, rolled back to
+    (and released) on any exception, which is re-raised."""
+    conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        if in_transaction(conn):
+            conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            conn.execute(f"RELEASE SAVEPOINT {name}")
+        raise
+    conn.execute(f"RELEASE SAVEPOINT {name}")
+
+
+@contextmanager
 def transaction(conn: Any) -> Iterator[None]:
     """One transaction: BEGIN/COMMIT, or a savepoint inside the caller's own transaction.
 
     On any exception everything done inside is rolled back and the exception re-raised.
     """
     if in_transaction(conn):
-        conn.execute("SAVEPOINT embsqlite")
-        try:
+        with savepoint(conn):
             yield
-        except BaseException:
-            if in_transaction(conn):
-                conn.execute("ROLLBACK TO SAVEPOINT embsqlite")
-                conn.execute("RELEASE SAVEPOINT embsqlite")
-            raise
-        conn.execute("RELEASE SAVEPOINT embsqlite")
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
