@@ -76,15 +76,15 @@ _TOKEN_SQL = f'select token from main."{TABLE}" where collection_id = ?'
 
 class State(NamedTuple):
     """A collection's state: `state` reads the schema (a hash of the definition of
-    `embeddings`) and the token; a copy of the
-    collection's vectors records, with `recorded`, also the smallest and the largest rowid
-    of the rows it copied, each with a hash of that row's collection id and id, and
-    `unchanged` compares. Those two rows tell a logical copy apart: `.dump` or
-    `iterdump()` replayed into a new file reproduces the schema and the tokens but
-    numbers the rows 1, 2, ... again, in rowid order (order kept, no gaps), so when the
-    first and the last copied row are both still at their rowids, the rows between them
-    fill the same rowids as before: none moved. (The last row alone would not do: a row
-    at rowid 0 or below and a gap above it move the rows between and cancel out at it.)"""
+    `embeddings`) and the token; a copy of the collection's vectors records, with
+    `recorded`, also the smallest and the largest rowid of the rows it copied, each with a
+    hash of that row's collection id and id, and `unchanged` compares. Those two rows
+    tell a logical copy apart: `.dump` or `iterdump()` replayed into a new file
+    reproduces the schema and the tokens but numbers the rows 1, 2, ... again, in rowid
+    order (order kept, no gaps), so when the first and the last copied row are both still
+    at their rowids, the rows between them fill the same rowids as before: none moved.
+    (The last row alone would not do: a row at rowid 0 or below and a gap above it move
+    the rows between and cancel out at it.)"""
 
     schema: int  # a hash of the definition of `embeddings`
     token: Optional[int]
@@ -113,8 +113,9 @@ def _row_key(conn: Any, rowid: int) -> int:
 def _tracking(conn: Any) -> tuple[Optional[int], bool]:
     """A hash of the definition of `embeddings` when the table and all three triggers are
     ours (else None), and whether a temporary table of either name hides them from this
-    connection (its searches would read that). (Not the schema cookie: other tables' DDL, such as the table that
-    sqlite-utils creates and drops to test for upserts, would make every copy stale.)"""
+    connection (its searches would read that). Not the schema cookie: other tables' DDL,
+    such as the table sqlite-utils creates and drops to test for upserts, would make
+    every copy stale."""
     count, table_sql, embeddings_sql, shadows = conn.execute(
         _TRACKING_SQL, [part for item in TRIGGERS.items() for part in item] + [TABLE, TABLE]
     ).fetchone()
