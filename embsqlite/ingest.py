@@ -187,10 +187,15 @@ InsertRow = tuple[str, Optional[Value], Optional[str], bytes, bytes]
 # the statement has touched them all, so longer statements copy fewer pages per row (at
 # 1,000,000 rows, 16 KiB pages: 5,000 rows per statement ~20% more rows per CPU second
 # than 2,000, 10,000 ~8% more again). The journal, at most WRITE_ROWS pages, is the
-# memory this costs: 1,000 rows (at most 16 MiB) keeps a run's peak RSS within a few MB
-# from 200,000 to 400,000 rows; 5,000 grew it by 10 MB more. The bytes bound keeps
-# memory flat with large content or metadata (content that is not stored is not kept).
-WRITE_ROWS = int(settings.env_number("EMBSQLITE_WRITE_ROWS", 1_000, minimum=1, integer=True))
+# memory this costs. The bytes bound keeps memory flat with large content or metadata
+# (content that is not stored is not kept).
+# The default, 1, writes each batch as it comes (one statement per batch). Larger values
+# are opt-in (EMBSQLITE_WRITE_ROWS) because a batch's rows are then unwritten while later
+# batches are embedded: an insert SQLite refuses (another application's trigger) is seen
+# only when they are written, after the model embedded the batches between; reads on the
+# run's own connection do not see them; and a write made on that connection between
+# batches (by the caller's input) can be overwritten by an older item of the run.
+WRITE_ROWS = int(settings.env_number("EMBSQLITE_WRITE_ROWS", 1, minimum=1, integer=True))
 WRITE_BYTES = 16 * 2**20
 
 

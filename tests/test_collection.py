@@ -283,8 +283,10 @@ def test_the_last_occurrence_of_an_id_in_a_batch_wins(tmp_path, counting_model):
 
 
 def test_one_hash_query_per_batch_using_the_hash_index_and_one_transaction_per_group(
-    tmp_path, counting_model
+    tmp_path, counting_model, monkeypatch
 ):
+
+    monkeypatch.setattr(ingest, "WRITE_ROWS", 1_000)  # the opt-in mode: batches written together
     conn = embsqlite.connect(tmp_path / "c.db")
     recorder = Recorder(conn)
     collection = Collection("docs", recorder, model=counting_model)
@@ -805,3 +807,43 @@ def test_an_id_without_a_valid_stored_embedding(tmp_path, counting_model):
         collection.similar_by_id("broken")
     got = collection.similar("text")  # a row with no vector cannot be ranked: left out
     assert [e.id for e in got] == ["a"]
+
+
+def test_by_default_a_refused_insert_stops_the_run_before_later_batches_are_embedded(
+    tmp_path, counting_model
+):
+    """Batches are not kept pending unless EMBSQLITE_WRITE_ROWS asks for it: an insert that
+    SQLite refuses (another application's trigger) ends the run before the model embeds a
+    later batch (with a paid model, money)."""
+
+    assert ingest.WRITE_ROWS == 1
+    collection = Collection("docs", tmp_path / "a.db", model=counting_model)
+    collection.embed("seed", "seed")
+    collection.conn.execute(
+        "create trigger refuse before insert on embeddings when new.id = 'i25'"
+        " begin select raise(abort, 'refused by another application'); end")
+    collection.conn.commit()
+    counting_model.batches.clear()
+    with pytest.raises(Exception, match="refused by another application"):
+        collection.embed_multi(((f"i{i}", f"text {i}") for i in range(900)), batch_size=10)
+    assert len(counting_model.items) == 30  # the batch of i25 and the two before it
+    assert collection.conn.execute("select count(*) from embeddings where id like 'i%'").fetchone()[0] == 20
+
+
+def test_by_default_the_runs_connection_sees_each_batch_and_its_own_writes_stay(tmp_path, counting_model):
+    """The caller's input may read or write the collection on the run's connection between
+    batches: it sees every batch written so far, and its write is not overwritten by an
+    older item of the run."""
+    collection = Collection("docs", tmp_path / "a.db", model=counting_model)
+    seen = []
+
+    def items():
+        for i in range(90):
+            if i == 50:
+                seen.append(collection.conn.execute("select count(*) from embeddings").fetchone()[0])
+                collection.conn.execute("update embeddings set content = 'corrected' where id = 'i0'")
+            yield (f"i{i}", f"text {i}")
+
+    collection.embed_multi(items(), batch_size=10, store=True)
+    assert seen == [50]
+    assert collection.conn.execute("select content from embeddings where id = 'i0'").fetchone()[0] == "corrected"

@@ -42,6 +42,13 @@ class Recorder:
         return getattr(self._conn, name)
 
 
+@pytest.fixture(autouse=True)
+def pending_rows(monkeypatch):
+    """These tests are of the opt-in mode that keeps batches pending (the default writes
+    each batch as it comes): 1,000 rows per statement unless a test sets another bound."""
+    monkeypatch.setattr(ingest, "WRITE_ROWS", 1_000)
+
+
 def _spy_inserts(monkeypatch) -> list[int]:
     """The number of rows of each insert statement ingest runs, from now on."""
     sizes: list[int] = []
