@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from . import rows, schema, settings, vectors
 from .model import EmbeddingModel, Value
@@ -199,6 +199,12 @@ WRITE_ROWS = int(settings.env_number("EMBSQLITE_WRITE_ROWS", 1, minimum=1, integ
 WRITE_BYTES = 16 * 2**20
 
 
+def _footprint(value: Union[str, bytes]) -> int:
+    """An upper bound on the bytes a pending text or blob takes (a str of n characters
+    takes up to 4n, in memory as in UTF-8), for the bound on pending rows."""
+    return len(value) if isinstance(value, bytes) else 4 * len(value)
+
+
 class PendingInserts:
     """The planned inserts of the last batches of an open group, not yet written, kept
     per batch (in order) so that a failing write leaves the batches before the failing
@@ -222,9 +228,10 @@ class PendingInserts:
         ids, values, metas, digests, embeddings = zip(*rows)
         self.ids.update(ids)
         self.hashes.update(digests)
-        self.bytes += sum(map(len, embeddings)) + sum(len(v) for v in values if v is not None)
+        self.bytes += (sum(map(len, embeddings)) + sum(map(_footprint, ids))
+                       + sum(_footprint(v) for v in values if v is not None))
         if any(meta is not None for meta in metas):
-            self.bytes += sum(len(meta) for meta in metas if meta is not None)
+            self.bytes += sum(_footprint(meta) for meta in metas if meta is not None)
         self.dimensions = len(embeddings[0]) // 4
         self.rows += len(rows)
 

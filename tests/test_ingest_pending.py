@@ -150,11 +150,13 @@ def test_pending_rows_are_bounded_by_rows_and_bytes(tmp_path, monkeypatch):
         ((f"r{i:03d}", f"text {i}") for i in range(100)), batch_size=10)
     assert sizes == [30, 30, 30, 10]  # once 25 rows are pending; the rest at the commit
     monkeypatch.setattr(ingest, "WRITE_ROWS", 10_000)
-    monkeypatch.setattr(ingest, "WRITE_BYTES", 30_000)  # stored content counts
+    monkeypatch.setattr(ingest, "WRITE_BYTES", 120_000)  # stored content counts
     sizes.clear()
     Collection("more", conn, model=CountingModel()).embed_multi(
         ((f"s{i:03d}", f"{i:04d}" * 1000) for i in range(20)), store=True, batch_size=2)
-    assert sizes == [8, 8, 4]  # 4 batches of 2 rows of 4,000 bytes and a 256-byte vector
+    # 4 batches of 2 rows of 4,000 characters (counted as 16,000 bytes: up to 4 a
+    # character), a 256-byte vector and a 4-character id
+    assert sizes == [8, 8, 4]
     sizes.clear()
     kept: list[list] = []
     original_add = ingest.PendingInserts.add
@@ -168,6 +170,10 @@ def test_pending_rows_are_bounded_by_rows_and_bytes(tmp_path, monkeypatch):
     Collection("meta", conn, model=CountingModel()).embed_multi_with_metadata(
         ((f"m{i:03d}", f"meta {i}", {"k": "v" * 4000}) for i in range(20)), batch_size=2)
     assert sizes == [8, 8, 4]  # metadata counts
+    sizes.clear()
+    Collection("ids", conn, model=CountingModel()).embed_multi(
+        ((f"{i:04d}" * 15_000, f"id {i}") for i in range(20)), batch_size=2)
+    assert sizes == [2] * 10  # ids count: 60,000 characters each, a batch is over the bound
     conn.close()
 
 
