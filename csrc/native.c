@@ -634,6 +634,38 @@ static void heap_up(Hit *aHeap, int i){
 }
 
 /*
+** Offer hit h to the heap of the best k (*pN hits so far); a hit that is left
+** out, or pushed out, raises *pBestOut to its score if higher.
+*/
+static void hit_offer(Hit *aHeap, int *pN, int k, Hit h, double *pBestOut){
+  if( *pN<k ){
+    aHeap[*pN] = h;
+    heap_up(aHeap, (*pN)++);
+  }else if( hit_below(&aHeap[0], &h) ){
+    if( aHeap[0].score>*pBestOut ) *pBestOut = aHeap[0].score;
+    aHeap[0] = h;
+    heap_down(aHeap, *pN, 0);
+  }else if( h.score>*pBestOut ){
+    *pBestOut = h.score;
+  }
+}
+
+/*
+** Empty the heap of n hits into aRow/aScore, best first (the lowest-ranked hit
+** goes to the last free slot until none is left); returns n.
+*/
+static int hits_sorted(Hit *aHeap, int n, long long *aRow, double *aScore){
+  int nOut = n;
+  while( n>0 ){
+    aRow[n-1] = aHeap[0].row;
+    aScore[n-1] = aHeap[0].score;
+    aHeap[0] = aHeap[--n];
+    heap_down(aHeap, n, 0);
+  }
+  return nOut;
+}
+
+/*
 ** One share of a scan: rows lo..hi-1, or the rows aPos[lo..hi-1] when aPos
 ** is not NULL, all but row `skip`, into a heap of the best k. `best_out` is
 ** the best score among the rows scored and not kept (-INFINITY if none), so
@@ -677,16 +709,7 @@ static void *scan_part(void *pArg){
     h.score = row_score(s, i);
     h.row = i;
     if( !isfinite(h.score) ){ s->rc = -2; break; }
-    if( s->nHeap<s->k ){
-      s->aHeap[s->nHeap] = h;
-      heap_up(s->aHeap, s->nHeap++);
-    }else if( hit_below(&s->aHeap[0], &h) ){
-      if( s->aHeap[0].score>s->best_out ) s->best_out = s->aHeap[0].score;
-      s->aHeap[0] = h;
-      heap_down(s->aHeap, s->nHeap, 0);
-    }else if( h.score>s->best_out ){
-      s->best_out = h.score;
-    }
+    hit_offer(s->aHeap, &s->nHeap, s->k, h, &s->best_out);
   }
   return 0;
 }
@@ -740,7 +763,7 @@ static long long embsqlite_scan(
   QueryVec *q;
   ScanPart aPart[SCAN_MAX_THREADS];
   Hit *aAll;
-  long long nAll = 0, n = hi-lo;
+  long long n = hi-lo;
   int nPart, i, rc = 0;
   double best_out = -INFINITY;
   if( pOut ) *pOut = -INFINITY;
@@ -770,28 +793,12 @@ static long long embsqlite_scan(
     for(i=0; i<nPart; i++){
       int j;
       for(j=0; j<aPart[i].nHeap; j++){
-        Hit h = aPart[i].aHeap[j];
-        nAll++;
-        if( nHeap<k ){
-          aHeap[nHeap] = h;            /* aHeap[nHeap] is never past this hit */
-          heap_up(aHeap, nHeap++);
-        }else if( hit_below(&aHeap[0], &h) ){
-          if( aHeap[0].score>best_out ) best_out = aHeap[0].score;
-          aHeap[0] = h;
-          heap_down(aHeap, nHeap, 0);
-        }else if( h.score>best_out ){
-          best_out = h.score;
-        }
+        /* the merged heap is the front of aAll: its next slot is never past
+        ** the hit offered (passed by value) */
+        hit_offer(aHeap, &nHeap, k, aPart[i].aHeap[j], &best_out);
       }
     }
-    /* Pop the lowest-ranked hit into the last free slot until empty. */
-    rc = nHeap;
-    while( nHeap>0 ){
-      aRow[nHeap-1] = aHeap[0].row;
-      aScore[nHeap-1] = aHeap[0].score;
-      aHeap[0] = aHeap[--nHeap];
-      heap_down(aHeap, nHeap, 0);
-    }
+    rc = hits_sorted(aHeap, nHeap, aRow, aScore);
     if( pOut ) *pOut = best_out;
   }
   free(q);

@@ -411,27 +411,12 @@ static long long embsqlite_sketch_scan(
         h.row = aPart[i].aCand[j].row;
         h.score = row_score(&s, h.row);
         if( !isfinite(h.score) ){ rc = -2; break; }
-        if( nHeap<k ){
-          aHeap[nHeap] = h;
-          heap_up(aHeap, nHeap++);
-        }else if( hit_below(&aHeap[0], &h) ){
-          if( aHeap[0].score>best_out ) best_out = aHeap[0].score;
-          aHeap[0] = h;
-          heap_down(aHeap, nHeap, 0);
-        }else if( h.score>best_out ){
-          best_out = h.score;
-        }
+        hit_offer(aHeap, &nHeap, k, h, &best_out);
       }
     }
   }
   if( rc==0 ){
-    rc = nHeap;
-    while( nHeap>0 ){
-      aOut[nHeap-1] = aHeap[0].row;
-      aScore[nHeap-1] = aHeap[0].score;
-      aHeap[0] = aHeap[--nHeap];
-      heap_down(aHeap, nHeap, 0);
-    }
+    rc = hits_sorted(aHeap, nHeap, aOut, aScore);
     if( pOut ) *pOut = best_out;
   }
 done:
