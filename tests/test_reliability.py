@@ -147,7 +147,9 @@ def _logged(log) -> list[str]:
 def test_sigkill_mid_ingestion_loses_no_committed_batch_and_resumes_without_re_embedding(
     tmp_path,
 ):
-    n = 100_000  # a generator far larger than what is written before each kill
+    # a generator far larger than what is written before each kill: a round may see up to
+    # a group (50,000 rows) committed before its kill, and the child must still be running
+    n = 300_000
     path = tmp_path / "crash.db"
     rng = random.Random(7)
     committed: set[str] = set()
